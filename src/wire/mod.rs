@@ -1,0 +1,2 @@
+//! Wire formats: checked views over byte buffers and plain `Repr`s.
+#![forbid(unsafe_code)]
