@@ -36,6 +36,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod ipv4;
 
 /// Why a buffer could not be parsed or emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
