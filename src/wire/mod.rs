@@ -33,7 +33,10 @@ use core::fmt;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+pub mod arp;
 pub mod checksum;
+pub mod ethernet;
+pub mod ipv4;
 
 /// Why a buffer could not be parsed or emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,14 +97,12 @@ pub mod ip_proto {
 /// Views the header struct at the start of `buf`, or `None` if `buf` is too
 /// short. Used by the views' accessors; their `new_checked` already made
 /// the `None` case unreachable.
-#[allow(dead_code)] // used by the protocol files that follow
 #[inline(always)]
 pub(crate) fn header<H: FromBytes + KnownLayout + Immutable>(buf: &[u8]) -> Option<&H> {
     H::ref_from_prefix(buf).ok().map(|(h, _)| h)
 }
 
 /// Mutable twin of [`header`].
-#[allow(dead_code)]
 #[inline(always)]
 pub(crate) fn header_mut<H: FromBytes + IntoBytes + KnownLayout>(buf: &mut [u8]) -> Option<&mut H> {
     H::mut_from_prefix(buf).ok().map(|(h, _)| h)
@@ -119,7 +120,6 @@ pub(crate) fn put(dst: &mut [u8], src: &[u8]) -> Result<()> {
 
 /// Deterministic test inputs shared by every file's no-panic test.
 #[cfg(test)]
-#[allow(dead_code)]
 pub(crate) mod testutil {
     /// xorshift64*: tiny, deterministic, good enough to scramble bytes.
     pub struct Rng(u64);
