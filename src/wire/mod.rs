@@ -36,7 +36,10 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod icmpv4;
 pub mod ipv4;
+pub mod tcp;
+pub mod udp;
 
 /// Why a buffer could not be parsed or emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,7 +112,6 @@ pub(crate) fn header_mut<H: FromBytes + IntoBytes + KnownLayout>(buf: &mut [u8])
 }
 
 /// Copies `src` to the start of `dst`, or fails with `Truncated`.
-#[allow(dead_code)]
 #[inline]
 pub(crate) fn put(dst: &mut [u8], src: &[u8]) -> Result<()> {
     dst.get_mut(..src.len())
