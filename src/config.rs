@@ -566,7 +566,8 @@ mod tests {
 
     #[test]
     fn slirp_table_from_the_issue() {
-        let cases: &[(&[&str], &str, u8, &str, &str, [u8; 6])] = &[
+        type Case<'a> = (&'a [&'a str], &'a str, u8, &'a str, &'a str, [u8; 6]);
+        let cases: &[Case] = &[
             (
                 &[],
                 "10.0.2.15",

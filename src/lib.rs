@@ -3,5 +3,12 @@
 
 pub mod cli;
 pub mod config;
+pub mod engine;
+pub mod flow;
+pub mod frame;
 pub mod link;
+pub mod services;
+pub mod stack;
+pub mod startup;
+pub mod sys;
 pub mod wire;

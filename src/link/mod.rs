@@ -614,6 +614,33 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+impl std::os::fd::AsFd for Link {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Take ownership of descriptor `n` inherited from the VMM (`--fd N`),
+/// after checking that it is open. It becomes close-on-exec: it is ours now.
+pub fn inherit_fd(n: RawFd) -> io::Result<OwnedFd> {
+    if n < 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "negative descriptor",
+        ));
+    }
+    // SAFETY: F_GETFD only queries the descriptor table.
+    let flags = unsafe { libc::fcntl(n, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above; sets the close-on-exec flag of an open descriptor.
+    unsafe { libc::fcntl(n, libc::F_SETFD, flags | libc::FD_CLOEXEC) };
+    // SAFETY: the descriptor is open (checked above) and, by the --fd
+    // contract, handed to airlock alone; nothing else in airlock owns it.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -713,11 +740,5 @@ mod tests {
         assert_eq!(buf[0], 2);
         vmm.set_nonblocking(true).unwrap();
         assert!(vmm.recv(&mut buf).is_err());
-    }
-}
-
-impl std::os::fd::AsFd for Link {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 }

@@ -1,0 +1,219 @@
+//! The event loop: one thread, one epoll set, no async runtime.
+//!
+//! `link ↔ engine ↔ services/flows ↔ host sockets`. A guest frame read from
+//! the link goes to [`Stack::on_frame`], which answers it from a service or
+//! hands it to the flow table; a host socket event goes to its flow. Every
+//! frame for the guest lands in the link's transmit queue, flushed once per
+//! loop turn, so one turn costs one write to the VMM however many flows spoke.
+//!
+//! #syscalls: epoll_create1 epoll_ctl epoll_wait|epoll_pwait|epoll_pwait2 signalfd4 rt_sigprocmask read
+
+use crate::config::Config;
+use crate::link::{Closed, Link, Recv};
+use crate::stack::Stack;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+/// What an epoll event is about: the low byte of its token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Token {
+    Link,
+    Signal,
+    /// A forward's listening socket, by index.
+    Listener(u32),
+    /// A flow's host socket: slot index and generation (stale events for a
+    /// slot that was freed and reused carry the old generation).
+    Flow(u32, u32),
+}
+
+impl Token {
+    pub fn encode(self) -> u64 {
+        match self {
+            Token::Link => 0,
+            Token::Signal => 1,
+            Token::Listener(i) => 2 | (i as u64) << 8,
+            Token::Flow(i, g) => 3 | ((i as u64) & 0xff_ffff) << 8 | (g as u64) << 32,
+        }
+    }
+
+    pub fn decode(v: u64) -> Token {
+        match v & 0xff {
+            0 => Token::Link,
+            1 => Token::Signal,
+            2 => Token::Listener((v >> 8) as u32),
+            _ => Token::Flow(((v >> 8) & 0xff_ffff) as u32, (v >> 32) as u32),
+        }
+    }
+}
+
+/// The epoll set, shared by everything that owns a host socket.
+pub struct Poller {
+    epoll: Epoll,
+}
+
+impl Poller {
+    pub fn new() -> std::io::Result<Poller> {
+        Ok(Poller {
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+        })
+    }
+
+    pub fn add(&self, fd: BorrowedFd<'_>, token: Token, flags: EpollFlags) -> std::io::Result<()> {
+        self.epoll
+            .add(fd, EpollEvent::new(flags, token.encode()))
+            .map_err(Into::into)
+    }
+
+    pub fn modify(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        flags: EpollFlags,
+    ) -> std::io::Result<()> {
+        let mut ev = EpollEvent::new(flags, token.encode());
+        self.epoll.modify(fd, &mut ev).map_err(Into::into)
+    }
+
+    /// Closing an fd removes it from epoll; this is for sockets kept open.
+    pub fn delete(&self, fd: BorrowedFd<'_>) {
+        let _ = self.epoll.delete(fd);
+    }
+}
+
+/// Why the loop ended.
+#[derive(Debug)]
+pub enum Exit {
+    Signal(Signal),
+    Link(Closed),
+}
+
+/// Signals that end airlock cleanly; blocked and read from a signalfd so
+/// that they stay safe under the seccomp filter.
+pub fn block_exit_signals() -> std::io::Result<SignalFd> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGHUP);
+    set.thread_block()?;
+    Ok(SignalFd::with_flags(
+        &set,
+        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+    )?)
+}
+
+/// Frames handled per link wakeup before host sockets get a turn.
+const LINK_BUDGET: usize = 16;
+/// Timer granularity: retransmission, idle timeouts, router advertisements.
+const TICK: Duration = Duration::from_millis(50);
+
+pub struct Engine {
+    link: Link,
+    stack: Stack,
+    signals: SignalFd,
+}
+
+impl Engine {
+    pub fn new(link: Link, cfg: Config, signals: SignalFd) -> std::io::Result<Engine> {
+        let poller = Poller::new()?;
+        poller.add(link.as_fd(), Token::Link, EpollFlags::EPOLLIN)?;
+        poller.add(signals.as_fd(), Token::Signal, EpollFlags::EPOLLIN)?;
+        let stack = Stack::new(cfg, poller);
+        Ok(Engine {
+            link,
+            stack,
+            signals,
+        })
+    }
+
+    /// Take ownership of the forwards' listening sockets (bound before the
+    /// sandbox).
+    pub fn stack_mut(&mut self) -> &mut Stack {
+        &mut self.stack
+    }
+
+    /// Run until a signal or the link ends.
+    pub fn run(&mut self) -> Exit {
+        let mut events = vec![EpollEvent::empty(); 256];
+        let mut next_tick = Instant::now() + TICK;
+        self.stack.start(Instant::now(), &mut self.link.tx);
+        self.link.tx.flush();
+        loop {
+            let now = Instant::now();
+            let wait = next_tick.saturating_duration_since(now);
+            let timeout = EpollTimeout::try_from(wait).unwrap_or(EpollTimeout::ZERO);
+            let n = match self.stack.poller().epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => 0,
+                Err(e) => return Exit::Link(Closed::Error(e.into())),
+            };
+            let now = Instant::now();
+            for ev in &events[..n] {
+                match Token::decode(ev.data()) {
+                    Token::Link => {
+                        for _ in 0..LINK_BUDGET {
+                            let stack = &mut self.stack;
+                            match self.link.recv(|f, tx| stack.on_frame(f, tx, now)) {
+                                Ok(Recv::More) => continue,
+                                Ok(Recv::Drained) => break,
+                                Err(c) => return Exit::Link(c),
+                            }
+                        }
+                    }
+                    Token::Signal => {
+                        if let Ok(Some(si)) = self.signals.read_signal() {
+                            if let Ok(sig) = Signal::try_from(si.ssi_signo as i32) {
+                                return Exit::Signal(sig);
+                            }
+                        }
+                    }
+                    t => self
+                        .stack
+                        .on_host_event(t, ev.events(), &mut self.link.tx, now),
+                }
+            }
+            if now >= next_tick {
+                self.stack.on_tick(now, &mut self.link.tx);
+                next_tick = now + TICK;
+            }
+            self.stack.after_turn(now, &mut self.link.tx);
+            self.link.tx.flush();
+            if let Some(c) = self.link.tx.closed() {
+                return Exit::Link(c);
+            }
+        }
+    }
+
+    /// Counters for `--debug`, one line per non-zero counter.
+    pub fn report(&self) -> String {
+        let s = &self.link.tx.stats;
+        let mut out = format!(
+            "link: rx {} frames / {} bytes, tx {} frames / {} bytes in {} flushes, runts {}, oversize {}, tx dropped {}\n",
+            s.rx_frames, s.rx_bytes, s.tx_frames, s.tx_bytes, s.tx_flushes, s.rx_runt, s.rx_oversize, s.tx_dropped
+        );
+        out.push_str(&self.stack.counters.to_string());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        for t in [
+            Token::Link,
+            Token::Signal,
+            Token::Listener(0),
+            Token::Listener(77),
+            Token::Flow(0, 0),
+            Token::Flow(0xff_ffff, u32::MAX),
+            Token::Flow(12, 3),
+        ] {
+            assert_eq!(Token::decode(t.encode()), t);
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Flows: the guest's connections and conversations, each carried over one
+//! ordinary host socket.
+//!
+//! The [`Table`] is a slab of flows (the slot index and a generation make the
+//! epoll token, so a stale event never reaches a reused slot) plus a hash
+//! index from the guest-side addresses. Its size is bounded by
+//! `--max-flows`; per flow airlock keeps a fixed-size record and no data:
+//! what is in flight stays in the kernel socket.
+#![forbid(unsafe_code)]
+
+pub mod nat;
+pub mod tcp;
+
+use crate::engine::Token;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::SocketAddr;
+
+/// A flow as the guest sees it: protocol, its own address and port, and the
+/// remote address and port (before translation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub proto: u8,
+    pub guest: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+/// One flow's state.
+pub enum Flow {
+    Tcp(tcp::Conn),
+}
+
+/// FxHash: the flow index is keyed by guest-chosen values, but the table
+/// size is bounded, so a fast non-keyed hash is enough here.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v as u64)
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(v as u64)
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(v as u64)
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64)
+    }
+}
+
+struct Slot {
+    gen: u32,
+    key: Option<Key>,
+    flow: Option<Flow>,
+}
+
+/// The table of flows.
+pub struct Table {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    index: HashMap<Key, u32, BuildHasherDefault<FxHasher>>,
+    max: usize,
+}
+
+/// The table is full: the guest gets a reset (TCP) or nothing (UDP/ICMP).
+#[derive(Debug)]
+pub struct Full;
+
+impl Table {
+    pub fn new(max: usize) -> Table {
+        Table {
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::default(),
+            max,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.len() == self.free.len()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.max
+    }
+
+    /// The flow a guest packet belongs to.
+    pub fn lookup(&self, key: &Key) -> Option<u32> {
+        self.index.get(key).copied()
+    }
+
+    /// Reserve a slot and return the token its socket registers with.
+    pub fn vacant(&mut self) -> Result<Token, Full> {
+        if let Some(&i) = self.free.last() {
+            return Ok(Token::Flow(i, self.slots[i as usize].gen));
+        }
+        if self.slots.len() >= self.max {
+            return Err(Full);
+        }
+        self.slots.push(Slot {
+            gen: 0,
+            key: None,
+            flow: None,
+        });
+        let i = (self.slots.len() - 1) as u32;
+        self.free.push(i);
+        Ok(Token::Flow(i, 0))
+    }
+
+    /// Fill the slot [`Table::vacant`] returned.
+    pub fn insert(&mut self, token: Token, key: Key, flow: Flow) {
+        let Token::Flow(i, gen) = token else { return };
+        let Some(slot) = self.slots.get_mut(i as usize) else {
+            return;
+        };
+        if slot.gen != gen || slot.flow.is_some() {
+            return;
+        }
+        if let Some(pos) = self.free.iter().rposition(|&f| f == i) {
+            self.free.swap_remove(pos);
+        }
+        slot.key = Some(key);
+        slot.flow = Some(flow);
+        self.index.insert(key, i);
+    }
+
+    /// The live flow behind an epoll token, if the token is not stale.
+    pub fn get_mut(&mut self, token: Token) -> Option<&mut Flow> {
+        let Token::Flow(i, gen) = token else {
+            return None;
+        };
+        let slot = self.slots.get_mut(i as usize)?;
+        if slot.gen != gen {
+            return None;
+        }
+        slot.flow.as_mut()
+    }
+
+    /// A flow by slot index (from [`Table::lookup`]).
+    pub fn at(&mut self, i: u32) -> Option<(Token, &mut Flow)> {
+        let slot = self.slots.get_mut(i as usize)?;
+        let gen = slot.gen;
+        slot.flow.as_mut().map(|f| (Token::Flow(i, gen), f))
+    }
+
+    /// Free a flow; its socket closes with it.
+    pub fn remove(&mut self, token: Token) -> Option<Flow> {
+        let Token::Flow(i, gen) = token else {
+            return None;
+        };
+        let slot = self.slots.get_mut(i as usize)?;
+        if slot.gen != gen {
+            return None;
+        }
+        let flow = slot.flow.take()?;
+        if let Some(k) = slot.key.take() {
+            self.index.remove(&k);
+        }
+        slot.gen = slot.gen.wrapping_add(1);
+        self.free.push(i);
+        Some(flow)
+    }
+
+    /// Tokens of every live flow (for timers).
+    pub fn tokens(&self, out: &mut Vec<Token>) {
+        out.clear();
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.flow.is_some() {
+                out.push(Token::Flow(i as u32, s.gen));
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Address translation between the virtual network and the host.
+//!
+//! Outbound, the virtual host address means the host's loopback (unless
+//! `--disable-host-loopback`), the virtual DNS address on port 53 means the
+//! upstream resolver, and anything else is connected as addressed. Inbound
+//! (forwards), a peer on the host's loopback appears to the guest as the
+//! virtual host address.
+#![forbid(unsafe_code)]
+
+use crate::config::Config;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// Where a guest packet to `dst` should go on the host, or `None` if
+/// nothing answers there (an unused virtual address, a disabled mapping).
+pub fn outbound(cfg: &Config, dst: SocketAddr) -> Option<SocketAddr> {
+    let ip = dst.ip();
+    let (host, dns, in_net) = match ip {
+        IpAddr::V4(a) => {
+            let n = cfg.net4.as_ref()?;
+            (IpAddr::V4(n.host), IpAddr::V4(n.dns), n.contains(a))
+        }
+        IpAddr::V6(a) => {
+            let n = cfg.net6.as_ref()?;
+            (IpAddr::V6(n.host), IpAddr::V6(n.dns), n.contains(a))
+        }
+    };
+    if ip == dns && cfg.dns_forward && dst.port() == 53 {
+        return cfg.dns_upstream.first().copied();
+    }
+    if cfg.restrict {
+        // Isolated guest: DNS above and forwards are all it gets.
+        return None;
+    }
+    if ip == host {
+        if !cfg.host_loopback {
+            return None;
+        }
+        let lo = match ip {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
+        return Some(SocketAddr::new(lo, dst.port()));
+    }
+    if in_net {
+        // Other virtual addresses have nothing behind them.
+        return None;
+    }
+    if ip.is_multicast() || ip.is_unspecified() || is_broadcast(ip) {
+        return None;
+    }
+    Some(dst)
+}
+
+fn is_broadcast(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V4(a) if a.is_broadcast())
+}
+
+/// How the guest sees a host peer that connected to a forward: loopback
+/// becomes the virtual host address of the guest's family.
+pub fn inbound_source(cfg: &Config, peer: SocketAddr, guest_is_v6: bool) -> Option<SocketAddr> {
+    let ip = match peer.ip() {
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(a),
+        },
+        v4 => v4,
+    };
+    let ip = if ip.is_loopback() {
+        if guest_is_v6 {
+            IpAddr::V6(cfg.net6.as_ref()?.host)
+        } else {
+            IpAddr::V4(cfg.net4.as_ref()?.host)
+        }
+    } else {
+        ip
+    };
+    if ip.is_ipv6() != guest_is_v6 {
+        // A peer of the other family than the guest's address: show the
+        // virtual host, as slirp does for anything it cannot express.
+        return Some(SocketAddr::new(
+            if guest_is_v6 {
+                IpAddr::V6(cfg.net6.as_ref()?.host)
+            } else {
+                IpAddr::V4(cfg.net4.as_ref()?.host)
+            },
+            peer.port(),
+        ));
+    }
+    Some(SocketAddr::new(ip, peer.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Options;
+    use clap::Parser;
+
+    fn cfg(args: &[&str]) -> Config {
+        let mut v = vec!["airlock", "--dns-upstream", "127.0.0.1:5353"];
+        v.extend_from_slice(args);
+        Config::from_options(&Options::try_parse_from(v).unwrap(), None).unwrap()
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn outbound_mappings() {
+        let c = cfg(&[]);
+        assert_eq!(outbound(&c, sa("10.0.2.2:80")), Some(sa("127.0.0.1:80")));
+        assert_eq!(outbound(&c, sa("10.0.2.3:53")), Some(sa("127.0.0.1:5353")));
+        assert_eq!(outbound(&c, sa("10.0.2.3:80")), None);
+        assert_eq!(outbound(&c, sa("10.0.2.77:80")), None);
+        assert_eq!(outbound(&c, sa("192.0.2.9:80")), Some(sa("192.0.2.9:80")));
+        assert_eq!(outbound(&c, sa("[fec0::2]:80")), Some(sa("[::1]:80")));
+        assert_eq!(outbound(&c, sa("255.255.255.255:9")), None);
+        let c = cfg(&["--disable-host-loopback"]);
+        assert_eq!(outbound(&c, sa("10.0.2.2:80")), None);
+        let c = cfg(&["--restrict"]);
+        assert_eq!(outbound(&c, sa("192.0.2.9:80")), None);
+        assert_eq!(outbound(&c, sa("10.0.2.3:53")), Some(sa("127.0.0.1:5353")));
+        let c = cfg(&["--disable-dns"]);
+        assert_eq!(outbound(&c, sa("10.0.2.3:53")), None);
+    }
+
+    #[test]
+    fn inbound_loopback_is_the_virtual_host() {
+        let c = cfg(&[]);
+        assert_eq!(
+            inbound_source(&c, sa("127.0.0.1:4000"), false),
+            Some(sa("10.0.2.2:4000"))
+        );
+        assert_eq!(
+            inbound_source(&c, sa("[::1]:4000"), true),
+            Some(sa("[fec0::2]:4000"))
+        );
+        assert_eq!(
+            inbound_source(&c, sa("[::ffff:127.0.0.1]:4000"), false),
+            Some(sa("10.0.2.2:4000"))
+        );
+        assert_eq!(
+            inbound_source(&c, sa("192.0.2.7:4000"), false),
+            Some(sa("192.0.2.7:4000"))
+        );
+    }
+}

@@ -1,0 +1,838 @@
+//! TCP translation: the guest's segments to and from a host socket's byte
+//! stream, without a second TCP stack.
+//!
+//! Guest to host: a segment's payload is written straight into the host
+//! socket and acknowledged only as far as the socket took it; the window
+//! offered to the guest is what the socket can take now, so a guest sending
+//! flat out is never dropped. Host to guest: data stays in the socket's
+//! receive queue until the guest acknowledges it. Segments are *peeked*
+//! (`SO_PEEK_OFF` walks forward) straight into frames in the link's
+//! transmit queue, many per syscall, and *discarded* (`MSG_TRUNC`) on ACK.
+//! Retransmission rewinds the peek offset. No per-connection buffer exists.
+//!
+//! #syscalls: socket(0=AF_INET|AF_INET6) connect accept4 setsockopt getsockopt sendto|sendmsg shutdown close
+
+use super::Key;
+use crate::engine::{Poller, Token};
+use crate::frame::{self, L2};
+use crate::sys;
+use nix::sys::epoll::EpollFlags;
+use nix::sys::socket::{self as sock, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
+
+const PROTO_TCP: u8 = 6;
+/// Our window scale: up to 8 MiB in flight from the guest.
+const OUR_WS: u8 = 7;
+/// Segments peeked per syscall.
+const BATCH: usize = 64;
+const RTO_MIN: Duration = Duration::from_millis(200);
+const RTO_MAX: Duration = Duration::from_secs(30);
+const MAX_RETRIES: u8 = 10;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After both FINs or one side gone: how long a half-dead flow may linger.
+const CLOSING_TIMEOUT: Duration = Duration::from_secs(60);
+/// Flows with no traffic at all for this long are dropped (the kernel's
+/// keepalive on the host side finds dead peers long before).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
+
+/// A TCP segment from the guest, parsed by the dispatcher.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment<'a> {
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    pub mss: Option<u16>,
+    pub ws: Option<u8>,
+    pub ts: Option<(u32, u32)>,
+    pub payload: &'a [u8],
+}
+
+impl Segment<'_> {
+    /// Sequence space the segment occupies.
+    fn seq_len(&self) -> u32 {
+        self.payload.len() as u32 + (self.flags & SYN != 0) as u32 + (self.flags & FIN != 0) as u32
+    }
+}
+
+/// Everything a flow needs from its surroundings for one call.
+pub struct Ctx<'a> {
+    pub tx: &'a mut crate::link::Tx,
+    pub poller: &'a Poller,
+    pub l2: &'a L2,
+    pub now: Instant,
+    /// Milliseconds since start, for timestamps.
+    pub clock_ms: u32,
+    /// MTU of the virtual link.
+    pub mtu: u16,
+}
+
+/// What the caller should do with the flow after a call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Keep,
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Guest SYN seen; the host connect is in progress.
+    Connecting,
+    /// Host connected; our SYN-ACK is out, waiting for the guest's ACK.
+    SynAckSent,
+    /// A forward: our SYN is out to the guest, waiting for its SYN-ACK.
+    SynSent,
+    Established,
+}
+
+fn seq_lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+fn seq_le(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) <= 0
+}
+
+/// One translated connection.
+pub struct Conn {
+    sock: OwnedFd,
+    key: Key,
+    state: State,
+    /// Next sequence number expected from the guest.
+    rcv_nxt: u32,
+    /// Our initial sequence number toward the guest.
+    isn: u32,
+    /// Oldest byte the guest has not acknowledged.
+    snd_una: u32,
+    /// Next byte to send; `snd_nxt - snd_una` is the peek offset.
+    snd_nxt: u32,
+    /// The guest's receive window, in bytes.
+    snd_wnd: u32,
+    guest_ws: u8,
+    our_ws: u8,
+    /// Payload bytes per segment toward the guest.
+    mss: u16,
+    ts: bool,
+    ts_recent: u32,
+    dup_acks: u8,
+    rto: Duration,
+    rto_at: Option<Instant>,
+    retries: u8,
+    last_seen: Instant,
+    /// An ACK (or window update) is owed to the guest.
+    ack_pending: bool,
+    /// The host socket refused data: tell the guest when it has room.
+    wnd_blocked: bool,
+    /// The host sent EOF and we have peeked up to it.
+    host_eof: bool,
+    fin_sent: bool,
+    fin_acked: bool,
+    guest_fin: bool,
+    /// The guest reset or the host failed: close as soon as possible.
+    dead: bool,
+}
+
+fn new_socket(dst: &SocketAddr) -> io::Result<OwnedFd> {
+    let fam = if dst.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let fd = sock::socket(
+        fam,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    Ok(fd)
+}
+
+fn tune(fd: &OwnedFd) {
+    // Latency: the guest already coalesces; a second Nagle delay would add
+    // up. Keepalive finds dead host peers.
+    let _ = sock::setsockopt(fd, sockopt::TcpNoDelay, &true);
+    let _ = sock::setsockopt(fd, sockopt::KeepAlive, &true);
+    let _ = sys::set_peek_off(fd.as_fd(), 0);
+}
+
+fn isn(now: Instant, key: &Key) -> u32 {
+    // RFC 6528 in spirit: a clock plus a hash of the flow.
+    use std::hash::{Hash, Hasher};
+    let mut h = super::FxHasher::default();
+    key.hash(&mut h);
+    let t = now.elapsed().as_nanos() as u64 ^ (std::ptr::addr_of!(h) as u64);
+    (h.finish() ^ t ^ (t >> 32)) as u32
+}
+
+const EVENTS: EpollFlags = EpollFlags::EPOLLIN
+    .union(EpollFlags::EPOLLOUT)
+    .union(EpollFlags::EPOLLRDHUP)
+    .union(EpollFlags::EPOLLET);
+
+impl Conn {
+    /// A guest SYN: start connecting to `host_dst` on the host.
+    pub fn connect(
+        ctx: &mut Ctx<'_>,
+        token: Token,
+        key: Key,
+        host_dst: SocketAddr,
+        syn: &Segment<'_>,
+    ) -> io::Result<Conn> {
+        let fd = new_socket(&host_dst)?;
+        tune(&fd);
+        match sock::connect(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrStorage::from(host_dst),
+        ) {
+            Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
+            Err(e) => return Err(e.into()),
+        }
+        ctx.poller.add(fd.as_fd(), token, EVENTS)?;
+        let mut c = Conn::blank(fd, key, ctx.now);
+        c.state = State::Connecting;
+        c.take_syn_options(syn, ctx.mtu);
+        c.rcv_nxt = syn.seq.wrapping_add(1);
+        c.rto_at = Some(ctx.now + CONNECT_TIMEOUT);
+        Ok(c)
+    }
+
+    /// A host connection accepted on a forward: offer it to the guest.
+    pub fn accepted(ctx: &mut Ctx<'_>, token: Token, key: Key, fd: OwnedFd) -> io::Result<Conn> {
+        tune(&fd);
+        ctx.poller.add(fd.as_fd(), token, EVENTS)?;
+        let mut c = Conn::blank(fd, key, ctx.now);
+        c.state = State::SynSent;
+        c.mss = mss_for(ctx.mtu, key.guest.is_ipv6());
+        c.send_syn(ctx, false);
+        c.rto = Duration::from_secs(1);
+        c.rto_at = Some(ctx.now + c.rto);
+        Ok(c)
+    }
+
+    fn blank(sock: OwnedFd, key: Key, now: Instant) -> Conn {
+        let isn = isn(now, &key);
+        Conn {
+            sock,
+            key,
+            state: State::Connecting,
+            rcv_nxt: 0,
+            isn,
+            snd_una: isn,
+            snd_nxt: isn,
+            snd_wnd: 0,
+            guest_ws: 0,
+            our_ws: 0,
+            mss: 536,
+            ts: false,
+            ts_recent: 0,
+            dup_acks: 0,
+            rto: RTO_MIN,
+            rto_at: None,
+            retries: 0,
+            last_seen: now,
+            ack_pending: false,
+            wnd_blocked: false,
+            host_eof: false,
+            fin_sent: false,
+            fin_acked: false,
+            guest_fin: false,
+            dead: false,
+        }
+    }
+
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    fn take_syn_options(&mut self, s: &Segment<'_>, mtu: u16) {
+        let v6 = self.key.guest.is_ipv6();
+        let ours = mss_for(mtu, v6);
+        self.mss = s.mss.unwrap_or(536).clamp(64, ours);
+        if let Some(ws) = s.ws {
+            self.guest_ws = ws.min(14);
+            self.our_ws = OUR_WS;
+        }
+        if let Some((val, _)) = s.ts {
+            self.ts = true;
+            self.ts_recent = val;
+            self.mss = self.mss.saturating_sub(12).max(64);
+        }
+        // The window in a SYN is never scaled.
+        self.snd_wnd = s.window as u32;
+    }
+
+    /// Header bytes (Ethernet + IP + TCP) of a data segment.
+    fn hdr_len(&self) -> usize {
+        frame::l4_offset(self.key.guest.ip()) + 20 + if self.ts { 12 } else { 0 }
+    }
+
+    /// The window to offer the guest: what the host socket can take now.
+    fn our_window(&self) -> u32 {
+        let sndbuf = sock::getsockopt(&self.sock, sockopt::SndBuf).unwrap_or(0);
+        let queued = sys::outq(self.sock.as_fd()).unwrap_or(usize::MAX);
+        // The kernel charges buffer overhead against SO_SNDBUF too: offer
+        // three quarters of the free space, so what we offer always fits.
+        let free = sndbuf.saturating_sub(queued) / 4 * 3;
+        let max = (u16::MAX as usize) << self.our_ws;
+        free.min(max) as u32
+    }
+
+    /// Write one segment's headers into `buf` (payload already in place
+    /// after them); returns the frame length.
+    #[allow(clippy::too_many_arguments)]
+    fn write_segment(
+        &self,
+        l2: &L2,
+        clock_ms: u32,
+        buf: &mut [u8],
+        flags: u8,
+        seq: u32,
+        payload: usize,
+        window: u32,
+    ) -> usize {
+        let opt_len = if self.ts { 12 } else { 0 };
+        let tcp_len = 20 + opt_len + payload;
+        let (src, dst) = (self.key.remote.ip(), self.key.guest.ip());
+        let off = frame::write_ip(buf, l2, src, dst, PROTO_TCP, tcp_len, 64);
+        if off == 0 {
+            return 0;
+        }
+        let t = &mut buf[off..off + tcp_len];
+        t[0..2].copy_from_slice(&self.key.remote.port().to_be_bytes());
+        t[2..4].copy_from_slice(&self.key.guest.port().to_be_bytes());
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        let ack = if flags & ACK != 0 { self.rcv_nxt } else { 0 };
+        t[8..12].copy_from_slice(&ack.to_be_bytes());
+        t[12] = (((20 + opt_len) / 4) as u8) << 4;
+        t[13] = flags;
+        let w = (window >> self.our_ws).min(u16::MAX as u32) as u16;
+        t[14..16].copy_from_slice(&w.to_be_bytes());
+        t[16..20].copy_from_slice(&[0, 0, 0, 0]);
+        if self.ts {
+            t[20..22].copy_from_slice(&[1, 1]);
+            t[22..24].copy_from_slice(&[8, 10]);
+            t[24..28].copy_from_slice(&clock_ms.to_be_bytes());
+            t[28..32].copy_from_slice(&self.ts_recent.to_be_bytes());
+        }
+        frame::fill_l4_checksum(t, src, dst, PROTO_TCP, 16);
+        off + tcp_len
+    }
+
+    /// A segment without payload (ACK, FIN, RST).
+    fn send_flags(&mut self, ctx: &mut Ctx<'_>, flags: u8, seq: u32) {
+        let window = if flags & RST != 0 {
+            0
+        } else {
+            self.our_window()
+        };
+        let (l2, clock) = (*ctx.l2, ctx.clock_ms);
+        let this = &*self;
+        ctx.tx
+            .send_with(|buf| this.write_segment(&l2, clock, buf, flags, seq, 0, window));
+        self.wnd_blocked = flags & RST == 0 && window < (self.mss as u32) && !self.guest_fin;
+        self.ack_pending = false;
+    }
+
+    /// SYN (forward) or SYN-ACK (guest-initiated), with our options.
+    fn send_syn(&mut self, ctx: &mut Ctx<'_>, ack: bool) {
+        let v6 = self.key.guest.is_ipv6();
+        let mss = mss_for(ctx.mtu, v6);
+        // Forwards offer scaling and timestamps; a SYN-ACK mirrors the guest.
+        let ws = !ack || self.our_ws != 0;
+        let ts = !ack || self.ts;
+        let (src, dst) = (self.key.remote.ip(), self.key.guest.ip());
+        let (sp, dp) = (self.key.remote.port(), self.key.guest.port());
+        let (isn, rcv_nxt, clock, recent) = (self.isn, self.rcv_nxt, ctx.clock_ms, self.ts_recent);
+        let l2 = *ctx.l2;
+        ctx.tx.send_with(|buf| {
+            let mut opts = [0u8; 20];
+            let mut n = 0;
+            opts[n..n + 4].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
+            n += 4;
+            if ws {
+                opts[n..n + 4].copy_from_slice(&[1, 3, 3, OUR_WS]);
+                n += 4;
+            }
+            if ts {
+                opts[n..n + 2].copy_from_slice(&[1, 1]);
+                opts[n + 2..n + 4].copy_from_slice(&[8, 10]);
+                opts[n + 4..n + 8].copy_from_slice(&clock.to_be_bytes());
+                opts[n + 8..n + 12].copy_from_slice(&(if ack { recent } else { 0 }).to_be_bytes());
+                n += 12;
+            }
+            let tcp_len = 20 + n;
+            let off = frame::write_ip(buf, &l2, src, dst, PROTO_TCP, tcp_len, 64);
+            if off == 0 {
+                return 0;
+            }
+            let t = &mut buf[off..off + tcp_len];
+            t[0..2].copy_from_slice(&sp.to_be_bytes());
+            t[2..4].copy_from_slice(&dp.to_be_bytes());
+            t[4..8].copy_from_slice(&isn.to_be_bytes());
+            t[8..12].copy_from_slice(&(if ack { rcv_nxt } else { 0 }).to_be_bytes());
+            t[12] = ((tcp_len / 4) as u8) << 4;
+            t[13] = if ack { SYN | ACK } else { SYN };
+            t[14..16].copy_from_slice(&u16::MAX.to_be_bytes());
+            t[16..20].copy_from_slice(&[0, 0, 0, 0]);
+            t[20..20 + n].copy_from_slice(&opts[..n]);
+            frame::fill_l4_checksum(t, src, dst, PROTO_TCP, 16);
+            off + tcp_len
+        });
+        self.snd_nxt = self.isn.wrapping_add(1);
+        self.snd_una = self.isn;
+    }
+
+    /// Send host data to the guest as far as its window allows.
+    fn push(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        if self.state != State::Established || self.fin_sent || self.dead {
+            return Verdict::Keep;
+        }
+        let hdr = self.hdr_len();
+        let mss = self.mss as usize;
+        let frame_len = hdr + mss;
+        let stride = frame_len + 4;
+        let window = self.our_window();
+        let (l2, clock) = (*ctx.l2, ctx.clock_ms);
+        loop {
+            let in_flight = self.snd_nxt.wrapping_sub(self.snd_una);
+            let avail = self.snd_wnd.saturating_sub(in_flight) as usize;
+            if avail == 0 {
+                break;
+            }
+            let want = avail.div_ceil(mss).min(BATCH);
+            let region = ctx.tx.reserve(want, frame_len);
+            let k = (region.len() / stride).min(want);
+            // One peek fills the payload of up to BATCH segments in place.
+            let mut iov: [IoSliceMut<'_>; BATCH] =
+                std::array::from_fn(|_| IoSliceMut::new(&mut []));
+            let mut asked = 0;
+            for (i, chunk) in region.chunks_mut(stride).take(k).enumerate() {
+                let n = mss.min(avail - i * mss);
+                iov[i] = IoSliceMut::new(&mut chunk[4 + hdr..4 + hdr + n]);
+                asked += n;
+            }
+            let got = match sys::peek_into(self.sock.as_fd(), &mut iov[..k]) {
+                Ok(0) => {
+                    self.host_eof = true;
+                    0
+                }
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    0
+                }
+                Err(_) => usize::MAX,
+            };
+            if got == usize::MAX {
+                self.reset_guest(ctx);
+                return Verdict::Close;
+            }
+            if got == 0 {
+                break;
+            }
+            let mut lens = [0usize; BATCH];
+            let mut count = 0;
+            let mut left = got;
+            let mut seq = self.snd_nxt;
+            for (i, chunk) in region.chunks_mut(stride).take(k).enumerate() {
+                if left == 0 {
+                    break;
+                }
+                let n = left.min(mss);
+                let flags = if left == n { ACK | PSH } else { ACK };
+                lens[i] = self.write_segment(&l2, clock, &mut chunk[4..], flags, seq, n, window);
+                count = i + 1;
+                seq = seq.wrapping_add(n as u32);
+                left -= n;
+            }
+            ctx.tx.commit(&lens[..count], frame_len);
+            self.snd_nxt = self.snd_nxt.wrapping_add(got as u32);
+            self.ack_pending = false;
+            self.wnd_blocked = window < self.mss as u32 && !self.guest_fin;
+            if got < asked {
+                break;
+            }
+        }
+        if self.host_eof && !self.fin_sent {
+            let seq = self.snd_nxt;
+            self.send_flags(ctx, FIN | ACK, seq);
+            self.snd_nxt = self.snd_nxt.wrapping_add(1);
+            self.fin_sent = true;
+        }
+        if self.snd_nxt != self.snd_una && self.rto_at.is_none() {
+            self.rto_at = Some(ctx.now + self.rto);
+        }
+        Verdict::Keep
+    }
+
+    /// Go back to the oldest unacknowledged byte and send again.
+    fn retransmit(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        self.snd_nxt = self.snd_una;
+        if self.fin_sent && !self.fin_acked {
+            self.fin_sent = false;
+        }
+        if sys::set_peek_off(self.sock.as_fd(), 0).is_err() {
+            self.reset_guest(ctx);
+            return Verdict::Close;
+        }
+        self.rto_at = None;
+        self.push(ctx)
+    }
+
+    fn reset_guest(&mut self, ctx: &mut Ctx<'_>) {
+        let seq = self.snd_nxt;
+        self.send_flags(ctx, RST | ACK, seq);
+        self.dead = true;
+    }
+
+    /// Close the host side with a reset (SO_LINGER 0), as a guest RST asks.
+    fn abort_host(&mut self) {
+        let _ = sock::setsockopt(
+            &self.sock,
+            sockopt::Linger,
+            &nix::libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            },
+        );
+        self.dead = true;
+    }
+
+    /// A segment from the guest for this flow.
+    pub fn on_segment(&mut self, ctx: &mut Ctx<'_>, seg: &Segment<'_>) -> Verdict {
+        self.last_seen = ctx.now;
+        if seg.flags & RST != 0 {
+            // RFC 5961's exact-match check would need state we don't keep;
+            // accept an RST inside the window we offered.
+            if self.state == State::SynSent
+                || seq_le(self.rcv_nxt, seg.seq)
+                || seg.seq == self.rcv_nxt
+            {
+                self.abort_host();
+                return Verdict::Close;
+            }
+            return Verdict::Keep;
+        }
+        if let Some((val, _)) = seg.ts {
+            if self.ts {
+                self.ts_recent = val;
+            }
+        }
+        match self.state {
+            State::Connecting => return Verdict::Keep, // a retransmitted SYN: still connecting
+            State::SynAckSent => {
+                if seg.flags & SYN != 0 {
+                    // Our SYN-ACK was lost: send it again.
+                    self.send_syn(ctx, true);
+                    return Verdict::Keep;
+                }
+                if seg.flags & ACK == 0 || seg.ack != self.isn.wrapping_add(1) {
+                    return Verdict::Keep;
+                }
+                self.state = State::Established;
+                self.snd_una = seg.ack;
+                self.snd_nxt = seg.ack;
+                self.rto_at = None;
+                self.rto = RTO_MIN;
+                self.retries = 0;
+            }
+            State::SynSent => {
+                if seg.flags & (SYN | ACK) != SYN | ACK || seg.ack != self.isn.wrapping_add(1) {
+                    return Verdict::Keep;
+                }
+                self.take_syn_options(seg, ctx.mtu);
+                self.rcv_nxt = seg.seq.wrapping_add(1);
+                self.state = State::Established;
+                self.snd_una = seg.ack;
+                self.snd_nxt = seg.ack;
+                self.rto_at = None;
+                self.rto = RTO_MIN;
+                self.retries = 0;
+                let seq = self.snd_nxt;
+                self.send_flags(ctx, ACK, seq);
+                return self.push(ctx);
+            }
+            State::Established => {
+                if seg.flags & SYN != 0 {
+                    // A retransmitted SYN after we went established: re-ACK.
+                    self.ack_pending = true;
+                    return Verdict::Keep;
+                }
+            }
+        }
+        if seg.flags & ACK != 0 {
+            self.on_ack(ctx, seg);
+        }
+        if self.dead {
+            return Verdict::Close;
+        }
+        self.on_data(ctx, seg);
+        if self.dead {
+            return Verdict::Close;
+        }
+        if self.guest_fin && self.fin_acked {
+            self.flush_ack(ctx);
+            return Verdict::Close;
+        }
+        self.push(ctx)
+    }
+
+    fn on_ack(&mut self, ctx: &mut Ctx<'_>, seg: &Segment<'_>) {
+        let new_wnd = (seg.window as u32) << self.guest_ws;
+        let acked = seg.ack.wrapping_sub(self.snd_una);
+        let in_flight = self.snd_nxt.wrapping_sub(self.snd_una);
+        if acked > 0 && acked <= in_flight {
+            let fin_now_acked = self.fin_sent && seg.ack == self.snd_nxt;
+            let data = acked - fin_now_acked as u32;
+            if data > 0 && sys::recv_discard(self.sock.as_fd(), data as usize).is_err() {
+                self.reset_guest(ctx);
+                return;
+            }
+            if fin_now_acked {
+                self.fin_acked = true;
+            }
+            self.snd_una = seg.ack;
+            self.dup_acks = 0;
+            self.retries = 0;
+            self.rto = RTO_MIN;
+            self.rto_at = if self.snd_una == self.snd_nxt {
+                None
+            } else {
+                Some(ctx.now + self.rto)
+            };
+        } else if acked == 0
+            && seg.payload.is_empty()
+            && seg.flags & FIN == 0
+            && in_flight > 0
+            && new_wnd == self.snd_wnd
+        {
+            self.dup_acks = self.dup_acks.saturating_add(1);
+            if self.dup_acks == 3 {
+                self.snd_wnd = new_wnd;
+                let _ = self.retransmit(ctx);
+                return;
+            }
+        }
+        self.snd_wnd = new_wnd;
+    }
+
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, seg: &Segment<'_>) {
+        let mut payload = seg.payload;
+        let mut seq = seg.seq;
+        if !payload.is_empty() || seg.flags & FIN != 0 {
+            self.ack_pending = true;
+        }
+        // Trim what the host already has (a retransmission overlapping).
+        if seq_lt(seq, self.rcv_nxt) {
+            let dup = self.rcv_nxt.wrapping_sub(seq) as usize;
+            if dup > payload.len() {
+                return;
+            }
+            payload = &payload[dup..];
+            seq = self.rcv_nxt;
+        }
+        if seq != self.rcv_nxt {
+            // A hole (the guest's frame before this one was lost): drop, and
+            // the duplicate ACK makes the guest retransmit.
+            return;
+        }
+        if !payload.is_empty() {
+            if self.guest_fin {
+                return;
+            }
+            match sock::send(
+                std::os::fd::AsRawFd::as_raw_fd(&self.sock),
+                payload,
+                sock::MsgFlags::MSG_DONTWAIT | sock::MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(n) => {
+                    self.rcv_nxt = self.rcv_nxt.wrapping_add(n as u32);
+                    if n < payload.len() {
+                        self.wnd_blocked = true;
+                        return;
+                    }
+                }
+                Err(nix::errno::Errno::EAGAIN) => {
+                    self.wnd_blocked = true;
+                    return;
+                }
+                Err(_) => {
+                    self.reset_guest(ctx);
+                    return;
+                }
+            }
+        }
+        if seg.flags & FIN != 0 && !self.guest_fin {
+            self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
+            self.guest_fin = true;
+            let _ = sock::shutdown(
+                std::os::fd::AsRawFd::as_raw_fd(&self.sock),
+                sock::Shutdown::Write,
+            );
+        }
+    }
+
+    /// Send the ACK the guest is owed, if any (once per loop turn).
+    pub fn flush_ack(&mut self, ctx: &mut Ctx<'_>) {
+        if self.ack_pending && !self.dead && self.state == State::Established {
+            let seq = self.snd_nxt;
+            self.send_flags(ctx, ACK, seq);
+        }
+    }
+
+    /// Whether this flow owes the guest an ACK.
+    pub fn wants_ack(&self) -> bool {
+        self.ack_pending
+    }
+
+    /// An event on the host socket.
+    pub fn on_host_event(&mut self, ctx: &mut Ctx<'_>, ev: EpollFlags) -> Verdict {
+        self.last_seen = ctx.now;
+        if self.state == State::Connecting {
+            if !ev.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
+                return Verdict::Keep;
+            }
+            let err = sock::getsockopt(&self.sock, sockopt::SocketError).unwrap_or(libc_eio());
+            if err != 0 {
+                // Refused or unreachable: the guest's connect fails at once.
+                self.send_rst_for_syn(ctx);
+                return Verdict::Close;
+            }
+            self.state = State::SynAckSent;
+            self.send_syn(ctx, true);
+            self.rto = Duration::from_secs(1);
+            self.rto_at = Some(ctx.now + self.rto);
+            return Verdict::Keep;
+        }
+        if ev.contains(EpollFlags::EPOLLERR) {
+            let err = sock::getsockopt(&self.sock, sockopt::SocketError).unwrap_or(0);
+            if err != 0 {
+                self.reset_guest(ctx);
+                return Verdict::Close;
+            }
+        }
+        if ev.contains(EpollFlags::EPOLLOUT) && self.wnd_blocked && self.state == State::Established
+        {
+            // The host socket drained: tell the guest it may send again.
+            self.ack_pending = true;
+        }
+        if ev.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
+            let v = self.push(ctx);
+            if v == Verdict::Close || self.dead {
+                return Verdict::Close;
+            }
+        }
+        Verdict::Keep
+    }
+
+    fn send_rst_for_syn(&mut self, ctx: &mut Ctx<'_>) {
+        let (l2, clock) = (*ctx.l2, ctx.clock_ms);
+        let this = &*self;
+        let seq = this.isn.wrapping_add(1);
+        ctx.tx
+            .send_with(|buf| this.write_segment(&l2, clock, buf, RST | ACK, seq, 0, 0));
+        self.dead = true;
+    }
+
+    /// Timers: retransmission, handshakes, idle flows.
+    pub fn on_tick(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        if self.dead {
+            return Verdict::Close;
+        }
+        let idle = ctx.now.saturating_duration_since(self.last_seen);
+        if (self.guest_fin || self.fin_sent) && idle > CLOSING_TIMEOUT || idle > IDLE_TIMEOUT {
+            self.reset_guest(ctx);
+            self.abort_host();
+            return Verdict::Close;
+        }
+        let Some(at) = self.rto_at else {
+            return Verdict::Keep;
+        };
+        if ctx.now < at {
+            return Verdict::Keep;
+        }
+        match self.state {
+            State::Connecting => {
+                self.send_rst_for_syn(ctx);
+                return Verdict::Close;
+            }
+            State::SynAckSent | State::SynSent => {
+                if idle > HANDSHAKE_TIMEOUT {
+                    if self.state == State::SynAckSent {
+                        self.reset_guest(ctx);
+                    }
+                    self.abort_host();
+                    return Verdict::Close;
+                }
+                self.send_syn(ctx, self.state == State::SynAckSent);
+                self.rto = (self.rto * 2).min(RTO_MAX);
+                self.rto_at = Some(ctx.now + self.rto);
+                return Verdict::Keep;
+            }
+            State::Established => {}
+        }
+        self.retries += 1;
+        if self.retries > MAX_RETRIES {
+            self.reset_guest(ctx);
+            self.abort_host();
+            return Verdict::Close;
+        }
+        self.rto = (self.rto * 2).min(RTO_MAX);
+        self.retransmit(ctx)
+    }
+}
+
+fn libc_eio() -> i32 {
+    nix::libc::EIO
+}
+
+/// Payload per segment the link carries for this family.
+pub fn mss_for(mtu: u16, v6: bool) -> u16 {
+    mtu.saturating_sub(if v6 { 60 } else { 40 })
+}
+
+/// Answer a segment that matches no flow, as a host with no such
+/// connection would (RFC 793 "reset generation").
+pub fn reply_rst(ctx: &mut Ctx<'_>, key: &Key, seg: &Segment<'_>) {
+    if seg.flags & RST != 0 {
+        return;
+    }
+    let (seq, ack, flags) = if seg.flags & ACK != 0 {
+        (seg.ack, 0, RST)
+    } else {
+        (0, seg.seq.wrapping_add(seg.seq_len()), RST | ACK)
+    };
+    let (src, dst) = (key.remote.ip(), key.guest.ip());
+    let (sp, dp) = (key.remote.port(), key.guest.port());
+    let l2 = *ctx.l2;
+    ctx.tx.send_with(|buf| {
+        let off = frame::write_ip(buf, &l2, src, dst, PROTO_TCP, 20, 64);
+        if off == 0 {
+            return 0;
+        }
+        let t = &mut buf[off..off + 20];
+        t[0..2].copy_from_slice(&sp.to_be_bytes());
+        t[2..4].copy_from_slice(&dp.to_be_bytes());
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[8..12].copy_from_slice(&ack.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = flags;
+        t[14..20].copy_from_slice(&[0; 6]);
+        frame::fill_l4_checksum(t, src, dst, PROTO_TCP, 16);
+        off + 20
+    });
+}
