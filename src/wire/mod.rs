@@ -39,6 +39,7 @@ pub mod dhcpv4;
 pub mod domain;
 pub mod ethernet;
 pub mod icmpv4;
+pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
 pub mod tcp;
