@@ -99,7 +99,8 @@ impl Helper {
                 cmd.pre_exec(move || inherit(n));
             }
         }
-        let daemon = Daemon::spawn(name, &mut cmd, &log);
+        let mut daemon = Daemon::spawn(name, &mut cmd, &log);
+        daemon.set_report_on_panic(false);
         drop::<Option<OwnedFd>>(theirs);
         let injector = match mode {
             LinkMode::Netns => Some(
@@ -219,9 +220,7 @@ impl Drop for Helper {
         // Stop the process first so the relay's socket sees it go.
         self.daemon.stop(Duration::from_millis(500));
         if std::thread::panicking() {
-            if let Some(r) = &self.relay {
-                eprintln!("{}", r.describe());
-            }
+            eprintln!("at teardown: {}", self.diagnose());
         }
     }
 }

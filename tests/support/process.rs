@@ -112,6 +112,7 @@ pub struct Daemon {
     child: Child,
     log: PathBuf,
     exited: Option<ExitStatus>,
+    report_on_panic: bool,
 }
 
 impl Daemon {
@@ -130,11 +131,18 @@ impl Daemon {
             child,
             log: log.to_path_buf(),
             exited: None,
+            report_on_panic: true,
         }
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether Drop on a panicking thread prints [`Daemon::diagnose`]
+    /// (default yes).
+    pub fn set_report_on_panic(&mut self, on: bool) {
+        self.report_on_panic = on;
     }
 
     pub fn name(&self) -> &str {
@@ -204,7 +212,7 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop(Duration::from_millis(500));
-        if thread::panicking() {
+        if self.report_on_panic && thread::panicking() {
             eprintln!("{}", self.diagnose());
         }
     }
