@@ -381,3 +381,32 @@ fn runas_resolves_users_and_groups_and_refuses_root() {
     assert!(privileges::resolve(Some("no-such-user-here")).is_err());
     assert!(privileges::resolve(Some("nobody:no-such-group")).is_err());
 }
+
+/// `--print-capabilities` reports what this kernel offers, judged here
+/// without airlock's code: the landlock ABI from the raw syscall, seccomp
+/// filters from `/proc/self/status` (a `Seccomp_filters:` line exists only
+/// with CONFIG_SECCOMP_FILTER).
+#[test]
+fn kernel_layers_match_the_kernel() {
+    // SAFETY: LANDLOCK_CREATE_RULESET_VERSION (1) with no attribute only
+    // returns the ABI version.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0,
+            1,
+        )
+    };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let mut expected = Vec::new();
+    if status.lines().any(|l| l.starts_with("Seccomp_filters:")) {
+        expected.push("seccomp");
+    }
+    for (layer, since) in [("landlock", 1), ("landlock-net", 4), ("landlock-scope", 6)] {
+        if abi >= since {
+            expected.push(layer);
+        }
+    }
+    assert_eq!(sandbox::kernel_layers(), expected, "landlock ABI {abi}");
+}
