@@ -7,6 +7,7 @@ pub mod engine;
 pub mod flow;
 pub mod frame;
 pub mod link;
+pub mod sandbox;
 pub mod services;
 pub mod stack;
 pub mod startup;

@@ -8,6 +8,7 @@ use crate::cli::Options;
 use crate::config::Config;
 use crate::engine::{self, Engine, Exit};
 use crate::link::{self, Link};
+use crate::sandbox;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
@@ -45,6 +46,15 @@ pub fn run(opts: Options) -> i32 {
             return EXIT_USAGE;
         }
     };
+    // Privileges go before anything the guest can reach; then the layers.
+    match sandbox::drop_privileges(opts.runas.as_deref()) {
+        Ok(d) if d.changed => log::info!("running as uid {} gid {}", d.uid, d.gid),
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("airlock: dropping privileges: {e}");
+            return EXIT_FAILURE;
+        }
+    }
     let signals = match engine::block_exit_signals() {
         Ok(s) => s,
         Err(e) => {
@@ -59,6 +69,13 @@ pub fn run(opts: Options) -> i32 {
             return EXIT_FAILURE;
         }
     };
+    match sandbox::lock_down(opts.sandbox) {
+        Ok(report) => log::info!("{report}"),
+        Err(e) => {
+            eprintln!("airlock: sandbox: {e}");
+            return EXIT_FAILURE;
+        }
+    }
     log::info!("link up");
     let exit = engine.run();
     if opts.debug {

@@ -4,7 +4,7 @@
 //! socket itself (peeking with `SO_PEEK_OFF`, discarding with `MSG_TRUNC`
 //! once acknowledged), as passt does: these calls are that mechanism.
 //!
-//! #syscalls: recvmsg recvfrom ioctl(1=SIOCOUTQ|FIONREAD) setsockopt getsockopt
+//! #syscalls: recvmsg recvfrom ioctl(1=SIOCOUTQ) setsockopt
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};

@@ -10,7 +10,7 @@
 //! transmit queue, many per syscall, and *discarded* (`MSG_TRUNC`) on ACK.
 //! Retransmission rewinds the peek offset. No per-connection buffer exists.
 //!
-//! #syscalls: socket(0=AF_INET|AF_INET6) connect accept4 setsockopt getsockopt sendto|sendmsg shutdown close
+//! #syscalls: socket(0=AF_INET|AF_INET6) connect setsockopt getsockopt sendto shutdown close
 
 use super::Key;
 use crate::engine::{Poller, Token};

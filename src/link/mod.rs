@@ -12,7 +12,8 @@
 //! Frames to the guest are queued in [`Tx`] and leave in batches: the engine
 //! flushes once per event-loop turn, or earlier when the queue fills.
 //!
-//! #syscalls: recvmmsg read write writev sendmmsg poll|ppoll getsockopt fcntl(1=F_GETFL|F_SETFL|F_GETFD|F_SETFD)
+//! #syscalls: recvmmsg recvfrom read write writev sendmmsg poll|ppoll
+//! #syscalls-startup: getsockopt fcntl dup
 
 mod tap;
 

@@ -5,7 +5,7 @@
 //! namespaces, and every host socket airlock opens later belongs to the
 //! namespace it was started in.
 //!
-//! #syscalls: openat setns ioctl(1=TUNSETIFF|SIOCGIFFLAGS|SIOCSIFFLAGS) socket close
+//! #syscalls-startup: openat setns ioctl(1=TUNSETIFF|SIOCGIFFLAGS|SIOCSIFFLAGS) socket close
 
 use std::fs::File;
 use std::io;
