@@ -162,6 +162,30 @@ view_tests! {
     lease_stream_exact_guest: LinkMode::Stream, EXACT_GUEST;
 }
 
+/// ARP and echo on their own, for a guest configured by hand (no DHCP).
+fn check_static(mode: LinkMode, v: View) {
+    let t = Topology::new();
+    let mut a = start(&t, mode, v.args);
+    t.guest()
+        .configure_static(v.guest, v.prefix, v.router, 1500);
+    assert_guest_view(&t, &mut a, &v, 1500);
+}
+
+#[test]
+fn static_guest_netns() {
+    check_static(LinkMode::Netns, DEFAULT);
+}
+
+#[test]
+fn static_guest_dgram() {
+    check_static(LinkMode::Dgram, EXACT_GUEST);
+}
+
+#[test]
+fn static_guest_stream() {
+    check_static(LinkMode::Stream, NET_AND_MASK);
+}
+
 /// libvirt may also spell options `--opt value`.
 #[test]
 fn lease_netns_space_separated_options() {
@@ -231,12 +255,8 @@ fn check_barrage(mode: LinkMode) {
     let t = Topology::new();
     let mut a = start(&t, mode, &["--debug"]);
     let g = t.guest();
-    let first = lease(&t, &mut a);
-    assert_lease(&first, &DEFAULT, Some(65520));
-    if mode == LinkMode::Netns {
-        // A tap takes at most 65521 (frames of 65535 bytes).
-        g.set_mtu(65521);
-    }
+    // A tap takes at most MTU 65521 (frames of 65535 bytes).
+    g.configure_static(DEFAULT.guest, DEFAULT.prefix, DEFAULT.router, 65521);
     let target = Target {
         guest_mac: g.mac_bytes(),
         guest: DEFAULT.guest,
@@ -282,9 +302,29 @@ fn check_barrage(mode: LinkMode) {
         "airlock died after the barrage; last frames {recent:?}\n{}",
         a.diagnose()
     );
+    // ARP and echo still answer, then DHCP leases the same view.
+    for addr in [DEFAULT.router, DEFAULT.dns] {
+        g.ping(addr)
+            .unwrap_or_else(|e| panic!("after the barrage: {e}\n{}", a.diagnose()));
+    }
     let again = lease(&t, &mut a);
     assert_lease(&again, &DEFAULT, Some(65520));
     assert_guest_view(&t, &mut a, &DEFAULT, 65520);
+    // Dropped frames were counted: --debug prints `reason: count` lines at exit.
+    a.stop(Duration::from_secs(3));
+    let log = a.log();
+    let counted = log.lines().any(|l| {
+        l.trim().split_once(": ").is_some_and(|(k, n)| {
+            !k.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
+                && n.trim().parse::<u64>().is_ok_and(|n| n > 0)
+        })
+    });
+    assert!(
+        counted,
+        "no drop counters (`reason: count`) at exit:\n{log}"
+    );
 }
 
 #[test]
@@ -307,8 +347,10 @@ fn barrage_stream() {
 fn check_framing_error(len: u32) {
     let t = Topology::new();
     let mut a = start(&t, LinkMode::Stream, &[]);
-    let l = lease(&t, &mut a);
-    assert_eq!(l.ip, DEFAULT.guest);
+    let g = t.guest();
+    g.configure_static(DEFAULT.guest, DEFAULT.prefix, DEFAULT.router, 1500);
+    g.ping(DEFAULT.router)
+        .unwrap_or_else(|e| panic!("the link works before the error: {e}\n{}", a.diagnose()));
     let mut bytes = len.to_be_bytes().to_vec();
     bytes.extend_from_slice(&[0x5a; 64]);
     a.inject_raw(&bytes).expect("write the forged header");

@@ -237,6 +237,24 @@ impl<'a> Guest<'a> {
         }
     }
 
+    /// Configure tap0 by hand, as a guest with a static configuration:
+    /// `addr/prefix`, default route via `gateway`, and `mtu`.
+    pub fn configure_static(&self, addr: Ipv4Addr, prefix: u8, gateway: Ipv4Addr, mtu: u32) {
+        let (a, g, m) = (
+            format!("{addr}/{prefix}"),
+            gateway.to_string(),
+            mtu.to_string(),
+        );
+        for argv in [
+            &["ip", "link", "set", "dev", IFACE, "mtu", &m][..],
+            &["ip", "addr", "replace", &a, "dev", IFACE],
+            &["ip", "route", "replace", "default", "via", &g, "dev", IFACE],
+        ] {
+            let o = self.run(argv, Duration::from_secs(10));
+            assert!(o.success(), "{}: {}", argv.join(" "), o.describe());
+        }
+    }
+
     fn lease_dir(&self) -> PathBuf {
         self.topo.dir().join("udhcpc")
     }
