@@ -36,6 +36,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 pub mod arp;
 pub mod checksum;
 pub mod dhcpv4;
+pub mod dhcpv6;
 pub mod domain;
 pub mod ethernet;
 pub mod icmpv4;
