@@ -207,11 +207,11 @@ pub struct IaNa<'a> {
 impl<'a> IaNa<'a> {
     fn parse(data: &'a [u8]) -> Result<IaNa<'a>> {
         let (h, options) = data.split_first_chunk::<12>().ok_or(Error::Malformed)?;
-        let w = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        let [a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3] = *h;
         Ok(IaNa {
-            iaid: w(0),
-            t1: w(4),
-            t2: w(8),
+            iaid: u32::from_be_bytes([a0, a1, a2, a3]),
+            t1: u32::from_be_bytes([b0, b1, b2, b3]),
+            t2: u32::from_be_bytes([c0, c1, c2, c3]),
             options,
         })
     }
@@ -295,7 +295,7 @@ impl<'a> Repr<'a> {
     pub fn requests(&self, code: u16) -> bool {
         self.oro.is_some_and(|o| {
             o.chunks_exact(2)
-                .any(|c| u16::from_be_bytes([c[0], c[1]]) == code)
+                .any(|c| c == code.to_be_bytes().as_slice())
         })
     }
 }
