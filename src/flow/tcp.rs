@@ -135,6 +135,9 @@ pub struct Conn {
     wnd_blocked: bool,
     /// The host sent EOF and we have peeked up to it.
     host_eof: bool,
+    /// The host socket may hold data we have not peeked yet (epoll is
+    /// edge-triggered: set on EPOLLIN, cleared when a peek comes up short).
+    host_readable: bool,
     fin_sent: bool,
     fin_acked: bool,
     guest_fin: bool,
@@ -243,6 +246,7 @@ impl Conn {
             ack_pending: false,
             wnd_blocked: false,
             host_eof: false,
+            host_readable: true,
             fin_sent: false,
             fin_acked: false,
             guest_fin: false,
@@ -397,11 +401,14 @@ impl Conn {
         if self.state != State::Established || self.fin_sent || self.dead {
             return Verdict::Keep;
         }
+        if !self.host_readable && !self.host_eof {
+            return Verdict::Keep;
+        }
         let hdr = self.hdr_len();
         let mss = self.mss as usize;
         let frame_len = hdr + mss;
         let stride = frame_len + 4;
-        let window = self.our_window();
+        let mut window = None;
         let (l2, clock) = (*ctx.l2, ctx.clock_ms);
         loop {
             let in_flight = self.snd_nxt.wrapping_sub(self.snd_una);
@@ -424,15 +431,13 @@ impl Conn {
             let got = match sys::peek_into(self.sock.as_fd(), &mut iov[..k]) {
                 Ok(0) => {
                     self.host_eof = true;
+                    self.host_readable = false;
                     0
                 }
                 Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.host_readable = false;
                     0
                 }
                 Err(_) => usize::MAX,
@@ -444,6 +449,7 @@ impl Conn {
             if got == 0 {
                 break;
             }
+            let window = *window.get_or_insert_with(|| self.our_window());
             let mut lens = [0usize; BATCH];
             let mut count = 0;
             let mut left = got;
@@ -464,6 +470,7 @@ impl Conn {
             self.ack_pending = false;
             self.wnd_blocked = window < self.mss as u32 && !self.guest_fin;
             if got < asked {
+                self.host_readable = false;
                 break;
             }
         }
@@ -482,6 +489,7 @@ impl Conn {
     /// Go back to the oldest unacknowledged byte and send again.
     fn retransmit(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
         self.snd_nxt = self.snd_una;
+        self.host_readable = true;
         if self.fin_sent && !self.fin_acked {
             self.fin_sent = false;
         }
@@ -731,6 +739,7 @@ impl Conn {
             self.ack_pending = true;
         }
         if ev.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
+            self.host_readable = true;
             let v = self.push(ctx);
             if v == Verdict::Close || self.dead {
                 return Verdict::Close;
