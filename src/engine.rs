@@ -10,6 +10,7 @@
 //! #syscalls-startup: epoll_create1 signalfd4 rt_sigprocmask
 
 use crate::config::Config;
+use crate::lifecycle::ParentWatch;
 use crate::link::{Closed, Link, Recv};
 use crate::stack::Stack;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -89,6 +90,8 @@ impl Poller {
 pub enum Exit {
     Signal(Signal),
     Link(Closed),
+    /// `--exit-with-parent` and the parent is gone.
+    ParentGone,
 }
 
 /// Signals that end airlock cleanly; blocked and read from a signalfd so
@@ -114,19 +117,39 @@ pub struct Engine {
     link: Link,
     stack: Stack,
     signals: SignalFd,
+    parent: Option<ParentWatch>,
 }
 
 impl Engine {
-    pub fn new(link: Link, cfg: Config, signals: SignalFd) -> std::io::Result<Engine> {
-        let poller = Poller::new()?;
-        poller.add(link.as_fd(), Token::Link, EpollFlags::EPOLLIN)?;
-        poller.add(signals.as_fd(), Token::Signal, EpollFlags::EPOLLIN)?;
+    /// On failure the signalfd comes back, so the caller can go on.
+    pub fn new(
+        link: Link,
+        cfg: Config,
+        signals: SignalFd,
+        parent: Option<ParentWatch>,
+    ) -> Result<Engine, (std::io::Error, SignalFd)> {
+        let setup = || -> std::io::Result<Poller> {
+            let poller = Poller::new()?;
+            poller.add(link.as_fd(), Token::Link, EpollFlags::EPOLLIN)?;
+            poller.add(signals.as_fd(), Token::Signal, EpollFlags::EPOLLIN)?;
+            Ok(poller)
+        };
+        let poller = match setup() {
+            Ok(p) => p,
+            Err(e) => return Err((e, signals)),
+        };
         let stack = Stack::new(cfg, poller);
         Ok(Engine {
             link,
             stack,
             signals,
+            parent,
         })
+    }
+
+    /// The stack (for its counters) and the signalfd, once the loop is over.
+    pub fn into_parts(self) -> (Stack, SignalFd) {
+        (self.stack, self.signals)
     }
 
     /// Take ownership of the forwards' listening sockets (bound before the
@@ -178,6 +201,9 @@ impl Engine {
             if now >= next_tick {
                 self.stack.on_tick(now, &mut self.link.tx);
                 next_tick = now + TICK;
+                if self.parent.as_ref().is_some_and(|p| p.parent_gone()) {
+                    return Exit::ParentGone;
+                }
             }
             self.stack.after_turn(now, &mut self.link.tx);
             self.link.tx.flush();

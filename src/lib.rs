@@ -1,12 +1,15 @@
 //! airlock: a sandboxed, out-of-process user-mode networking helper for
 //! virtual machines. See `docs/architecture.md` for the path of a frame.
 
+pub mod caps;
 pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod flow;
 pub mod frame;
+pub mod lifecycle;
 pub mod link;
+pub mod logging;
 pub mod sandbox;
 pub mod services;
 pub mod stack;

@@ -1,99 +1,294 @@
-//! Startup, top to bottom, in the order the sandbox needs: parse options →
-//! open the link, listening sockets, pid and log files, read resolv.conf →
-//! bind the forwards → drop privileges → NO_NEW_PRIVS, not dumpable →
-//! landlock → seccomp → event loop. Nothing after the sandbox opens files
-//! or binds ports.
+//! Startup, top to bottom, in the order the sandbox needs:
+//!
+//! 1. parse options (done by `main`), `--print-capabilities`;
+//! 2. standard descriptors, daemonizing (`--socket` without `--foreground`),
+//!    logging;
+//! 3. configuration (resolv.conf is read here) — errors exit 2;
+//! 4. open the link: `--fd`, the tap of `--netns`, or `--socket`'s listener,
+//!    pid file, notify socket;
+//! 5. bind the forwards;
+//! 6. drop privileges (root only), re-arm `--exit-with-parent`;
+//! 7. block the exit signals (read through a signalfd);
+//! 8. `PR_SET_NO_NEW_PRIVS`, not dumpable, landlock, seccomp;
+//! 9. report readiness (daemon launcher, sd_notify) and run the event loop.
+//!
+//! Nothing after step 8 opens a file or binds a port.
 
+use crate::caps;
 use crate::cli::Options;
 use crate::config::Config;
 use crate::engine::{self, Engine, Exit};
+use crate::flow::forward;
+use crate::lifecycle::{self, Daemon, Notifier, ParentWatch, PidFile, RemoveOnDrop};
 use crate::link::{self, Link};
+use crate::logging;
 use crate::sandbox;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::io::ErrorKind;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_FAILURE: i32 = 1;
-pub const EXIT_USAGE: i32 = 2;
+pub use lifecycle::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+
+/// Where the VMM's frames come from.
+enum Source {
+    /// `--fd` or `--netns`: one link for the whole life of the process.
+    Link(Link),
+    /// `--socket`: a listener; each VMM connection is a fresh link.
+    Listener(UnixListener),
+}
+
+fn fail(code: i32, msg: impl std::fmt::Display) -> i32 {
+    log::error!("{msg}");
+    code
+}
 
 /// Run airlock; returns the process exit status.
 pub fn run(opts: Options) -> i32 {
-    let resolv = if opts.dns_upstream.is_empty() {
+    if opts.print_capabilities {
+        return match caps::print_capabilities(&sandbox::kernel_layers()) {
+            Ok(()) => EXIT_OK,
+            Err(e) => fail(EXIT_FAILURE, e),
+        };
+    }
+    if let Err(e) = lifecycle::ensure_std_fds() {
+        eprintln!("airlock: {e}");
+        return EXIT_FAILURE;
+    }
+    lifecycle::ignore_sigpipe();
+    let mut daemon = None;
+    if opts.socket.is_some() && !opts.foreground {
+        match Daemon::start() {
+            Ok(d) => daemon = Some(d),
+            Err(e) => {
+                eprintln!("airlock: {e}");
+                return EXIT_FAILURE;
+            }
+        }
+    }
+    if let Err(e) = logging::init(&opts, false) {
+        eprintln!("airlock: {e}");
+        return EXIT_FAILURE;
+    }
+
+    // 3. Configuration.
+    let resolv = if opts.dns_upstream.is_empty() && !opts.disable_dns {
         std::fs::read_to_string("/etc/resolv.conf").ok()
     } else {
         None
     };
     let cfg = match Config::from_options(&opts, resolv.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("airlock: {e}");
-            return EXIT_USAGE;
-        }
+        Err(e) => return fail(EXIT_USAGE, e),
     };
-    let link = if let Some(n) = opts.fd {
-        link::inherit_fd(n)
-            .and_then(Link::from_socket)
-            .map_err(|e| format!("--fd {n}: {e}"))
-    } else if let Some(ns) = &opts.netns {
-        link::open_tap_in_netns(ns, &opts.interface)
-            .and_then(|fd| Link::new(fd, link::Kind::Tap))
-            .map_err(|e| format!("--netns {}: {e}", ns.display()))
+    if cfg.dns_forward && cfg.dns_upstream.is_empty() {
+        log::warn!("no DNS upstream (no --dns-upstream, nothing usable in /etc/resolv.conf): DNS to the virtual resolver will go unanswered");
+    }
+    let parent = if opts.exit_with_parent {
+        match lifecycle::exit_with_parent() {
+            Ok(p) => Some(p),
+            Err(e) => return fail(EXIT_FAILURE, e),
+        }
     } else {
-        Err("one of --fd, --socket or --netns is required".to_string())
+        None
     };
-    let link = match link {
-        Ok(l) => l,
+
+    // 4. The link, and the files that go with --socket.
+    let mut keep: Vec<RemoveOnDrop> = Vec::new();
+    let mut removable: Vec<PathBuf> = Vec::new();
+    let source = if let Some(n) = opts.fd {
+        match link::inherit_fd(n).and_then(Link::from_socket) {
+            Ok(l) => Source::Link(l),
+            Err(e) => return fail(EXIT_USAGE, format!("--fd {n}: {e}")),
+        }
+    } else if let Some(ns) = &opts.netns {
+        match link::open_tap_in_netns(ns, &opts.interface)
+            .and_then(|fd| Link::new(fd, link::Kind::Tap))
+        {
+            Ok(l) => Source::Link(l),
+            Err(e) => {
+                return fail(
+                    EXIT_USAGE,
+                    format!("--netns {} --interface {}: {e}", ns.display(), opts.interface),
+                )
+            }
+        }
+    } else if let Some(path) = &opts.socket {
+        let l = match lifecycle::listen_unix(path) {
+            Ok(l) => l,
+            Err(e) => return fail(EXIT_USAGE, e),
+        };
+        keep.push(RemoveOnDrop::new(path));
+        removable.extend(path.parent().map(|p| p.to_path_buf()));
+        let line = lifecycle::qemu_netdev_line(path);
+        if daemon.is_none() {
+            println!("{line}");
+        }
+        log::info!("listening on {}: {line}", path.display());
+        Source::Listener(UnixListener::from(l))
+    } else {
+        return fail(EXIT_USAGE, "one of --fd, --socket or --netns is required");
+    };
+    let _pidfile: Option<PidFile> = match &opts.pid {
+        Some(p) => match PidFile::create(p) {
+            Ok(f) => {
+                removable.extend(p.parent().map(|d| d.to_path_buf()));
+                Some(f)
+            }
+            Err(e) => return fail(EXIT_USAGE, e),
+        },
+        None => None,
+    };
+    let notifier = match Notifier::from_env() {
+        Ok(n) => n,
         Err(e) => {
-            eprintln!("airlock: {e}");
-            return EXIT_USAGE;
+            log::warn!("NOTIFY_SOCKET: {e}");
+            None
         }
     };
-    // Privileges go before anything the guest can reach; then the layers.
+
+    // 5. Forwards, bound while ports below 1024 still can be.
+    let listeners = match forward::bind_all(&cfg) {
+        Ok(l) => l,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+
+    // 6. Privileges.
     match sandbox::drop_privileges(opts.runas.as_deref()) {
         Ok(d) if d.changed => log::info!("running as uid {} gid {}", d.uid, d.gid),
         Ok(_) => {}
-        Err(e) => {
-            eprintln!("airlock: dropping privileges: {e}");
-            return EXIT_FAILURE;
+        Err(e) => return fail(EXIT_FAILURE, format!("dropping privileges: {e}")),
+    }
+    if let Some(p) = &parent {
+        // A change of credentials clears the parent-death signal.
+        if let Err(e) = p.rearm() {
+            return fail(EXIT_FAILURE, e);
         }
     }
-    let signals = match engine::block_exit_signals() {
+
+    // 7. Signals, then 8. the sandbox.
+    let mut signals = match engine::block_exit_signals() {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("airlock: signals: {e}");
-            return EXIT_FAILURE;
+        Err(e) => return fail(EXIT_FAILURE, format!("signals: {e}")),
+    };
+    if let Err(e) = sandbox::lock_down(opts.sandbox, &removable) {
+        return fail(EXIT_FAILURE, format!("sandbox: {e}"));
+    }
+
+    // 9. Ready.
+    if let Some(d) = daemon.as_mut() {
+        d.ready();
+    }
+    let code = match source {
+        Source::Link(l) => {
+            if let Some(n) = &notifier {
+                let _ = n.ready();
+            }
+            serve(l, &cfg, &opts, signals, parent, &listeners).0
+        }
+        Source::Listener(listener) => {
+            if let Some(n) = &notifier {
+                let _ = n.ready();
+            }
+            loop {
+                let conn = match accept_vmm(&listener, &signals) {
+                    Ok(Some(c)) => c,
+                    Ok(None) => break EXIT_OK,
+                    Err(e) => break fail(EXIT_FAILURE, format!("accept: {e}")),
+                };
+                let link = match Link::from_socket(conn) {
+                    Ok(l) => l,
+                    Err(e) => break fail(EXIT_FAILURE, format!("VMM connection: {e}")),
+                };
+                log::info!("VMM connected");
+                let (code, again, sig) = serve(link, &cfg, &opts, signals, parent.clone(), &listeners);
+                signals = sig;
+                if !again || opts.one_off {
+                    break code;
+                }
+            }
         }
     };
-    let mut engine = match Engine::new(link, cfg, signals) {
+    drop(keep);
+    code
+}
+
+/// Wait for the VMM to connect; `None` when a signal asks to exit first.
+fn accept_vmm(
+    listener: &UnixListener,
+    signals: &nix::sys::signalfd::SignalFd,
+) -> std::io::Result<Option<OwnedFd>> {
+    loop {
+        let mut fds = [
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        if fds[1].any().unwrap_or(false) {
+            if let Ok(Some(s)) = signals.read_signal() {
+                log::info!("signal {}: exiting", s.ssi_signo);
+                return Ok(None);
+            }
+        }
+        if fds[0].any().unwrap_or(false) {
+            match listener.accept() {
+                Ok((conn, _)) => return Ok(Some(OwnedFd::from(conn))),
+                Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock) => {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Run one link to its end. Returns the exit code, whether another VMM may
+/// follow (the link ended because the VMM left), and the signalfd back.
+fn serve(
+    link: Link,
+    cfg: &Config,
+    opts: &Options,
+    signals: nix::sys::signalfd::SignalFd,
+    parent: Option<ParentWatch>,
+    listeners: &[forward::Listener],
+) -> (i32, bool, nix::sys::signalfd::SignalFd) {
+    let mut engine = match Engine::new(link, cfg.clone(), signals, parent) {
         Ok(e) => e,
-        Err(e) => {
-            eprintln!("airlock: {e}");
-            return EXIT_FAILURE;
-        }
+        Err((e, signals)) => return (fail(EXIT_FAILURE, e), false, signals),
     };
-    match sandbox::lock_down(opts.sandbox) {
-        Ok(report) => log::info!("{report}"),
-        Err(e) => {
-            eprintln!("airlock: sandbox: {e}");
-            return EXIT_FAILURE;
-        }
+    if let Err(e) = engine.add_listeners(listeners) {
+        let (_, signals) = engine.into_parts();
+        return (fail(EXIT_FAILURE, format!("forwards: {e}")), false, signals);
     }
     log::info!("link up");
     let exit = engine.run();
     if opts.debug {
-        eprint!("{}", engine.report());
+        for line in engine.report().lines() {
+            log::info!("{line}");
+        }
     }
+    let (_, signals) = engine.into_parts();
     match exit {
         Exit::Signal(s) => {
             log::info!("{s}: exiting");
-            EXIT_OK
+            (EXIT_OK, false, signals)
+        }
+        Exit::ParentGone => {
+            log::info!("parent process exited: exiting (--exit-with-parent)");
+            (EXIT_OK, false, signals)
         }
         Exit::Link(link::Closed::Hangup) => {
-            log::info!("the VMM went away: exiting");
-            EXIT_OK
+            log::info!("the VMM went away");
+            (EXIT_OK, true, signals)
         }
         Exit::Link(c) => {
             log::error!("{c}");
-            eprintln!("airlock: {c}");
-            EXIT_FAILURE
+            (EXIT_FAILURE, true, signals)
         }
     }
 }

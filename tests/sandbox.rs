@@ -127,7 +127,7 @@ fn enforce_kills_a_forbidden_syscall_with_sigsys() {
         if sandbox::drop_privileges(None).is_err() {
             return 2;
         }
-        if sandbox::lock_down(SandboxMode::Enforce).is_err() {
+        if sandbox::lock_down(SandboxMode::Enforce, &[]).is_err() {
             return 3;
         }
         tell(fd, b"locked");
@@ -156,7 +156,7 @@ fn log_mode_lets_landlock_refuse_a_file_and_a_tcp_bind() {
         if sandbox::drop_privileges(None).is_err() {
             return 3;
         }
-        let Ok(report) = sandbox::lock_down(SandboxMode::Log) else {
+        let Ok(report) = sandbox::lock_down(SandboxMode::Log, &[]) else {
             return 4;
         };
         if report.seccomp.mode != sandbox::seccomp::Mode::Log {
@@ -216,7 +216,7 @@ fn locked_down_process_is_nobody_without_privileges() {
         let Ok(dropped) = sandbox::drop_privileges(None) else {
             return 2;
         };
-        if !dropped.changed || sandbox::lock_down(SandboxMode::Enforce).is_err() {
+        if !dropped.changed || sandbox::lock_down(SandboxMode::Enforce, &[]).is_err() {
             return 3;
         }
         tell(fd, b"R");
@@ -262,7 +262,7 @@ fn sigterm_handler_works_under_the_filter() {
             return 2;
         }
         if sandbox::drop_privileges(None).is_err()
-            || sandbox::lock_down(SandboxMode::Enforce).is_err()
+            || sandbox::lock_down(SandboxMode::Enforce, &[]).is_err()
         {
             return 3;
         }
@@ -292,7 +292,7 @@ fn strict_succeeds_exactly_when_the_kernel_has_every_layer() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     require_root();
     let complete = sandbox::kernel_layers() == sandbox::ALL_LAYERS;
-    let (child, rx) = spawn(|fd| match sandbox::lock_down(SandboxMode::Strict) {
+    let (child, rx) = spawn(|fd| match sandbox::lock_down(SandboxMode::Strict, &[]) {
         Ok(report) => {
             tell(fd, &[report.layers().len() as u8]);
             0
@@ -314,7 +314,7 @@ fn strict_succeeds_exactly_when_the_kernel_has_every_layer() {
 fn off_changes_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (child, rx) = spawn(|fd| {
-        let Ok(report) = sandbox::lock_down(SandboxMode::Off) else {
+        let Ok(report) = sandbox::lock_down(SandboxMode::Off, &[]) else {
             return 2;
         };
         tell(fd, &[report.layers().len() as u8]);

@@ -86,8 +86,10 @@ pub fn kernel_abi() -> i32 {
 }
 
 /// Applies the ruleset to the calling thread (airlock is single-threaded)
-/// and its future children.
-pub fn restrict() -> Result<Enforced, Error> {
+/// and its future children. The one right kept: removing files directly in
+/// `removable_dirs` (the directories of airlock's own `--socket` and
+/// `--pid` files, which it deletes on exit).
+pub fn restrict(removable_dirs: &[std::path::PathBuf]) -> Result<Enforced, Error> {
     let abi = kernel_abi();
     if abi < 1 {
         return Ok(Enforced {
@@ -104,6 +106,13 @@ pub fn restrict() -> Result<Enforced, Error> {
         .scope(Scope::from_all(RULESET_ABI))
         .map_err(err)?
         .create()
+        .map_err(err)?
+        .add_rules(removable_dirs.iter().filter_map(|d| {
+            // A directory that cannot be opened simply gets no rule.
+            landlock::PathFd::new(d)
+                .ok()
+                .map(|fd| Ok(landlock::PathBeneath::new(fd, AccessFs::RemoveFile)))
+        }))
         .map_err(err)?
         .restrict_self()
         .map_err(err)?;

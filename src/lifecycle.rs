@@ -1,0 +1,603 @@
+//! Process lifecycle: how VMMs start, watch and stop airlock.
+//!
+//! Two launch contracts meet here. libvirt (`--fd=N --exit-with-parent`)
+//! starts the helper already reparented to PID 1, with stdout on /dev/null,
+//! stderr on a pipe it stops reading, and a locked pidfile descriptor it
+//! finds the helper by: airlock never forks there, keeps every inherited
+//! descriptor, and survives a dead stderr. passt's launchers (libguestfs,
+//! Kata) start `--socket PATH` and wait for it to return: airlock returns
+//! once the socket listens and the pid file is written, and stays behind as
+//! a daemon.
+//!
+//! Daemonizing without `fork()` in safe Rust: the launching process re-runs
+//! its own executable (`posix_spawn` of `/proc/self/exe`, same arguments,
+//! `AIRLOCK_DAEMON_CHILD=1`) with stdout on a pipe, and exits with status 0
+//! when the child writes one byte there ([`Daemon::ready`]), or with the
+//! child's own status if it dies first. The child calls `setsid()` and does
+//! all the work itself (listen, pid file, sandbox), so nothing crosses the
+//! exec but the pipe; its stderr stays the launcher's until it is ready, so
+//! start-up errors reach the operator.
+//!
+//! Exit codes: [`EXIT_OK`] normal end, [`EXIT_FAILURE`] runtime failure,
+//! [`EXIT_USAGE`] bad options or configuration.
+//!
+//! #syscalls: read getppid close unlink|unlinkat sendto accept4 poll|ppoll
+//! #syscalls-startup: openat write dup2|dup3 fcntl getpid prctl rt_sigprocmask signalfd4
+//! #syscalls-startup: socket connect bind listen newfstatat|statx|fstat|lstat getcwd
+//! #syscalls-startup: pipe2 clone|clone3|vfork execve wait4 kill setsid chdir exit_group
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd as NixSignalFd};
+use nix::sys::socket::{
+    bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{getpid, getppid, pipe2, Pid};
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+
+/// Normal end (SIGTERM, VMM gone, `--print-capabilities`).
+pub const EXIT_OK: i32 = 0;
+/// Runtime failure (a socket, the sandbox, the link).
+pub const EXIT_FAILURE: i32 = 1;
+/// Bad options or configuration: nothing was started.
+pub const EXIT_USAGE: i32 = 2;
+
+/// Environment variable marking the re-executed daemon child.
+pub const DAEMON_ENV: &str = "AIRLOCK_DAEMON_CHILD";
+
+/// Make sure fds 0, 1 and 2 are open (on /dev/null where they are closed),
+/// so no socket airlock opens later lands on a standard descriptor and gets
+/// a stray log line written into it. Open descriptors are left as given.
+pub fn ensure_std_fds() -> Result<(), String> {
+    // open() returns the lowest free descriptor: keep each /dev/null that
+    // fills a hole below 3, stop at the first that does not.
+    loop {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open("/dev/null")
+            .map_err(|e| format!("/dev/null: {e}"))?;
+        if f.as_raw_fd() > 2 {
+            return Ok(());
+        }
+        // The descriptor is now 0, 1 or 2 for the rest of the process.
+        let fd = OwnedFd::from(f);
+        // std opens with O_CLOEXEC: harmless for 0-2 as airlock never execs
+        // after this point except to daemonize, which sets up its own stdio.
+        let _ = fd.into_raw_fd();
+    }
+}
+
+/// Writes to a pipe or socket whose reader has gone must fail with EPIPE,
+/// never kill airlock. Rust's runtime already sets SIGPIPE to SIG_IGN
+/// before `main`; blocking it as well covers a library or a test harness
+/// that restored the default (a blocked SIGPIPE stays pending, harmlessly).
+pub fn ignore_sigpipe() {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGPIPE);
+    let _ = set.thread_block();
+}
+
+/// `--exit-with-parent`: the parent airlock was started by, and how to tell
+/// it has gone.
+///
+/// `PR_SET_PDEATHSIG` delivers SIGTERM (seen on the [`SignalFd`]) when the
+/// parent dies. libvirt starts its helper through a double fork, so the
+/// parent is already PID 1 (or a subreaper) at start-up: that is not a
+/// dead parent and must never end airlock. A parent that died before
+/// start-up cannot be told from that case, so only a *change* of parent
+/// after start-up counts ([`ParentWatch::parent_gone`]), which also catches
+/// what PDEATHSIG misses: it fires when the parent *thread* that forked
+/// exits, and the kernel clears it when credentials change (call
+/// [`ParentWatch::rearm`] after dropping privileges).
+#[derive(Debug, Clone, Copy)]
+pub struct ParentWatch {
+    parent: Pid,
+}
+
+/// Arm `--exit-with-parent`: PR_SET_PDEATHSIG(SIGTERM), then record the
+/// parent. Call before blocking signals or anything slow.
+pub fn exit_with_parent() -> Result<ParentWatch, String> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
+        .map_err(|e| format!("--exit-with-parent: prctl(PR_SET_PDEATHSIG): {e}"))?;
+    Ok(ParentWatch { parent: getppid() })
+}
+
+impl ParentWatch {
+    /// The parent pid recorded at start-up.
+    pub fn parent(&self) -> i32 {
+        self.parent.as_raw()
+    }
+
+    /// True once airlock has been reparented since start-up: the parent
+    /// died (poll this about once a second as a backstop for PDEATHSIG).
+    pub fn parent_gone(&self) -> bool {
+        getppid() != self.parent
+    }
+
+    /// Set PR_SET_PDEATHSIG again: the kernel clears it when the effective
+    /// uid/gid change (`--runas`). If the parent already went meanwhile,
+    /// [`Self::parent_gone`] says so.
+    pub fn rearm(&self) -> Result<(), String> {
+        nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
+            .map_err(|e| format!("prctl(PR_SET_PDEATHSIG): {e}"))
+    }
+}
+
+/// SIGTERM, SIGINT and SIGHUP as readable events for the event loop.
+#[derive(Debug)]
+pub struct SignalFd {
+    fd: NixSignalFd,
+}
+
+/// The signals airlock ends on.
+pub fn exit_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGHUP);
+    set
+}
+
+/// Block SIGTERM, SIGINT and SIGHUP and return a non-blocking, close-on-exec
+/// signalfd that reports them. Call from the main thread before any other
+/// thread exists. (libvirt resets dispositions before exec; a signal that an
+/// odd launcher left *ignored* is discarded by the kernel and never reaches
+/// a signalfd.)
+pub fn block_signals() -> Result<SignalFd, String> {
+    let set = exit_signals();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+        .map_err(|e| format!("sigprocmask: {e}"))?;
+    let fd = NixSignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("signalfd: {e}"))?;
+    Ok(SignalFd { fd })
+}
+
+impl SignalFd {
+    /// The next pending signal, or `None` when there is none (EAGAIN).
+    pub fn read_signal(&self) -> Option<Signal> {
+        match self.fd.read_signal() {
+            Ok(Some(info)) => Signal::try_from(info.ssi_signo as i32).ok(),
+            _ => None,
+        }
+    }
+}
+
+impl AsFd for SignalFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for SignalFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// A file removed when this guard drops: the `--socket` path and the pid
+/// file. The path is made absolute first, since the daemon changes to `/`.
+/// (The sandbox must leave removal of these two names allowed, and a
+/// `--runas` user must be able to remove them: not in a sticky directory
+/// owned by someone else.)
+#[derive(Debug)]
+pub struct RemoveOnDrop {
+    path: PathBuf,
+}
+
+impl RemoveOnDrop {
+    pub fn new(path: &Path) -> RemoveOnDrop {
+        RemoveOnDrop {
+            path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// `--pid FILE`: airlock's pid, written by the process that keeps running
+/// (the daemon), removed when it drops.
+#[derive(Debug)]
+pub struct PidFile {
+    file: RemoveOnDrop,
+}
+
+impl PidFile {
+    /// Create or truncate FILE (close-on-exec, mode 0644) and write the
+    /// current pid and a newline.
+    pub fn create(path: &Path) -> Result<PidFile, String> {
+        let guard = RemoveOnDrop::new(path);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
+            .open(guard.path())
+            .map_err(|e| format!("--pid {}: {e}", path.display()))?;
+        writeln!(f, "{}", getpid().as_raw())
+            .map_err(|e| format!("--pid {}: {e}", path.display()))?;
+        Ok(PidFile { file: guard })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+}
+
+/// `--socket PATH`: a listening UNIX stream socket (close-on-exec, backlog 1:
+/// one VMM at a time). A path that a live listener holds is refused; a stale
+/// socket file left by a dead process is replaced; any other existing file
+/// is refused. Pair with [`RemoveOnDrop`] to remove it at exit.
+pub fn listen_unix(path: &Path) -> Result<OwnedFd, String> {
+    let shown = path.display();
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => match UnixStream::connect(path) {
+            Ok(_) => return Err(format!("--socket {shown}: in use by a running process")),
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path)
+                    .map_err(|e| format!("--socket {shown}: removing stale socket: {e}"))?;
+            }
+            Err(e) => return Err(format!("--socket {shown}: {e}")),
+        },
+        Ok(_) => return Err(format!("--socket {shown}: exists and is not a socket")),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("--socket {shown}: {e}")),
+    }
+    let addr = UnixAddr::new(path).map_err(|e| format!("--socket {shown}: {e}"))?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("socket: {e}"))?;
+    bind(fd.as_raw_fd(), &addr).map_err(|e| format!("--socket {shown}: bind: {e}"))?;
+    let backlog = Backlog::new(1).map_err(|e| format!("listen: {e}"))?;
+    listen(&fd, backlog).map_err(|e| format!("--socket {shown}: listen: {e}"))?;
+    Ok(fd)
+}
+
+/// The QEMU options that connect a virtio-net device to `--socket PATH`
+/// (QEMU >= 7.2). Commas in the path are doubled, as QEMU's option parser
+/// wants.
+pub fn qemu_netdev_line(path: &Path) -> String {
+    let p = String::from_utf8_lossy(path.as_os_str().as_bytes()).replace(',', ",,");
+    format!(
+        "-device virtio-net-pci,netdev=net0 -netdev stream,id=net0,server=off,addr.type=unix,addr.path={p}"
+    )
+}
+
+/// sd_notify: a datagram socket connected to `$NOTIFY_SOCKET` (an abstract
+/// name when it starts with `@`, else a path). Connected at start-up, so
+/// [`Notifier::ready`] needs no path once the sandbox is up.
+#[derive(Debug)]
+pub struct Notifier {
+    sock: UnixDatagram,
+}
+
+impl Notifier {
+    /// `Ok(None)` when `$NOTIFY_SOCKET` is unset or empty.
+    pub fn from_env() -> Result<Option<Notifier>, String> {
+        match std::env::var_os("NOTIFY_SOCKET") {
+            Some(v) if !v.is_empty() => Notifier::connect(&v).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Connect to a `$NOTIFY_SOCKET`-style address.
+    pub fn connect(addr: &std::ffi::OsStr) -> Result<Notifier, String> {
+        let sock = UnixDatagram::unbound().map_err(|e| format!("NOTIFY_SOCKET: {e}"))?;
+        let bytes = addr.as_bytes();
+        let shown = addr.to_string_lossy();
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let a = std::os::unix::net::SocketAddr::from_abstract_name(name)
+                .map_err(|e| format!("NOTIFY_SOCKET {shown}: {e}"))?;
+            sock.connect_addr(&a)
+                .map_err(|e| format!("NOTIFY_SOCKET {shown}: {e}"))?;
+        } else {
+            sock.connect(Path::new(addr))
+                .map_err(|e| format!("NOTIFY_SOCKET {shown}: {e}"))?;
+        }
+        sock.set_nonblocking(true)
+            .map_err(|e| format!("NOTIFY_SOCKET: {e}"))?;
+        Ok(Notifier { sock })
+    }
+
+    /// Send `READY=1` (the link is up).
+    pub fn ready(&self) -> Result<(), String> {
+        self.send("READY=1")
+    }
+
+    /// Send `STOPPING=1` (airlock is shutting down).
+    pub fn stopping(&self) -> Result<(), String> {
+        self.send("STOPPING=1")
+    }
+
+    fn send(&self, msg: &str) -> Result<(), String> {
+        self.sock
+            .send(msg.as_bytes())
+            .map(|_| ())
+            .map_err(|e| format!("NOTIFY_SOCKET: {e}"))
+    }
+}
+
+/// One-shot sd_notify `READY=1` on `$NOTIFY_SOCKET`: `Ok(false)` when unset.
+/// Prefer [`Notifier::from_env`] before the sandbox and
+/// [`Notifier::ready`] after it.
+pub fn notify_ready() -> Result<bool, String> {
+    match Notifier::from_env()? {
+        Some(n) => n.ready().map(|_| true),
+        None => Ok(false),
+    }
+}
+
+/// The daemon side of `--socket` without `--foreground`.
+#[derive(Debug)]
+pub struct Daemon {
+    reported: bool,
+}
+
+impl Daemon {
+    /// Daemonize. In the launching process this never returns: it re-runs
+    /// airlock as a new session leader, waits until that child calls
+    /// [`Daemon::ready`] and exits with [`EXIT_OK`] (or with the child's own
+    /// status if it died first, [`EXIT_FAILURE`] if it hung for 60 s). In the
+    /// child it returns the handle to report readiness with. Call early,
+    /// before any socket opens: the child redoes everything from `main`.
+    pub fn start() -> Result<Daemon, String> {
+        if std::env::var_os(DAEMON_ENV).is_some() {
+            std::env::remove_var(DAEMON_ENV);
+            nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+            return Ok(Daemon { reported: false });
+        }
+        let code = launch_and_wait()?;
+        std::process::exit(code);
+    }
+
+    /// The child is ready (socket listening, pid file written, sandbox up):
+    /// tell the launcher, then detach for good: stdio onto /dev/null, cwd
+    /// `/`, logging to syslog. Idempotent.
+    pub fn ready(&mut self) {
+        if self.reported {
+            return;
+        }
+        self.reported = true;
+        let mut out = std::io::stdout();
+        let _ = out.write_all(b"R");
+        let _ = out.flush();
+        if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+            let _ = nix::unistd::dup2_stdin(&null);
+            let _ = nix::unistd::dup2_stdout(&null);
+            let _ = nix::unistd::dup2_stderr(&null);
+        }
+        let _ = nix::unistd::chdir("/");
+        crate::logging::switch_to_syslog();
+    }
+}
+
+fn cstring(s: &std::ffi::OsStr) -> Result<CString, String> {
+    CString::new(s.as_bytes()).map_err(|_| "argument contains a NUL byte".to_string())
+}
+
+/// Re-run this executable as the daemon child; the exit status the launcher
+/// should end with.
+fn launch_and_wait() -> Result<i32, String> {
+    use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+    let (rd, wr) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
+    let args: Vec<CString> = std::env::args_os()
+        .map(|a| cstring(&a))
+        .collect::<Result<_, _>>()?;
+    let mut env: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| k != DAEMON_ENV)
+        .map(|(k, v)| {
+            let mut kv = k;
+            kv.push("=");
+            kv.push(v);
+            cstring(&kv)
+        })
+        .collect::<Result<_, _>>()?;
+    env.push(CString::new(format!("{DAEMON_ENV}=1")).expect("no NUL"));
+
+    let spawn_err = |e: Errno| format!("daemonize: posix_spawn: {e}");
+    let mut actions = PosixSpawnFileActions::init().map_err(spawn_err)?;
+    let null = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    actions.add_dup2(null.as_raw_fd(), 0).map_err(spawn_err)?;
+    actions.add_dup2(wr.as_raw_fd(), 1).map_err(spawn_err)?;
+    let mut attr = PosixSpawnAttr::init().map_err(spawn_err)?;
+    attr.set_sigmask(&SigSet::empty()).map_err(spawn_err)?;
+    attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK)
+        .map_err(spawn_err)?;
+    let child = posix_spawn(Path::new("/proc/self/exe"), &actions, &attr, &args, &env)
+        .map_err(spawn_err)?;
+    drop(wr);
+
+    let mut fds = [PollFd::new(rd.as_fd(), PollFlags::POLLIN)];
+    let waited = loop {
+        match poll(&mut fds, PollTimeout::from(60_000u16)) {
+            Err(Errno::EINTR) => continue,
+            r => break r,
+        }
+    };
+    if matches!(waited, Ok(0)) {
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        return Err("daemonize: the daemon did not become ready within 60 s".into());
+    }
+    let mut byte = [0u8; 1];
+    let n = File::from(rd).read(&mut byte).unwrap_or(0);
+    if n == 1 {
+        // The daemon lives on, reparented to init once we exit.
+        return Ok(EXIT_OK);
+    }
+    // The child closed the pipe without reporting: it failed and has said
+    // why on our stderr. Pass its status on.
+    Ok(match waitpid(child, None) {
+        Ok(WaitStatus::Exited(_, code)) if code != 0 => code,
+        _ => EXIT_FAILURE,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    fn tmp(name: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("airlock-lc-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!((EXIT_OK, EXIT_FAILURE, EXIT_USAGE), (0, 1, 2));
+    }
+
+    #[test]
+    fn std_fds_are_open() {
+        ensure_std_fds().unwrap();
+        for fd in 0..3 {
+            assert!(std::fs::metadata(format!("/proc/self/fd/{fd}")).is_ok());
+        }
+    }
+
+    #[test]
+    fn parent_watch_records_parent() {
+        let w = exit_with_parent().unwrap();
+        assert_eq!(w.parent(), getppid().as_raw());
+        assert!(!w.parent_gone());
+        w.rearm().unwrap();
+        // Leave no PDEATHSIG behind on the test harness.
+        nix::sys::prctl::set_pdeathsig(None).unwrap();
+    }
+
+    #[test]
+    fn listen_refuses_live_replaces_stale() {
+        let p = tmp("sock");
+        let live = UnixListener::bind(&p).unwrap();
+        let e = listen_unix(&p).unwrap_err();
+        assert!(e.contains("in use"), "{e}");
+        drop(live); // the file stays: now stale
+        assert!(p.exists());
+        let fd = listen_unix(&p).unwrap();
+        let l = UnixListener::from(fd);
+        let _c = UnixStream::connect(&p).unwrap();
+        let (_s, _) = l.accept().unwrap();
+        {
+            let _g = RemoveOnDrop::new(&p);
+        }
+        assert!(!p.exists(), "guard removes the socket");
+        std::fs::write(&p, "x").unwrap();
+        let e = listen_unix(&p).unwrap_err();
+        assert!(e.contains("not a socket"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn listen_is_cloexec_and_backlog_one() {
+        let p = tmp("sock2");
+        let fd = listen_unix(&p).unwrap();
+        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(flags & libc::FD_CLOEXEC, 0);
+        let _g = RemoveOnDrop::new(&p);
+        // Backlog 1: the kernel queues backlog+1 connections, then refuses
+        // (non-blocking connect gets EAGAIN). Count how many fit.
+        let mut fit = 0;
+        let mut keep = Vec::new();
+        for _ in 0..8 {
+            let s = socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .unwrap();
+            let a = UnixAddr::new(&p).unwrap();
+            if nix::sys::socket::connect(s.as_raw_fd(), &a).is_ok() {
+                fit += 1;
+                keep.push(s);
+            }
+        }
+        assert_eq!(fit, 2, "backlog 1 queues two connections");
+    }
+
+    #[test]
+    fn netdev_line_escapes_commas() {
+        assert_eq!(
+            qemu_netdev_line(Path::new("/run/a,b.sock")),
+            "-device virtio-net-pci,netdev=net0 -netdev stream,id=net0,server=off,addr.type=unix,addr.path=/run/a,,b.sock"
+        );
+    }
+
+    #[test]
+    fn pid_file_written_and_removed() {
+        let p = tmp("pid");
+        {
+            let f = PidFile::create(&p).unwrap();
+            assert!(f.path().is_absolute());
+            let text = std::fs::read_to_string(&p).unwrap();
+            assert_eq!(text, format!("{}\n", std::process::id()));
+        }
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn notify_path_and_abstract() {
+        let p = tmp("notify");
+        let server = UnixDatagram::bind(&p).unwrap();
+        let n = Notifier::connect(p.as_os_str()).unwrap();
+        n.ready().unwrap();
+        let mut buf = [0u8; 64];
+        let k = server.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..k], b"READY=1");
+        std::fs::remove_file(&p).unwrap();
+
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("airlock-test-notify-{}", std::process::id());
+        let a = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let server = UnixDatagram::bind_addr(&a).unwrap();
+        let n = Notifier::connect(std::ffi::OsStr::new(&format!("@{name}"))).unwrap();
+        n.ready().unwrap();
+        let k = server.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..k], b"READY=1");
+        assert!(Notifier::connect(std::ffi::OsStr::new("/nonexistent/notify")).is_err());
+    }
+
+    #[test]
+    fn signalfd_reports_sigterm() {
+        // Block in this thread only; raise() targets this thread, so the
+        // signal is queued here and never reaches another test thread.
+        let sfd = block_signals().unwrap();
+        assert_eq!(sfd.read_signal(), None);
+        nix::sys::signal::raise(Signal::SIGHUP).unwrap();
+        let mut got = None;
+        for _ in 0..100 {
+            got = sfd.read_signal();
+            if got.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(got, Some(Signal::SIGHUP));
+    }
+}
