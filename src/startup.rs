@@ -45,6 +45,13 @@ pub fn run(opts: Options) -> i32 {
             return EXIT_USAGE;
         }
     };
+    let listeners = match crate::flow::forward::bind_forwards(&cfg) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("airlock: {e}");
+            return EXIT_FAILURE;
+        }
+    };
     let signals = match engine::block_exit_signals() {
         Ok(s) => s,
         Err(e) => {
@@ -59,6 +66,10 @@ pub fn run(opts: Options) -> i32 {
             return EXIT_FAILURE;
         }
     };
+    if let Err(e) = engine.stack_mut().add_forwards(listeners) {
+        eprintln!("airlock: forwards: {e}");
+        return EXIT_FAILURE;
+    }
     log::info!("link up");
     let exit = engine.run();
     if opts.debug {
