@@ -9,7 +9,7 @@ use crate::flow::{self, forward, frag, icmp, nat, tcp, udp, Flow, Key};
 use crate::frame::L2;
 use crate::link::Tx;
 use crate::services;
-use crate::wire::{self, ethernet, ethertype, ip_proto, ipv4, tcp as tcpw, udp as udpw};
+use crate::wire::{self, ethernet, ethertype, ip_proto, ipv4, ipv6, tcp as tcpw, udp as udpw};
 use nix::sys::epoll::EpollFlags;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -173,7 +173,10 @@ impl Stack {
                 self.on_ipv4(eth.payload(), tx, now);
             }
             ethertype::IPV6 => {
-                self.counters.ipv6_ignored += 1;
+                if src[0] & 1 == 0 {
+                    self.l2.guest = src;
+                }
+                self.on_ipv6(eth.payload(), tx, now);
             }
             _ => self.counters.eth_unknown_type += 1,
         }
@@ -419,6 +422,85 @@ impl Stack {
         Ok(())
     }
 
+    /// IPv6 from the guest: UDP, TCP and echo requests from its addresses
+    /// in the prefix, reassembled if fragmented. (NDP and DHCPv6 are not
+    /// handled here.)
+    fn on_ipv6(&mut self, payload: &[u8], tx: &mut Tx, now: Instant) {
+        let Some(net) = self.cfg.net6.clone() else {
+            self.counters.ipv6_ignored += 1;
+            return;
+        };
+        let Ok(p) = ipv6::Packet::new_checked(payload) else {
+            self.counters.ipv6_malformed += 1;
+            return;
+        };
+        let Ok(repr) = ipv6::Repr::parse(&p) else {
+            self.counters.ipv6_malformed += 1;
+            return;
+        };
+        let Ok(ext) = ipv6::walk_extensions(repr.next_header, p.payload()) else {
+            self.counters.ipv6_malformed += 1;
+            return;
+        };
+        let (src, dst) = (repr.src, repr.dst);
+        if !net.contains(src) || src == net.host || src == net.dns {
+            self.counters.ipv6_ignored += 1;
+            return;
+        }
+        let data = p.payload().get(ext.offset..).unwrap_or(&[]);
+        let (src, dst) = (IpAddr::V6(src), IpAddr::V6(dst));
+        let Some(fi) = ext.fragment else {
+            self.on_ipv6_l4(src, dst, repr.hop_limit, ext.next_header, data, tx, now);
+            return;
+        };
+        let key = frag::Key {
+            src,
+            dst,
+            proto: ext.next_header,
+            id: fi.ident,
+        };
+        let f = frag::Fragment {
+            offset: fi.offset as usize,
+            more: fi.more,
+            // The unfragmentable part stays; the fragment header goes.
+            limit: (u16::MAX as usize + 8).saturating_sub(ext.offset),
+            ttl: repr.hop_limit,
+            data,
+        };
+        match self.frags.push(key, f, now) {
+            Ok(None) => {}
+            Ok(Some(d)) => {
+                self.counters.frag_reassembled += 1;
+                self.on_ipv6_l4(src, dst, d.ttl, d.key.proto, d.payload(), tx, now);
+                self.frags.give_back(d);
+            }
+            Err(_) => self.counters.frag_dropped += 1,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_ipv6_l4(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        hop_limit: u8,
+        proto: u8,
+        l4: &[u8],
+        tx: &mut Tx,
+        now: Instant,
+    ) {
+        match proto {
+            ip_proto::UDP => self.on_udp(src, dst, hop_limit, l4, tx, now),
+            ip_proto::TCP => self.on_tcp(src, dst, l4, tx, now),
+            ip_proto::ICMPV6 => {
+                if !self.on_echo_request(src, dst, hop_limit, l4, tx, now) {
+                    self.counters.icmp_dropped += 1;
+                }
+            }
+            _ => self.counters.ipv6_ignored += 1,
+        }
+    }
+
     fn on_ipv4_fragment(
         &mut self,
         net: &crate::config::Net4,
@@ -540,7 +622,11 @@ impl Stack {
         let Some(ident) = icmp::echo_request_ident(l4, src.is_ipv6()) else {
             return false;
         };
-        if src.is_ipv4() && wire::checksum::checksum(l4) != 0 {
+        let valid = match crate::frame::pseudo(src, dst) {
+            Some(p) if src.is_ipv6() => p.verify(ip_proto::ICMPV6, l4),
+            _ => wire::checksum::checksum(l4) == 0,
+        };
+        if !valid {
             self.counters.icmp_malformed += 1;
             return true;
         }

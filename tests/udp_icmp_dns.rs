@@ -148,6 +148,37 @@ mod rig {
             must(&["ip", "-n", &g, "link", "set", "tap0", "mtu", &mtu_s]);
             must(&["ip", "-n", &g, "addr", "add", "10.0.2.15/24", "dev", "tap0"]);
             must(&["ip", "-n", &g, "route", "add", "default", "via", "10.0.2.2"]);
+            // IPv6 statically too (NDP may not be answered yet).
+            must(&[
+                "ip",
+                "-n",
+                &g,
+                "-6",
+                "addr",
+                "add",
+                "fec0::15/64",
+                "dev",
+                "tap0",
+                "nodad",
+            ]);
+            must(&[
+                "ip",
+                "-n",
+                &g,
+                "-6",
+                "neigh",
+                "replace",
+                "fec0::2",
+                "lladdr",
+                "52:56:00:00:00:02",
+                "dev",
+                "tap0",
+                "nud",
+                "permanent",
+            ]);
+            must(&[
+                "ip", "-n", &g, "-6", "route", "add", "default", "via", "fec0::2", "dev", "tap0",
+            ]);
         }
 
         pub fn pid(&self) -> u32 {
@@ -331,7 +362,12 @@ mod servers {
     /// A UDP server on 127.0.0.1 in `ns` that answers every datagram with
     /// "<sender port> <length> <first byte>"; returns its port.
     pub fn udp_echo(ns: &str) -> u16 {
-        let u = super::rig::in_ns(ns, || UdpSocket::bind("127.0.0.1:0").unwrap());
+        udp_echo_on(ns, "127.0.0.1:0")
+    }
+
+    /// [`udp_echo`] on a given address.
+    pub fn udp_echo_on(ns: &str, addr: &'static str) -> u16 {
+        let u = super::rig::in_ns(ns, move || UdpSocket::bind(addr).unwrap());
         let port = u.local_addr().unwrap().port();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
@@ -762,4 +798,29 @@ fn disable_dns_turns_off_the_resolver_address() {
     // Everything else still flows.
     assert!(udp_ask(&s, &format!("10.0.2.2:{echo}"), b"still here").is_some());
     t.stop();
+}
+
+#[test]
+fn ipv6_fragmented_datagram_and_ping() {
+    need_root!();
+    let mut t = Topo::new(true);
+    t.start(&[], 1500);
+    let echo = servers::udp_echo_on(&t.h, "[::1]:0");
+    let s = in_ns(&t.g, || UdpSocket::bind("[::]:0").unwrap());
+    s.set_read_timeout(Some(Duration::from_millis(1000)))
+        .unwrap();
+    let to = format!("[fec0::2]:{echo}");
+    let (r, from) = udp_ask(&s, &to, b"six").unwrap();
+    assert_eq!(from, to.parse().unwrap());
+    assert!(String::from_utf8(r).unwrap().ends_with(" 3 340"));
+    // 4000 bytes at MTU 1500: fragmented by the guest, whole on the host.
+    let msg: Vec<u8> = (0..4000u32).map(|i| (i * 13) as u8).collect();
+    let sum: u64 = msg.iter().map(|&b| b as u64).sum();
+    let (r, _) = udp_ask(&s, &to, &msg).unwrap();
+    let r = String::from_utf8(r).unwrap();
+    assert!(r.ends_with(&format!(" 4000 {sum}")), "{r}");
+    let o = t.guest_sh("busybox ping -6 -c2 -W2 fec0::2");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let c = t.stop();
+    assert!(c.get("frag_reassembled") >= 1, "{}", c.0);
 }

@@ -1,4 +1,4 @@
-//! Reassembly of fragmented IPv4 (and IPv6) datagrams from the guest.
+//! Reassembly of fragmented IPv4 and IPv6 datagrams from the guest.
 //!
 //! The guest fragments what is larger than its MTU; the host socket wants
 //! whole datagrams. Everything here is sized before the guest sends a byte:
