@@ -6,8 +6,8 @@
 //! frame for the guest lands in the link's transmit queue, flushed once per
 //! loop turn, so one turn costs one write to the VMM however many flows spoke.
 //!
-//! #syscalls: epoll_ctl epoll_wait|epoll_pwait|epoll_pwait2 read
-//! #syscalls-startup: epoll_create1 signalfd4 rt_sigprocmask
+//! #syscalls: epoll_create1 epoll_ctl epoll_wait|epoll_pwait|epoll_pwait2 read
+//! #syscalls-startup: signalfd4 rt_sigprocmask
 
 use crate::config::Config;
 use crate::lifecycle::ParentWatch;

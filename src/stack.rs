@@ -1,15 +1,17 @@
 //! The virtual network as the guest sees it: one dispatcher from guest
 //! frames to services (ARP, DHCP, echo) and flows (TCP, UDP, ICMP), and
 //! from host socket events back to flows.
+//!
+//! #syscalls: getegid
 #![forbid(unsafe_code)]
 
 use crate::config::{router_mac4, router_mac6, Config};
 use crate::engine::{Poller, Token};
-use crate::flow::{self, nat, tcp, Flow, Key};
+use crate::flow::{self, forward, frag, icmp, nat, tcp, udp, Flow, Key};
 use crate::frame::L2;
 use crate::link::Tx;
 use crate::services;
-use crate::wire::{self, ethernet, ethertype, ip_proto, ipv4, tcp as tcpw};
+use crate::wire::{self, ethernet, ethertype, ip_proto, ipv4, ipv6, tcp as tcpw, udp as udpw};
 use nix::sys::epoll::EpollFlags;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -39,7 +41,6 @@ counters! {
     ipv4_bad_checksum,
     /// IPv4 when IPv4 is disabled, or from the wrong source.
     ipv4_ignored,
-    ipv4_fragment_dropped,
     ipv6_malformed,
     ipv6_ignored,
     tcp_malformed,
@@ -57,6 +58,18 @@ counters! {
     flows_full,
     flows_opened,
     flows_closed,
+    /// Datagrams from the host larger than the MTU lets through.
+    udp_host_oversize,
+    /// ICMP errors relayed from the host's error queues.
+    icmp_errors_to_guest,
+    /// Echo requests not carried: ping sockets are not allowed.
+    icmp_ping_denied,
+    frag_reassembled,
+    /// Fragments dropped: overlap, oversize, malformed.
+    frag_dropped,
+    /// Incomplete datagrams that timed out.
+    frag_expired,
+    forward_accept_failed,
 }
 
 pub struct Stack {
@@ -70,6 +83,12 @@ pub struct Stack {
     /// Flows that owe the guest an ACK at the end of this turn.
     dirty: Vec<Token>,
     scratch: Vec<Token>,
+    // UDP, ICMP echo, fragments, forwards:
+    frags: frag::Reassembler,
+    listeners: Vec<forward::Listener>,
+    udp_rx: udp::RxHeaders,
+    /// Ping sockets were refused (EACCES): warned once, not tried again.
+    ping_denied: bool,
 }
 
 impl Stack {
@@ -100,6 +119,10 @@ impl Stack {
             epoch: Instant::now(),
             dirty: Vec::new(),
             scratch: Vec::new(),
+            frags: frag::Reassembler::new(),
+            listeners: Vec::new(),
+            udp_rx: udp::RxHeaders::default(),
+            ping_denied: false,
         }
     }
 
@@ -152,7 +175,10 @@ impl Stack {
                 self.on_ipv4(eth.payload(), tx, now);
             }
             ethertype::IPV6 => {
-                self.counters.ipv6_ignored += 1;
+                if src[0] & 1 == 0 {
+                    self.l2.guest = src;
+                }
+                self.on_ipv6(eth.payload(), tx, now);
             }
             _ => self.counters.eth_unknown_type += 1,
         }
@@ -182,10 +208,21 @@ impl Stack {
             }
         };
         if p.is_fragment() {
-            self.counters.ipv4_fragment_dropped += 1;
+            self.on_ipv4_fragment(&net, &repr, p.header_len(), p.payload(), tx, now);
             return;
         }
-        let l4 = p.payload();
+        self.on_ipv4_l4(&net, &repr, p.payload(), tx, now);
+    }
+
+    /// An unfragmented (or reassembled) IPv4 datagram's payload.
+    fn on_ipv4_l4(
+        &mut self,
+        net: &crate::config::Net4,
+        repr: &ipv4::Repr,
+        l4: &[u8],
+        tx: &mut Tx,
+        now: Instant,
+    ) {
         let (src, dst) = (IpAddr::V4(repr.src), IpAddr::V4(repr.dst));
         match repr.protocol {
             ip_proto::UDP => {
@@ -194,7 +231,11 @@ impl Stack {
                         .handle(&self.cfg, &self.l2, repr.src, l4, tx, &mut self.counters);
                     return;
                 }
-                self.counters.udp_dropped += 1;
+                if repr.src != net.guest {
+                    self.counters.ipv4_ignored += 1;
+                    return;
+                }
+                self.on_udp(src, dst, repr.ttl, l4, tx, now);
             }
             ip_proto::TCP => {
                 if repr.src != net.guest {
@@ -204,8 +245,11 @@ impl Stack {
                 self.on_tcp(src, dst, l4, tx, now);
             }
             ip_proto::ICMP => {
+                if repr.src == net.guest && self.on_echo_request(src, dst, repr.ttl, l4, tx, now) {
+                    return;
+                }
                 if net.is_virtual(repr.dst) {
-                    services::echo::reply_v4(&self.l2, &repr, l4, tx, &mut self.counters);
+                    services::echo::reply_v4(&self.l2, repr, l4, tx, &mut self.counters);
                 } else {
                     self.counters.icmp_dropped += 1;
                 }
@@ -308,6 +352,12 @@ impl Stack {
                         }
                         v
                     }
+                    Some(Flow::Udp(c)) => {
+                        c.on_host_event(&mut ctx, ev, &mut self.udp_rx, &mut self.counters)
+                    }
+                    Some(Flow::Icmp(c)) => {
+                        c.on_host_event(&mut ctx, ev, &mut self.udp_rx, &mut self.counters)
+                    }
                     None => return,
                 };
                 if verdict == tcp::Verdict::Close {
@@ -315,7 +365,7 @@ impl Stack {
                     self.counters.flows_closed += 1;
                 }
             }
-            Token::Listener(_) => {}
+            Token::Listener(i) => self.on_listener(i, tx, now),
             Token::Link | Token::Signal => {}
         }
     }
@@ -325,9 +375,16 @@ impl Stack {
         let mut tokens = std::mem::take(&mut self.scratch);
         self.flows.tokens(&mut tokens);
         let mut ctx = Self::tcp_ctx(&self.poller, &self.l2, self.epoch, self.cfg.mtu, tx, now);
+        let udp_timeouts = udp::Timeouts {
+            unreplied: std::time::Duration::from_secs(self.cfg.udp_timeout_s),
+            stream: std::time::Duration::from_secs(self.cfg.udp_stream_timeout_s),
+        };
+        self.counters.frag_expired += self.frags.expire(now) as u64;
         for &t in &tokens {
             let v = match self.flows.get_mut(t) {
                 Some(Flow::Tcp(c)) => c.on_tick(&mut ctx),
+                Some(Flow::Udp(c)) => c.on_tick(now, &udp_timeouts),
+                Some(Flow::Icmp(c)) => c.on_tick(now),
                 None => continue,
             };
             if v == tcp::Verdict::Close {
@@ -349,5 +406,383 @@ impl Stack {
                 c.flush_ack(&mut ctx);
             }
         }
+    }
+}
+
+// ---- UDP, ICMP echo, IPv4 fragments, forwards ----
+
+impl Stack {
+    /// Take the forwards' sockets (bound before the sandbox by
+    /// [`forward::bind_forwards`]) and watch them.
+    /// The forwards' sockets back (they outlive one VMM connection).
+    pub fn take_forwards(&mut self) -> Vec<forward::Listener> {
+        for l in &self.listeners {
+            self.poller.delete(l.as_fd());
+        }
+        std::mem::take(&mut self.listeners)
+    }
+
+    pub fn add_forwards(&mut self, listeners: Vec<forward::Listener>) -> std::io::Result<()> {
+        for l in listeners {
+            let i = self.listeners.len() as u32;
+            self.poller
+                .add(l.as_fd(), Token::Listener(i), EpollFlags::EPOLLIN)?;
+            self.listeners.push(l);
+        }
+        Ok(())
+    }
+
+    /// IPv6 from the guest: UDP, TCP and echo requests from its addresses
+    /// in the prefix, reassembled if fragmented. (NDP and DHCPv6 are not
+    /// handled here.)
+    fn on_ipv6(&mut self, payload: &[u8], tx: &mut Tx, now: Instant) {
+        let Some(net) = self.cfg.net6.clone() else {
+            self.counters.ipv6_ignored += 1;
+            return;
+        };
+        let Ok(p) = ipv6::Packet::new_checked(payload) else {
+            self.counters.ipv6_malformed += 1;
+            return;
+        };
+        let Ok(repr) = ipv6::Repr::parse(&p) else {
+            self.counters.ipv6_malformed += 1;
+            return;
+        };
+        let Ok(ext) = ipv6::walk_extensions(repr.next_header, p.payload()) else {
+            self.counters.ipv6_malformed += 1;
+            return;
+        };
+        let (src, dst) = (repr.src, repr.dst);
+        if !net.contains(src) || src == net.host || src == net.dns {
+            self.counters.ipv6_ignored += 1;
+            return;
+        }
+        let data = p.payload().get(ext.offset..).unwrap_or(&[]);
+        let (src, dst) = (IpAddr::V6(src), IpAddr::V6(dst));
+        let Some(fi) = ext.fragment else {
+            self.on_ipv6_l4(src, dst, repr.hop_limit, ext.next_header, data, tx, now);
+            return;
+        };
+        let key = frag::Key {
+            src,
+            dst,
+            proto: ext.next_header,
+            id: fi.ident,
+        };
+        let f = frag::Fragment {
+            offset: fi.offset as usize,
+            more: fi.more,
+            // The unfragmentable part stays; the fragment header goes.
+            limit: (u16::MAX as usize + 8).saturating_sub(ext.offset),
+            ttl: repr.hop_limit,
+            data,
+        };
+        match self.frags.push(key, f, now) {
+            Ok(None) => {}
+            Ok(Some(d)) => {
+                self.counters.frag_reassembled += 1;
+                self.on_ipv6_l4(src, dst, d.ttl, d.key.proto, d.payload(), tx, now);
+                self.frags.give_back(d);
+            }
+            Err(_) => self.counters.frag_dropped += 1,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_ipv6_l4(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        hop_limit: u8,
+        proto: u8,
+        l4: &[u8],
+        tx: &mut Tx,
+        now: Instant,
+    ) {
+        match proto {
+            ip_proto::UDP => self.on_udp(src, dst, hop_limit, l4, tx, now),
+            ip_proto::TCP => self.on_tcp(src, dst, l4, tx, now),
+            ip_proto::ICMPV6 => {
+                if !self.on_echo_request(src, dst, hop_limit, l4, tx, now) {
+                    self.counters.icmp_dropped += 1;
+                }
+            }
+            _ => self.counters.ipv6_ignored += 1,
+        }
+    }
+
+    fn on_ipv4_fragment(
+        &mut self,
+        net: &crate::config::Net4,
+        repr: &ipv4::Repr,
+        header_len: usize,
+        data: &[u8],
+        tx: &mut Tx,
+        now: Instant,
+    ) {
+        let key = frag::Key {
+            src: IpAddr::V4(repr.src),
+            dst: IpAddr::V4(repr.dst),
+            proto: repr.protocol,
+            id: repr.ident as u32,
+        };
+        let f = frag::Fragment {
+            offset: repr.frag_offset as usize,
+            more: repr.more_frags,
+            limit: u16::MAX as usize - header_len,
+            ttl: repr.ttl,
+            data,
+        };
+        match self.frags.push(key, f, now) {
+            Ok(None) => {}
+            Ok(Some(d)) => {
+                self.counters.frag_reassembled += 1;
+                let whole = ipv4::Repr {
+                    more_frags: false,
+                    frag_offset: 0,
+                    ttl: d.ttl,
+                    payload_len: d.payload().len() as u16,
+                    ..*repr
+                };
+                self.on_ipv4_l4(net, &whole, d.payload(), tx, now);
+                self.frags.give_back(d);
+            }
+            Err(_) => self.counters.frag_dropped += 1,
+        }
+    }
+
+    /// A UDP datagram from the guest (not DHCP).
+    fn on_udp(&mut self, src: IpAddr, dst: IpAddr, ttl: u8, l4: &[u8], tx: &mut Tx, now: Instant) {
+        let Some(pseudo) = crate::frame::pseudo(src, dst) else {
+            return;
+        };
+        let p = match udpw::Packet::new_checked(l4) {
+            Ok(p) => p,
+            Err(_) => {
+                self.counters.udp_malformed += 1;
+                return;
+            }
+        };
+        match udpw::Repr::parse(&p, &pseudo) {
+            Ok(_) => {}
+            Err(wire::Error::Checksum) => {
+                self.counters.udp_bad_checksum += 1;
+                return;
+            }
+            Err(_) => {
+                self.counters.udp_malformed += 1;
+                return;
+            }
+        }
+        let key = Key {
+            proto: ip_proto::UDP,
+            guest: SocketAddr::new(src, p.src_port()),
+            remote: SocketAddr::new(dst, p.dst_port()),
+        };
+        if let Some(i) = self.flows.lookup(&key) {
+            if let Some((_, Flow::Udp(c))) = self.flows.at(i) {
+                let fwd = c
+                    .forward()
+                    .and_then(|f| self.listeners.get(f as usize))
+                    .map(|l| l.as_fd());
+                if c.on_guest(now, p.payload(), ttl, fwd).is_err() {
+                    self.counters.udp_dropped += 1;
+                }
+            }
+            return;
+        }
+        // Broadcast, multicast, unused virtual addresses, --restrict and
+        // --disable-dns all end here.
+        let Some(host_dst) = nat::outbound(&self.cfg, key.remote) else {
+            self.counters.udp_dropped += 1;
+            return;
+        };
+        let Ok(token) = self.flows.vacant() else {
+            self.counters.flows_full += 1;
+            return;
+        };
+        let mut ctx = Self::tcp_ctx(&self.poller, &self.l2, self.epoch, self.cfg.mtu, tx, now);
+        match udp::Conn::open(&mut ctx, token, key, host_dst) {
+            Ok(mut c) => {
+                if c.on_guest(now, p.payload(), ttl, None).is_err() {
+                    self.counters.udp_dropped += 1;
+                }
+                self.flows.insert(token, key, Flow::Udp(c));
+                self.counters.flows_opened += 1;
+            }
+            Err(e) => {
+                log::debug!("udp {} -> {host_dst}: {e}", key.guest);
+                self.counters.udp_dropped += 1;
+            }
+        }
+    }
+
+    /// An ICMP message from the guest: true if it was an echo request
+    /// carried (or deliberately dropped) by a ping-socket flow, false if
+    /// the virtual-address echo service should have it.
+    fn on_echo_request(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        ttl: u8,
+        l4: &[u8],
+        tx: &mut Tx,
+        now: Instant,
+    ) -> bool {
+        let Some(ident) = icmp::echo_request_ident(l4, src.is_ipv6()) else {
+            return false;
+        };
+        let valid = match crate::frame::pseudo(src, dst) {
+            Some(p) if src.is_ipv6() => p.verify(ip_proto::ICMPV6, l4),
+            _ => wire::checksum::checksum(l4) == 0,
+        };
+        if !valid {
+            self.counters.icmp_malformed += 1;
+            return true;
+        }
+        let key = icmp::key(src, dst, ident);
+        if let Some(i) = self.flows.lookup(&key) {
+            if let Some((_, Flow::Icmp(c))) = self.flows.at(i) {
+                if c.on_guest(now, l4, ttl).is_err() {
+                    self.counters.icmp_dropped += 1;
+                }
+            }
+            return true;
+        }
+        if self.ping_denied {
+            self.counters.icmp_ping_denied += 1;
+            return false;
+        }
+        let Some(host_dst) = nat::outbound(&self.cfg, SocketAddr::new(dst, 0)) else {
+            return false;
+        };
+        let Ok(token) = self.flows.vacant() else {
+            self.counters.flows_full += 1;
+            return true;
+        };
+        let mut ctx = Self::tcp_ctx(&self.poller, &self.l2, self.epoch, self.cfg.mtu, tx, now);
+        match icmp::Echo::open(&mut ctx, token, key, host_dst.ip()) {
+            Ok(mut c) => {
+                if c.on_guest(now, l4, ttl).is_err() {
+                    self.counters.icmp_dropped += 1;
+                }
+                self.flows.insert(token, key, Flow::Icmp(c));
+                self.counters.flows_opened += 1;
+                true
+            }
+            Err(e) if e.raw_os_error() == Some(nix::libc::EACCES) => {
+                self.ping_denied = true;
+                self.counters.icmp_ping_denied += 1;
+                log::warn!(
+                    "ping sockets are not allowed for group {}: the guest can ping only the \
+                     virtual addresses; to let it ping the outside, include that group in \
+                     net.ipv4.ping_group_range (e.g. sysctl -w net.ipv4.ping_group_range='0 2147483647')",
+                    nix::unistd::getegid()
+                );
+                false
+            }
+            Err(e) => {
+                log::debug!("ping {dst} -> {host_dst}: {e}");
+                self.counters.icmp_dropped += 1;
+                true
+            }
+        }
+    }
+
+    /// A forward's socket is readable: connections to accept (TCP) or
+    /// datagrams to carry (UDP).
+    fn on_listener(&mut self, i: u32, tx: &mut Tx, now: Instant) {
+        let Some(l) = self.listeners.get(i as usize) else {
+            return;
+        };
+        if l.proto() == crate::config::Proto::Udp {
+            self.on_udp_forward(i, tx, now);
+            return;
+        }
+        for _ in 0..32 {
+            let (fd, peer) = match l.accept() {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    log::debug!("accept on forward {i}: {e}");
+                    self.counters.forward_accept_failed += 1;
+                    break;
+                }
+            };
+            let Some(key) = l.key(&self.cfg, peer) else {
+                self.counters.forward_accept_failed += 1;
+                continue;
+            };
+            if self.flows.lookup(&key).is_some() {
+                self.counters.forward_accept_failed += 1;
+                continue;
+            }
+            let Ok(token) = self.flows.vacant() else {
+                self.counters.flows_full += 1;
+                continue;
+            };
+            let mut ctx = Self::tcp_ctx(&self.poller, &self.l2, self.epoch, self.cfg.mtu, tx, now);
+            match tcp::Conn::accepted(&mut ctx, token, key, fd) {
+                Ok(c) => {
+                    self.flows.insert(token, key, Flow::Tcp(c));
+                    self.counters.flows_opened += 1;
+                }
+                Err(e) => {
+                    log::debug!("forward {i}: {e}");
+                    self.counters.forward_accept_failed += 1;
+                }
+            }
+        }
+    }
+
+    /// Datagrams on a UDP forward: each opens or refreshes a forwarded flow
+    /// and goes to the guest as from the peer's inbound address.
+    fn on_udp_forward(&mut self, i: u32, tx: &mut Tx, now: Instant) {
+        let Some(l) = self.listeners.get(i as usize) else {
+            return;
+        };
+        let Some(guest) = l.guest(&self.cfg) else {
+            return;
+        };
+        let v6 = guest.is_ipv6();
+        let (hdr, max) = (udp::frame_header(v6), udp::max_payload(self.cfg.mtu, v6));
+        let (cfg, flows, l2) = (&self.cfg, &mut self.flows, self.l2);
+        let (mut oversize, mut full, mut opened) = (0, 0, 0);
+        for _ in 0..4 {
+            let n = udp::recv_frames(
+                tx,
+                l.as_fd(),
+                &mut self.udp_rx,
+                hdr,
+                max,
+                &mut oversize,
+                |f, len, peer| {
+                    let Some(key) = peer.and_then(|p| l.key(cfg, p)) else {
+                        return 0;
+                    };
+                    let peer = peer.unwrap_or(key.remote);
+                    match flows.lookup(&key).and_then(|s| flows.at(s)) {
+                        Some((_, Flow::Udp(c))) => c.on_forwarded(peer, now),
+                        Some(_) => return 0,
+                        None => {
+                            let Ok(token) = flows.vacant() else {
+                                full += 1;
+                                return 0;
+                            };
+                            let c = udp::Conn::forwarded(key, i, peer, now);
+                            flows.insert(token, key, Flow::Udp(c));
+                            opened += 1;
+                        }
+                    }
+                    udp::write_frame(f, &l2, key.remote, key.guest, len)
+                },
+            );
+            if n < udp::BATCH {
+                break;
+            }
+        }
+        self.counters.udp_host_oversize += oversize;
+        self.counters.flows_full += full;
+        self.counters.flows_opened += opened;
     }
 }

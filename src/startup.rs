@@ -24,6 +24,7 @@ use crate::link::{self, Link};
 use crate::logging;
 use crate::sandbox;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signalfd::SignalFd;
 use std::io::ErrorKind;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
@@ -34,7 +35,7 @@ pub use lifecycle::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 /// Where the VMM's frames come from.
 enum Source {
     /// `--fd` or `--netns`: one link for the whole life of the process.
-    Link(Link),
+    Link(Box<Link>),
     /// `--socket`: a listener; each VMM connection is a fresh link.
     Listener(UnixListener),
 }
@@ -99,18 +100,22 @@ pub fn run(opts: Options) -> i32 {
     let mut removable: Vec<PathBuf> = Vec::new();
     let source = if let Some(n) = opts.fd {
         match link::inherit_fd(n).and_then(Link::from_socket) {
-            Ok(l) => Source::Link(l),
+            Ok(l) => Source::Link(Box::new(l)),
             Err(e) => return fail(EXIT_USAGE, format!("--fd {n}: {e}")),
         }
     } else if let Some(ns) = &opts.netns {
         match link::open_tap_in_netns(ns, &opts.interface)
             .and_then(|fd| Link::new(fd, link::Kind::Tap))
         {
-            Ok(l) => Source::Link(l),
+            Ok(l) => Source::Link(Box::new(l)),
             Err(e) => {
                 return fail(
                     EXIT_USAGE,
-                    format!("--netns {} --interface {}: {e}", ns.display(), opts.interface),
+                    format!(
+                        "--netns {} --interface {}: {e}",
+                        ns.display(),
+                        opts.interface
+                    ),
                 )
             }
         }
@@ -149,7 +154,7 @@ pub fn run(opts: Options) -> i32 {
     };
 
     // 5. Forwards, bound while ports below 1024 still can be.
-    let listeners = match forward::bind_all(&cfg) {
+    let mut listeners = match forward::bind_forwards(&cfg) {
         Ok(l) => l,
         Err(e) => return fail(EXIT_USAGE, e),
     };
@@ -185,7 +190,7 @@ pub fn run(opts: Options) -> i32 {
             if let Some(n) = &notifier {
                 let _ = n.ready();
             }
-            serve(l, &cfg, &opts, signals, parent, &listeners).0
+            serve(*l, &cfg, &opts, signals, parent, listeners).0
         }
         Source::Listener(listener) => {
             if let Some(n) = &notifier {
@@ -202,8 +207,8 @@ pub fn run(opts: Options) -> i32 {
                     Err(e) => break fail(EXIT_FAILURE, format!("VMM connection: {e}")),
                 };
                 log::info!("VMM connected");
-                let (code, again, sig) = serve(link, &cfg, &opts, signals, parent.clone(), &listeners);
-                signals = sig;
+                let (code, again, back) = serve(link, &cfg, &opts, signals, parent, listeners);
+                (signals, listeners) = back;
                 if !again || opts.one_off {
                     break code;
                 }
@@ -215,10 +220,7 @@ pub fn run(opts: Options) -> i32 {
 }
 
 /// Wait for the VMM to connect; `None` when a signal asks to exit first.
-fn accept_vmm(
-    listener: &UnixListener,
-    signals: &nix::sys::signalfd::SignalFd,
-) -> std::io::Result<Option<OwnedFd>> {
+fn accept_vmm(listener: &UnixListener, signals: &SignalFd) -> std::io::Result<Option<OwnedFd>> {
     loop {
         let mut fds = [
             PollFd::new(listener.as_fd(), PollFlags::POLLIN),
@@ -247,23 +249,27 @@ fn accept_vmm(
     }
 }
 
+type Kept = (SignalFd, Vec<forward::Listener>);
+
 /// Run one link to its end. Returns the exit code, whether another VMM may
-/// follow (the link ended because the VMM left), and the signalfd back.
+/// follow (the link ended because the VMM left), and what outlives a link:
+/// the signalfd and the forwards' sockets.
 fn serve(
     link: Link,
     cfg: &Config,
     opts: &Options,
-    signals: nix::sys::signalfd::SignalFd,
+    signals: SignalFd,
     parent: Option<ParentWatch>,
-    listeners: &[forward::Listener],
-) -> (i32, bool, nix::sys::signalfd::SignalFd) {
+    listeners: Vec<forward::Listener>,
+) -> (i32, bool, Kept) {
     let mut engine = match Engine::new(link, cfg.clone(), signals, parent) {
         Ok(e) => e,
-        Err((e, signals)) => return (fail(EXIT_FAILURE, e), false, signals),
+        Err((e, signals)) => return (fail(EXIT_FAILURE, e), false, (signals, listeners)),
     };
-    if let Err(e) = engine.add_listeners(listeners) {
-        let (_, signals) = engine.into_parts();
-        return (fail(EXIT_FAILURE, format!("forwards: {e}")), false, signals);
+    if let Err(e) = engine.stack_mut().add_forwards(listeners) {
+        let (mut stack, signals) = engine.into_parts();
+        let back = (signals, stack.take_forwards());
+        return (fail(EXIT_FAILURE, format!("forwards: {e}")), false, back);
     }
     log::info!("link up");
     let exit = engine.run();
@@ -272,23 +278,24 @@ fn serve(
             log::info!("{line}");
         }
     }
-    let (_, signals) = engine.into_parts();
+    let (mut stack, signals) = engine.into_parts();
+    let back = (signals, stack.take_forwards());
     match exit {
         Exit::Signal(s) => {
             log::info!("{s}: exiting");
-            (EXIT_OK, false, signals)
+            (EXIT_OK, false, back)
         }
         Exit::ParentGone => {
             log::info!("parent process exited: exiting (--exit-with-parent)");
-            (EXIT_OK, false, signals)
+            (EXIT_OK, false, back)
         }
         Exit::Link(link::Closed::Hangup) => {
             log::info!("the VMM went away");
-            (EXIT_OK, true, signals)
+            (EXIT_OK, true, back)
         }
         Exit::Link(c) => {
             log::error!("{c}");
-            (EXIT_FAILURE, true, signals)
+            (EXIT_FAILURE, true, back)
         }
     }
 }

@@ -314,12 +314,16 @@ fn check_barrage(mode: LinkMode) {
     a.stop(Duration::from_secs(3));
     let log = a.log();
     let counted = log.lines().any(|l| {
-        l.trim().split_once(": ").is_some_and(|(k, n)| {
-            !k.is_empty()
-                && k.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
-                && n.trim().parse::<u64>().is_ok_and(|n| n > 0)
-        })
+        let l = l.trim();
+        l.strip_prefix("airlock: ")
+            .unwrap_or(l)
+            .split_once(": ")
+            .is_some_and(|(k, n)| {
+                !k.is_empty()
+                    && k.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
+                    && n.trim().parse::<u64>().is_ok_and(|n| n > 0)
+            })
     });
     assert!(
         counted,

@@ -8,8 +8,15 @@
 //! what is in flight stays in the kernel socket.
 #![forbid(unsafe_code)]
 
+pub mod forward;
+pub mod frag;
+pub mod icmp;
 pub mod nat;
 pub mod tcp;
+pub mod udp;
+
+/// What every flow gets from the stack for one call, and what it answers.
+pub use tcp::{Ctx, Verdict};
 
 use crate::engine::Token;
 use std::collections::HashMap;
@@ -28,6 +35,8 @@ pub struct Key {
 /// One flow's state.
 pub enum Flow {
     Tcp(tcp::Conn),
+    Udp(udp::Conn),
+    Icmp(icmp::Echo),
 }
 
 /// FxHash: the flow index is keyed by guest-chosen values, but the table

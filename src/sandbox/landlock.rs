@@ -15,7 +15,9 @@
 //! #syscalls-startup: landlock_restrict_self prctl close
 
 use super::Error;
-use landlock::{Access, AccessFs, AccessNet, RulesetAttr, RulesetStatus, Scope, ABI};
+use landlock::{
+    Access, AccessFs, AccessNet, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+};
 use std::fmt;
 
 /// `landlock_create_ruleset` flag: return the ABI version.

@@ -168,7 +168,10 @@ fn missing(have: &[&'static str]) -> Vec<&'static str> {
 /// changing anything) when a layer is missing; `Log` is `Enforce` with a
 /// seccomp filter that logs instead of killing; `Off` only warns.
 /// Logs the [`Report`] as one line.
-pub fn lock_down(mode: SandboxMode, removable_dirs: &[std::path::PathBuf]) -> Result<Report, Error> {
+pub fn lock_down(
+    mode: SandboxMode,
+    removable_dirs: &[std::path::PathBuf],
+) -> Result<Report, Error> {
     if mode == SandboxMode::Off {
         log::warn!("--sandbox=off: no landlock, no seccomp; a compromised airlock keeps every right of uid {}", nix::unistd::getuid());
         return Ok(Report::off(mode));

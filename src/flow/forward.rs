@@ -1,0 +1,214 @@
+//! Host-to-guest forwards (`--hostfwd`, `-t`, `-u`): their host sockets,
+//! bound at startup before the sandbox, and the guest-side addresses of
+//! what arrives on them.
+//!
+//! TCP forwards listen (SO_REUSEADDR, as every server does); UDP forwards
+//! are plain bound sockets whose datagrams open forwarded UDP flows. An
+//! IPv6 bind address is IPv6-only, so that `0.0.0.0:P` and `[::]:P` can be
+//! forwarded separately. A port that cannot be bound is a startup error
+//! naming the forward.
+//!
+//! #syscalls: socket(0=AF_INET|AF_INET6) setsockopt bind listen accept4 ioctl(1=FIONBIO) getpeername close
+#![forbid(unsafe_code)]
+
+use super::{nat, Key};
+use crate::config::{Config, Forward, Proto};
+use crate::wire::ip_proto;
+use nix::sys::socket::{
+    self as sock, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage,
+};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+/// A forward's bound host socket.
+pub struct Listener {
+    pub fwd: Forward,
+    sock: Sock,
+}
+
+enum Sock {
+    Tcp(TcpListener),
+    Udp(OwnedFd),
+}
+
+struct Shown<'a>(&'a Forward);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = match self.0.proto {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        };
+        write!(f, "forward {p}:{}-", self.0.bind)?;
+        match self.0.guest_addr {
+            Some(IpAddr::V6(a)) => write!(f, "[{a}]")?,
+            Some(a) => write!(f, "{a}")?,
+            None => {}
+        }
+        write!(f, ":{}", self.0.guest_port)
+    }
+}
+
+impl Listener {
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.sock {
+            Sock::Tcp(l) => l.as_fd(),
+            Sock::Udp(s) => s.as_fd(),
+        }
+    }
+
+    pub fn proto(&self) -> Proto {
+        self.fwd.proto
+    }
+
+    /// Accept one pending connection (non-blocking, close-on-exec), with
+    /// the peer's address. `Ok(None)` when none is pending.
+    pub fn accept(&self) -> io::Result<Option<(OwnedFd, SocketAddr)>> {
+        let Sock::Tcp(l) = &self.sock else {
+            return Ok(None);
+        };
+        match l.accept() {
+            Ok((s, peer)) => {
+                s.set_nonblocking(true)?;
+                Ok(Some((OwnedFd::from(s), peer)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The guest's side of this forward: its address (the configured one,
+    /// else the guest's address of the bind address's family when it has
+    /// one) and port.
+    pub fn guest(&self, cfg: &Config) -> Option<SocketAddr> {
+        let ip = match self.fwd.guest_addr {
+            Some(a) => a,
+            None => {
+                let v4 = cfg.net4.as_ref().map(|n| IpAddr::V4(n.guest));
+                let v6 = cfg.net6.as_ref().map(|n| IpAddr::V6(n.guest));
+                if self.fwd.bind.is_ipv6() {
+                    v6.or(v4)?
+                } else {
+                    v4.or(v6)?
+                }
+            }
+        };
+        Some(SocketAddr::new(ip, self.fwd.guest_port))
+    }
+
+    /// The flow key for something from host `peer` on this forward.
+    pub fn key(&self, cfg: &Config, peer: SocketAddr) -> Option<Key> {
+        let guest = self.guest(cfg)?;
+        let remote = nat::inbound_source(cfg, peer, guest.is_ipv6())?;
+        Some(Key {
+            proto: match self.fwd.proto {
+                Proto::Tcp => ip_proto::TCP,
+                Proto::Udp => ip_proto::UDP,
+            },
+            guest,
+            remote,
+        })
+    }
+}
+
+fn bind_one(fwd: &Forward) -> io::Result<Sock> {
+    let fam = if fwd.bind.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let ty = match fwd.proto {
+        Proto::Tcp => SockType::Stream,
+        Proto::Udp => SockType::Datagram,
+    };
+    let fd = sock::socket(
+        fam,
+        ty,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    if fwd.bind.is_ipv6() {
+        sock::setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    if fwd.proto == Proto::Tcp {
+        sock::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    }
+    sock::bind(fd.as_raw_fd(), &SockaddrStorage::from(fwd.bind))?;
+    Ok(match fwd.proto {
+        Proto::Tcp => {
+            sock::listen(&fd, Backlog::new(128).unwrap_or(Backlog::MAXCONN))?;
+            Sock::Tcp(TcpListener::from(fd))
+        }
+        Proto::Udp => Sock::Udp(fd),
+    })
+}
+
+/// Bind every forward of `cfg`; the error names the forward that failed.
+pub fn bind_forwards(cfg: &Config) -> io::Result<Vec<Listener>> {
+    cfg.forwards
+        .iter()
+        .map(|fwd| {
+            bind_one(fwd)
+                .map(|sock| Listener {
+                    fwd: fwd.clone(),
+                    sock,
+                })
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", Shown(fwd))))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Options;
+    use clap::Parser;
+
+    fn cfg(args: &[&str]) -> Config {
+        let mut v = vec!["airlock", "--dns-upstream", "127.0.0.1:5353"];
+        v.extend_from_slice(args);
+        Config::from_options(&Options::try_parse_from(v).unwrap(), None).unwrap()
+    }
+
+    /// A port free right now on loopback (for both UDP and TCP, likely).
+    fn free_port() -> u16 {
+        let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    }
+
+    #[test]
+    fn binds_and_names_a_taken_port() {
+        let (u, t) = (free_port(), free_port());
+        let (u, t) = (
+            format!("udp:127.0.0.1:{u}-:7"),
+            format!("tcp:127.0.0.1:{t}-:8"),
+        );
+        let c = cfg(&["--hostfwd", &u, "--hostfwd", &t]);
+        let ls = bind_forwards(&c).unwrap();
+        assert_eq!(ls.len(), 2);
+        assert_eq!(ls[0].proto(), Proto::Udp);
+        assert!(ls[1].accept().unwrap().is_none());
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let c = cfg(&["--hostfwd", &format!("udp:127.0.0.1:{port}-10.0.2.15:53")]);
+        let e = bind_forwards(&c).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("forward udp:127.0.0.1:{port}-10.0.2.15:53")),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn keys_show_loopback_peers_as_the_virtual_host() {
+        let c = cfg(&["--hostfwd", &format!("udp:127.0.0.1:{}-:5000", free_port())]);
+        let ls = bind_forwards(&c).unwrap();
+        let k = ls[0].key(&c, "127.0.0.1:4444".parse().unwrap()).unwrap();
+        assert_eq!(k.guest, "10.0.2.15:5000".parse().unwrap());
+        assert_eq!(k.remote, "10.0.2.2:4444".parse().unwrap());
+        assert_eq!(k.proto, ip_proto::UDP);
+    }
+}

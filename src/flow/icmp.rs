@@ -1,0 +1,283 @@
+//! ICMP echo over unprivileged ping sockets (`SOCK_DGRAM` + `IPPROTO_ICMP`
+//! or `IPPROTO_ICMPV6`): no raw sockets, no capabilities.
+//!
+//! One flow per (destination, echo identifier). The kernel owns the
+//! identifier of a ping socket (its "port"): airlock asks for the guest's
+//! by binding it, and when the host hands out another one the replies are
+//! rewritten back to the guest's identifier (checksum recomputed), so the
+//! guest's `ping` always recognises its answers. Replies are received in
+//! batches straight into frames in the transmit queue, as for UDP. Errors
+//! (unreachable, TTL exceeded) come back through `IP_RECVERR` and reach the
+//! guest as ICMP errors quoting its echo request.
+//!
+//! Ping sockets need the process's group inside
+//! `net.ipv4.ping_group_range`; when it is not, socket creation fails with
+//! EACCES and the stack warns once and falls back to answering the virtual
+//! addresses itself.
+//!
+//! #syscalls: socket(0=AF_INET|AF_INET6) bind connect setsockopt sendto|sendmsg recvmmsg recvmsg close
+#![forbid(unsafe_code)]
+
+use super::udp::{self, HostError, Quote, RxHeaders};
+use super::{Ctx, Key, Token, Verdict};
+use crate::frame;
+use crate::stack::Counters;
+use crate::wire::{checksum, ip_proto};
+use nix::sys::epoll::EpollFlags;
+use nix::sys::socket::{
+    self as sock, sockopt, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
+    SockaddrStorage,
+};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// An echo flow with no traffic for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Batches read per host event.
+const BATCHES_PER_EVENT: usize = 2;
+
+const ECHO_REQUEST_V4: u8 = 8;
+const ECHO_REPLY_V4: u8 = 0;
+const ECHO_REQUEST_V6: u8 = 128;
+const ECHO_REPLY_V6: u8 = 129;
+
+/// The flow key of an echo request: the guest's address and identifier,
+/// and the destination (port 0).
+pub fn key(src: IpAddr, dst: IpAddr, ident: u16) -> Key {
+    Key {
+        proto: if src.is_ipv6() {
+            ip_proto::ICMPV6
+        } else {
+            ip_proto::ICMP
+        },
+        guest: SocketAddr::new(src, ident),
+        remote: SocketAddr::new(dst, 0),
+    }
+}
+
+/// Whether an ICMP message from the guest is an echo request, and its
+/// identifier: the only ICMP the host side carries.
+pub fn echo_request_ident(msg: &[u8], v6: bool) -> Option<u16> {
+    let want = if v6 { ECHO_REQUEST_V6 } else { ECHO_REQUEST_V4 };
+    match msg {
+        [t, 0, _, _, a, b, _, _, ..] if *t == want => Some(u16::from_be_bytes([*a, *b])),
+        _ => None,
+    }
+}
+
+/// One echo flow.
+pub struct Echo {
+    sock: OwnedFd,
+    key: Key,
+    /// The address pinged on the host (10.0.2.2 becomes 127.0.0.1).
+    host_dst: IpAddr,
+    ttl: u8,
+    last_len: u16,
+    last_seen: Instant,
+}
+
+impl Echo {
+    /// Open a ping socket toward `host_dst`. An EACCES error means
+    /// `net.ipv4.ping_group_range` excludes airlock's group.
+    pub fn open(ctx: &mut Ctx<'_>, token: Token, key: Key, host_dst: IpAddr) -> io::Result<Echo> {
+        let (fam, proto, any) = match host_dst {
+            IpAddr::V4(_) => (
+                AddressFamily::Inet,
+                SockProtocol::Icmp,
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            ),
+            IpAddr::V6(_) => (
+                AddressFamily::Inet6,
+                SockProtocol::IcmpV6,
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ),
+        };
+        let fd = sock::socket(
+            fam,
+            SockType::Datagram,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            proto,
+        )?;
+        if host_dst.is_ipv6() {
+            sock::setsockopt(&fd, sockopt::Ipv6RecvErr, &true)?;
+        } else {
+            sock::setsockopt(&fd, sockopt::Ipv4RecvErr, &true)?;
+        }
+        // Ask for the guest's identifier; the host may have given it away.
+        let _ = sock::bind(
+            fd.as_raw_fd(),
+            &SockaddrStorage::from(SocketAddr::new(any, key.guest.port())),
+        );
+        sock::connect(
+            fd.as_raw_fd(),
+            &SockaddrStorage::from(SocketAddr::new(host_dst, 0)),
+        )?;
+        ctx.poller.add(fd.as_fd(), token, EpollFlags::EPOLLIN)?;
+        Ok(Echo {
+            sock: fd,
+            key,
+            host_dst,
+            ttl: 64,
+            last_len: 8,
+            last_seen: ctx.now,
+        })
+    }
+
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// An echo request from the guest (the whole ICMP message); the kernel
+    /// sets the identifier and checksum.
+    pub fn on_guest(&mut self, now: Instant, msg: &[u8], ttl: u8) -> io::Result<()> {
+        self.last_seen = now;
+        self.last_len = msg.len().min(u16::MAX as usize) as u16;
+        if ttl != self.ttl && ttl != 0 {
+            let r = if self.host_dst.is_ipv6() {
+                sock::setsockopt(&self.sock, sockopt::Ipv6Ttl, &(ttl as i32))
+            } else {
+                sock::setsockopt(&self.sock, sockopt::Ipv4Ttl, &(ttl as i32))
+            };
+            if r.is_ok() {
+                self.ttl = ttl;
+            }
+        }
+        sock::send(
+            self.sock.as_raw_fd(),
+            msg,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        )
+        .map(|_| ())
+        .map_err(Into::into)
+    }
+
+    /// Replies or errors on the ping socket.
+    pub fn on_host_event(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ev: EpollFlags,
+        rx: &mut RxHeaders,
+        counters: &mut Counters,
+    ) -> Verdict {
+        let v6 = self.key.guest.is_ipv6();
+        let proto = self.key.proto;
+        if ev.contains(EpollFlags::EPOLLERR) {
+            while let Some(e) = udp::next_host_error(self.sock.as_fd()) {
+                self.relay_error(ctx, &e, counters);
+            }
+        }
+        if !ev.contains(EpollFlags::EPOLLIN) {
+            return Verdict::Keep;
+        }
+        let (src, dst, ident, l2) = (
+            self.key.remote.ip(),
+            self.key.guest.ip(),
+            self.key.guest.port(),
+            *ctx.l2,
+        );
+        let hdr = frame::l4_offset(dst);
+        let max = (ctx.mtu as usize).saturating_sub(if v6 { 40 } else { 20 });
+        let reply = if v6 { ECHO_REPLY_V6 } else { ECHO_REPLY_V4 };
+        for _ in 0..BATCHES_PER_EVENT {
+            let n = udp::recv_frames(
+                ctx.tx,
+                self.sock.as_fd(),
+                rx,
+                hdr,
+                max,
+                &mut counters.icmp_dropped,
+                |f, len, _| {
+                    let off = frame::write_ip(f, &l2, src, dst, proto, len, 64);
+                    let Some(m) = f.get_mut(off..off + len).filter(|_| off != 0 && len >= 8) else {
+                        return 0;
+                    };
+                    if m[0] != reply {
+                        return 0;
+                    }
+                    // The host's identifier back to the guest's.
+                    m[4..6].copy_from_slice(&ident.to_be_bytes());
+                    if v6 {
+                        frame::fill_l4_checksum(m, src, dst, proto, 2);
+                    } else {
+                        m[2..4].copy_from_slice(&[0, 0]);
+                        let c = checksum::checksum(m);
+                        m[2..4].copy_from_slice(&c.to_be_bytes());
+                    }
+                    off + len
+                },
+            );
+            if n == 0 {
+                break;
+            }
+            self.last_seen = ctx.now;
+            if n < udp::BATCH {
+                break;
+            }
+        }
+        Verdict::Keep
+    }
+
+    fn relay_error(&self, ctx: &mut Ctx<'_>, e: &HostError, counters: &mut Counters) {
+        let v6 = self.key.guest.is_ipv6();
+        let from = udp::error_source(e.offender, self.key.remote.ip(), self.host_dst);
+        // The echo request as the guest sent it: its type, its identifier,
+        // the host's sequence number (the kernel keeps the guest's).
+        let mut head = e.head;
+        head[0] = if v6 { ECHO_REQUEST_V6 } else { ECHO_REQUEST_V4 };
+        head[1] = 0;
+        head[2..4].copy_from_slice(&[0, 0]);
+        head[4..6].copy_from_slice(&self.key.guest.port().to_be_bytes());
+        let quote = Quote {
+            src: self.key.guest.ip(),
+            dst: self.key.remote.ip(),
+            proto: self.key.proto,
+            ttl: self.ttl,
+            l4_len: self.last_len.max(8) as usize,
+            l4_head: head,
+        };
+        if udp::send_icmp_error(ctx.tx, ctx.l2, from, e, &quote) {
+            counters.icmp_errors_to_guest += 1;
+        }
+    }
+
+    /// Idle expiry.
+    pub fn on_tick(&self, now: Instant) -> Verdict {
+        if now.saturating_duration_since(self.last_seen) > IDLE_TIMEOUT {
+            Verdict::Close
+        } else {
+            Verdict::Keep
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_echo_requests_are_carried() {
+        assert_eq!(
+            echo_request_ident(&[8, 0, 0, 0, 0x12, 0x34, 0, 1], false),
+            Some(0x1234)
+        );
+        assert_eq!(
+            echo_request_ident(&[8, 1, 0, 0, 0x12, 0x34, 0, 1], false),
+            None
+        );
+        assert_eq!(
+            echo_request_ident(&[0, 0, 0, 0, 0x12, 0x34, 0, 1], false),
+            None
+        );
+        assert_eq!(echo_request_ident(&[8, 0, 0, 0, 0x12], false), None);
+        assert_eq!(
+            echo_request_ident(&[128, 0, 0, 0, 0, 7, 0, 1], true),
+            Some(7)
+        );
+        assert_eq!(echo_request_ident(&[8, 0, 0, 0, 0, 7, 0, 1], true), None);
+        let k = key("10.0.2.15".parse().unwrap(), "10.0.2.2".parse().unwrap(), 9);
+        assert_eq!(k.proto, ip_proto::ICMP);
+        assert_eq!(k.guest.port(), 9);
+    }
+}

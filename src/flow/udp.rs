@@ -1,0 +1,684 @@
+//! UDP flows: the guest's datagrams over connected host UDP sockets.
+//!
+//! One flow per (guest address:port, remote address:port) as the guest
+//! addressed it. Outbound, a flow owns a connected, non-blocking host
+//! socket bound to the guest's own source port when that port is free on
+//! the host (an ephemeral one otherwise), so that port-sensitive protocols
+//! see the port the guest chose. Forwarded flows (a datagram that arrived
+//! on a `--hostfwd udp:` socket) own no socket: the guest's replies leave
+//! through the forward's socket with `sendto` to the original peer.
+//!
+//! Host to guest, datagrams are received with `recvmmsg` straight into
+//! frames in the link's transmit queue (the payload lands behind space left
+//! for the headers, which are written afterwards), so nothing is copied or
+//! allocated per datagram. Datagrams larger than the MTU allows are
+//! dropped, as a link of that MTU would.
+//!
+//! Errors the host reports through `IP_RECVERR` (port and host unreachable,
+//! TTL exceeded, fragmentation needed) become the matching ICMP error to the
+//! guest, quoting a datagram rebuilt from the flow's addresses, so that a
+//! closed-port probe or `traceroute` behaves as on a real network. The
+//! guest's TTL is carried over to the host socket for the same reason.
+//!
+//! Idle flows expire after `--udp-timeout` (30 s) while only one side has
+//! spoken, `--udp-stream-timeout` (120 s) once both have: the kernel's
+//! conntrack defaults.
+//!
+//! #syscalls: socket(0=AF_INET|AF_INET6) bind connect setsockopt sendto|sendmsg recvmmsg recvmsg close
+#![forbid(unsafe_code)]
+
+use super::{Ctx, Key, Verdict};
+use crate::frame::{self, L2};
+use crate::link::{Tx, MAX_FRAME};
+use crate::stack::Counters;
+use crate::wire::{checksum, ip_proto};
+use nix::errno::Errno;
+use nix::sys::epoll::EpollFlags;
+use nix::sys::socket::{
+    self as sock, sockopt, AddressFamily, MsgFlags, MultiHeaders, SockFlag, SockType,
+    SockaddrStorage,
+};
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// Datagrams per `recvmmsg`.
+pub const BATCH: usize = 16;
+/// Batches read per host event before other sockets get a turn (the epoll
+/// registration is level-triggered: what is left wakes us again).
+const BATCHES_PER_EVENT: usize = 4;
+const UDP_HEADER: usize = 8;
+
+/// The `recvmmsg` headers (with room for each sender's address), allocated
+/// once and reused for every call.
+pub struct RxHeaders(MultiHeaders<SockaddrStorage>);
+
+impl Default for RxHeaders {
+    fn default() -> Self {
+        RxHeaders(MultiHeaders::preallocate(BATCH, None))
+    }
+}
+
+/// Convert a socket address from the kernel.
+pub fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+/// Receive up to [`BATCH`] datagrams from `fd` straight into frames in the
+/// transmit queue. Each frame has `hdr` bytes of headers before the payload
+/// and room for `max` payload bytes; `finish(frame, len, sender)` writes the
+/// headers around the `len` payload bytes at `frame[hdr..]` and returns the
+/// frame's length (0 drops it). Datagrams longer than `max` are dropped and
+/// counted in `oversize`. Returns how many datagrams were read: 0 when the
+/// socket has nothing (or reports an error, which the error queue explains).
+pub fn recv_frames(
+    tx: &mut Tx,
+    fd: BorrowedFd<'_>,
+    rx: &mut RxHeaders,
+    hdr: usize,
+    max: usize,
+    oversize: &mut u64,
+    mut finish: impl FnMut(&mut [u8], usize, Option<SocketAddr>) -> usize,
+) -> usize {
+    let frame_len = (hdr + max).min(MAX_FRAME);
+    let max = frame_len.saturating_sub(hdr);
+    let stride = frame_len + 4;
+    let region = tx.reserve(BATCH, frame_len);
+    let k = (region.len() / stride).min(BATCH);
+    let mut got = [(0usize, false, None::<SocketAddr>); BATCH];
+    let n = {
+        let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
+            std::array::from_fn(|_| [IoSliceMut::new(&mut [])]);
+        for (slot, chunk) in iovs.iter_mut().zip(region.chunks_mut(stride)).take(k) {
+            if let Some(p) = chunk.get_mut(4 + hdr..4 + hdr + max) {
+                *slot = [IoSliceMut::new(p)];
+            }
+        }
+        match sock::recvmmsg(
+            fd.as_raw_fd(),
+            &mut rx.0,
+            iovs[..k].iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        ) {
+            Ok(msgs) => {
+                let mut n = 0;
+                for (slot, m) in got.iter_mut().zip(msgs) {
+                    *slot = (
+                        m.bytes,
+                        m.flags.contains(MsgFlags::MSG_TRUNC),
+                        m.address.as_ref().and_then(to_std),
+                    );
+                    n += 1;
+                }
+                n
+            }
+            Err(_) => 0,
+        }
+    };
+    if n == 0 {
+        return 0;
+    }
+    let mut lens = [0usize; BATCH];
+    for ((len, chunk), &(bytes, truncated, peer)) in lens
+        .iter_mut()
+        .zip(region.chunks_mut(stride))
+        .zip(got.iter())
+        .take(n)
+    {
+        if truncated || bytes > max {
+            *oversize += 1;
+            continue;
+        }
+        if let Some(f) = chunk.get_mut(4..) {
+            *len = finish(f, bytes, peer);
+        }
+    }
+    tx.commit(&lens[..n], frame_len);
+    n
+}
+
+/// Header bytes in front of a UDP payload in a frame to the guest.
+pub fn frame_header(v6: bool) -> usize {
+    frame::l4_offset(if v6 {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    }) + UDP_HEADER
+}
+
+/// Largest UDP payload a frame of this MTU carries.
+pub fn max_payload(mtu: u16, v6: bool) -> usize {
+    (mtu as usize).saturating_sub(if v6 { 40 } else { 20 } + UDP_HEADER)
+}
+
+/// Write Ethernet, IP and UDP headers in front of `n` payload bytes already
+/// at `buf[frame_header()..]`; returns the frame length (0 on a mismatch).
+pub fn write_frame(buf: &mut [u8], l2: &L2, src: SocketAddr, dst: SocketAddr, n: usize) -> usize {
+    let l4_len = UDP_HEADER + n;
+    let off = frame::write_ip(buf, l2, src.ip(), dst.ip(), ip_proto::UDP, l4_len, 64);
+    let Some(u) = buf.get_mut(off..off + l4_len).filter(|_| off != 0) else {
+        return 0;
+    };
+    u[0..2].copy_from_slice(&src.port().to_be_bytes());
+    u[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    u[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+    frame::fill_l4_checksum(u, src.ip(), dst.ip(), ip_proto::UDP, 6);
+    off + l4_len
+}
+
+/// One error from a socket's error queue (`IP_RECVERR`).
+#[derive(Debug, Clone, Copy)]
+pub struct HostError {
+    /// ICMP or ICMPv6 type and code as the host received them.
+    pub icmp_type: u8,
+    pub code: u8,
+    /// The next-hop MTU for "fragmentation needed" / "packet too big".
+    pub info: u32,
+    /// Who sent the ICMP error, if known.
+    pub offender: Option<IpAddr>,
+    /// The first bytes of the offending datagram's payload as sent (for a
+    /// ping socket: the echo request header).
+    pub head: [u8; 8],
+}
+
+const SO_EE_ORIGIN_ICMP: u8 = 2;
+const SO_EE_ORIGIN_ICMP6: u8 = 3;
+
+/// Take the next ICMP-originated error from `fd`'s error queue. Errors of
+/// other origins (local ones) are consumed and skipped. `None` when empty.
+pub fn next_host_error(fd: BorrowedFd<'_>) -> Option<HostError> {
+    for _ in 0..64 {
+        let mut head = [0u8; 8];
+        let mut cmsg = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in6);
+        let found = {
+            let mut iov = [IoSliceMut::new(&mut head)];
+            let msg = sock::recvmsg::<SockaddrStorage>(
+                fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+            )
+            .ok()?;
+            let mut found = None;
+            for c in msg.cmsgs().into_iter().flatten() {
+                match c {
+                    sock::ControlMessageOwned::Ipv4RecvErr(e, off)
+                        if e.ee_origin == SO_EE_ORIGIN_ICMP =>
+                    {
+                        let ip = off
+                            .map(|s| IpAddr::V4(Ipv4Addr::from(u32::from_be(s.sin_addr.s_addr))));
+                        found = Some((e, ip));
+                    }
+                    sock::ControlMessageOwned::Ipv6RecvErr(e, off)
+                        if e.ee_origin == SO_EE_ORIGIN_ICMP6 =>
+                    {
+                        let ip = off.map(|s| IpAddr::V6(Ipv6Addr::from(s.sin6_addr.s6_addr)));
+                        found = Some((e, ip));
+                    }
+                    _ => {}
+                }
+            }
+            found
+        };
+        if let Some((e, offender)) = found {
+            return Some(HostError {
+                icmp_type: e.ee_type,
+                code: e.ee_code,
+                info: e.ee_info,
+                offender: offender.filter(|a| !a.is_unspecified()),
+                head,
+            });
+        }
+    }
+    None
+}
+
+/// How the guest should see the sender of an ICMP error about a flow to
+/// `remote` (as the guest addressed it) that the host sent to `host_dst`.
+pub fn error_source(offender: Option<IpAddr>, remote: IpAddr, host_dst: IpAddr) -> IpAddr {
+    match offender {
+        Some(o) if o == host_dst || o.is_loopback() => remote,
+        Some(o) if o.is_ipv4() == remote.is_ipv4() => o,
+        _ => remote,
+    }
+}
+
+/// The datagram an ICMP error quotes, rebuilt from a flow's addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct Quote {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub ttl: u8,
+    /// Length of the original transport message (header included).
+    pub l4_len: usize,
+    /// Its first 8 bytes (ports, or the echo header).
+    pub l4_head: [u8; 8],
+}
+
+/// Send the guest an ICMP (or ICMPv6) error from `from` about the datagram
+/// in `quote`. Returns false if the families do not match.
+pub fn send_icmp_error(tx: &mut Tx, l2: &L2, from: IpAddr, err: &HostError, quote: &Quote) -> bool {
+    let v6 = quote.src.is_ipv6();
+    if from.is_ipv6() != v6 || quote.dst.is_ipv6() != v6 {
+        return false;
+    }
+    let ip_len = if v6 { 40 } else { 20 };
+    let msg_len = 8 + ip_len + 8;
+    let proto = if v6 { ip_proto::ICMPV6 } else { ip_proto::ICMP };
+    let mut ok = false;
+    tx.send_with(|buf| {
+        let off = frame::write_ip(buf, l2, from, quote.src, proto, msg_len, 64);
+        let Some(m) = buf.get_mut(off..off + msg_len).filter(|_| off != 0) else {
+            return 0;
+        };
+        m[0] = err.icmp_type;
+        m[1] = err.code;
+        m[2..4].copy_from_slice(&[0, 0]);
+        // Next-hop MTU (RFC 1191: low 16 bits; RFC 4443: all 32), else 0.
+        let info = if v6 && err.icmp_type == 2 {
+            err.info
+        } else if !v6 && err.icmp_type == 3 && err.code == 4 {
+            err.info & 0xffff
+        } else {
+            0
+        };
+        m[4..8].copy_from_slice(&info.to_be_bytes());
+        let q = &mut m[8..8 + ip_len];
+        match (quote.src, quote.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                q[0] = 0x45;
+                q[1] = 0;
+                let total = (20 + quote.l4_len).min(u16::MAX as usize) as u16;
+                q[2..4].copy_from_slice(&total.to_be_bytes());
+                q[4..8].copy_from_slice(&[0, 0, 0x40, 0]);
+                q[8] = quote.ttl;
+                q[9] = quote.proto;
+                q[10..12].copy_from_slice(&[0, 0]);
+                q[12..16].copy_from_slice(&s.octets());
+                q[16..20].copy_from_slice(&d.octets());
+                let c = checksum::checksum(q);
+                q[10..12].copy_from_slice(&c.to_be_bytes());
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                q[0..4].copy_from_slice(&0x6000_0000u32.to_be_bytes());
+                let plen = quote.l4_len.min(u16::MAX as usize) as u16;
+                q[4..6].copy_from_slice(&plen.to_be_bytes());
+                q[6] = quote.proto;
+                q[7] = quote.ttl;
+                q[8..24].copy_from_slice(&s.octets());
+                q[24..40].copy_from_slice(&d.octets());
+            }
+            _ => return 0,
+        }
+        m[8 + ip_len..].copy_from_slice(&quote.l4_head);
+        if v6 {
+            frame::fill_l4_checksum(m, from, quote.src, proto, 2);
+        } else {
+            let c = checksum::checksum(m);
+            m[2..4].copy_from_slice(&c.to_be_bytes());
+        }
+        ok = true;
+        off + msg_len
+    });
+    ok
+}
+
+/// Idle timeouts, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// While only one side has spoken.
+    pub unreplied: Duration,
+    /// Once both sides have.
+    pub stream: Duration,
+}
+
+/// One UDP flow.
+pub struct Conn {
+    /// The connected host socket; `None` for a forwarded flow.
+    sock: Option<OwnedFd>,
+    key: Key,
+    /// The host side: the connected destination, or a forward's peer.
+    host: SocketAddr,
+    /// A forwarded flow: the index of the forward whose socket it uses.
+    forward: Option<u32>,
+    /// The TTL last set on the host socket.
+    ttl: u8,
+    /// Length of the guest's last datagram, for quoting in ICMP errors.
+    last_len: u16,
+    guest_spoke: bool,
+    host_spoke: bool,
+    last_seen: Instant,
+}
+
+fn family(a: &SocketAddr) -> AddressFamily {
+    if a.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    }
+}
+
+/// The default TTL of host sockets (`net.ipv4.ip_default_ttl`), assumed.
+const HOST_TTL: u8 = 64;
+
+impl Conn {
+    /// A guest datagram for a new flow: open a host socket connected to
+    /// `host_dst`, bound to the guest's source port if that is free.
+    pub fn open(
+        ctx: &mut Ctx<'_>,
+        token: super::Token,
+        key: Key,
+        host_dst: SocketAddr,
+    ) -> io::Result<Conn> {
+        let fd = sock::socket(
+            family(&host_dst),
+            SockType::Datagram,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        if host_dst.is_ipv6() {
+            sock::setsockopt(&fd, sockopt::Ipv6RecvErr, &true)?;
+        } else {
+            sock::setsockopt(&fd, sockopt::Ipv4RecvErr, &true)?;
+        }
+        let any = if host_dst.is_ipv6() {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
+        // The guest's port if free; otherwise connect picks an ephemeral one.
+        let _ = sock::bind(
+            fd.as_raw_fd(),
+            &SockaddrStorage::from(SocketAddr::new(any, key.guest.port())),
+        );
+        sock::connect(fd.as_raw_fd(), &SockaddrStorage::from(host_dst))?;
+        ctx.poller.add(fd.as_fd(), token, EpollFlags::EPOLLIN)?;
+        Ok(Conn {
+            sock: Some(fd),
+            key,
+            host: host_dst,
+            forward: None,
+            ttl: HOST_TTL,
+            last_len: 0,
+            guest_spoke: false,
+            host_spoke: false,
+            last_seen: ctx.now,
+        })
+    }
+
+    /// A datagram arrived on forward `index` from `peer`: a flow with no
+    /// socket of its own.
+    pub fn forwarded(key: Key, index: u32, peer: SocketAddr, now: Instant) -> Conn {
+        Conn {
+            sock: None,
+            key,
+            host: peer,
+            forward: Some(index),
+            ttl: HOST_TTL,
+            last_len: 0,
+            guest_spoke: false,
+            host_spoke: true,
+            last_seen: now,
+        }
+    }
+
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// The forward this flow belongs to, if any.
+    pub fn forward(&self) -> Option<u32> {
+        self.forward
+    }
+
+    /// The forward's peer spoke again (it may have moved).
+    pub fn on_forwarded(&mut self, peer: SocketAddr, now: Instant) {
+        if self.forward.is_some() {
+            self.host = peer;
+        }
+        self.host_spoke = true;
+        self.last_seen = now;
+    }
+
+    /// A datagram from the guest. `forward_fd` is the forward's socket for
+    /// a forwarded flow. Errors are the host's (the datagram is dropped).
+    pub fn on_guest(
+        &mut self,
+        now: Instant,
+        payload: &[u8],
+        ttl: u8,
+        forward_fd: Option<BorrowedFd<'_>>,
+    ) -> io::Result<()> {
+        self.last_seen = now;
+        self.guest_spoke = true;
+        self.last_len = (payload.len() + UDP_HEADER).min(u16::MAX as usize) as u16;
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        let r = match (&self.sock, forward_fd) {
+            (Some(fd), _) => {
+                if ttl != self.ttl && ttl != 0 {
+                    let r = if self.host.is_ipv6() {
+                        sock::setsockopt(fd, sockopt::Ipv6Ttl, &(ttl as i32))
+                    } else {
+                        sock::setsockopt(fd, sockopt::Ipv4Ttl, &(ttl as i32))
+                    };
+                    if r.is_ok() {
+                        self.ttl = ttl;
+                    }
+                }
+                sock::send(fd.as_raw_fd(), payload, flags)
+            }
+            (None, Some(fwd)) => sock::sendto(
+                fwd.as_raw_fd(),
+                payload,
+                &SockaddrStorage::from(self.host),
+                flags,
+            ),
+            (None, None) => Err(Errno::EBADF),
+        };
+        r.map(|_| ()).map_err(Into::into)
+    }
+
+    /// Readiness on the flow's own socket.
+    pub fn on_host_event(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ev: EpollFlags,
+        rx: &mut RxHeaders,
+        counters: &mut Counters,
+    ) -> Verdict {
+        let Some(fd) = self.sock.as_ref().map(|f| f.as_fd()) else {
+            return Verdict::Keep;
+        };
+        if ev.contains(EpollFlags::EPOLLERR) {
+            while let Some(e) = next_host_error(fd) {
+                let from = error_source(e.offender, self.key.remote.ip(), self.host.ip());
+                let mut head = [0u8; 8];
+                head[0..2].copy_from_slice(&self.key.guest.port().to_be_bytes());
+                head[2..4].copy_from_slice(&self.key.remote.port().to_be_bytes());
+                head[4..6].copy_from_slice(&self.last_len.max(8).to_be_bytes());
+                let quote = Quote {
+                    src: self.key.guest.ip(),
+                    dst: self.key.remote.ip(),
+                    proto: ip_proto::UDP,
+                    ttl: self.ttl,
+                    l4_len: self.last_len.max(8) as usize,
+                    l4_head: head,
+                };
+                if send_icmp_error(ctx.tx, ctx.l2, from, &e, &quote) {
+                    counters.icmp_errors_to_guest += 1;
+                }
+            }
+        }
+        if ev.contains(EpollFlags::EPOLLIN) {
+            let v6 = self.key.guest.is_ipv6();
+            let (hdr, max) = (frame_header(v6), max_payload(ctx.mtu, v6));
+            let (src, dst, l2) = (self.key.remote, self.key.guest, *ctx.l2);
+            for _ in 0..BATCHES_PER_EVENT {
+                let n = recv_frames(
+                    ctx.tx,
+                    fd,
+                    rx,
+                    hdr,
+                    max,
+                    &mut counters.udp_host_oversize,
+                    |f, len, _| write_frame(f, &l2, src, dst, len),
+                );
+                if n == 0 {
+                    break;
+                }
+                self.host_spoke = true;
+                self.last_seen = ctx.now;
+                if n < BATCH {
+                    break;
+                }
+            }
+        }
+        Verdict::Keep
+    }
+
+    /// Idle expiry.
+    pub fn on_tick(&self, now: Instant, t: &Timeouts) -> Verdict {
+        let limit = if self.guest_spoke && self.host_spoke {
+            t.stream
+        } else {
+            t.unreplied
+        };
+        if now.saturating_duration_since(self.last_seen) > limit {
+            Verdict::Close
+        } else {
+            Verdict::Keep
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{icmpv4, ipv4, udp as udpw};
+
+    /// A DGRAM link whose frames can be read back from the other end.
+    pub(crate) fn test_link() -> (crate::link::Link, OwnedFd) {
+        let (a, b) = sock::socketpair(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        (
+            crate::link::Link::new(a, crate::link::Kind::Dgram).unwrap(),
+            b,
+        )
+    }
+
+    pub(crate) fn recv_frame(fd: &OwnedFd) -> Vec<u8> {
+        let mut buf = vec![0u8; 70000];
+        let n = sock::recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    fn l2() -> L2 {
+        L2 {
+            guest: [2, 0, 0, 0, 0, 1],
+            router4: [0x52, 0x55, 10, 0, 2, 2],
+            router6: [0x52, 0x56, 0, 0, 0, 2],
+        }
+    }
+
+    #[test]
+    fn frame_round_trips_through_the_parsers() {
+        let (s, d): (SocketAddr, SocketAddr) = (
+            "10.0.2.3:53".parse().unwrap(),
+            "10.0.2.15:40000".parse().unwrap(),
+        );
+        let mut buf = vec![0u8; 200];
+        let hdr = frame_header(false);
+        buf[hdr..hdr + 5].copy_from_slice(b"hello");
+        let n = write_frame(&mut buf, &l2(), s, d, 5);
+        assert_eq!(n, 14 + 20 + 8 + 5);
+        let ip = ipv4::Packet::new_checked(&buf[14..n]).unwrap();
+        let r = ipv4::Repr::parse(&ip).unwrap();
+        assert_eq!(
+            (r.src.to_string(), r.dst.to_string()),
+            ("10.0.2.3".into(), "10.0.2.15".into())
+        );
+        let u = udpw::Packet::new_checked(ip.payload()).unwrap();
+        let pseudo = frame::pseudo(s.ip(), d.ip()).unwrap();
+        let ur = udpw::Repr::parse(&u, &pseudo).unwrap();
+        assert_eq!((ur.src_port, ur.dst_port), (53, 40000));
+        assert_eq!(u.payload(), b"hello");
+        // A v6 source toward a v4 guest is refused, not garbled.
+        assert_eq!(
+            write_frame(&mut buf, &l2(), "[::1]:5".parse().unwrap(), d, 5),
+            0
+        );
+    }
+
+    #[test]
+    fn port_unreachable_quotes_the_guest_datagram() {
+        let (mut link, peer) = test_link();
+        let tx = &mut link.tx;
+        let e = HostError {
+            icmp_type: 3,
+            code: 3,
+            info: 0,
+            offender: Some("127.0.0.1".parse().unwrap()),
+            head: [0; 8],
+        };
+        let from = error_source(
+            e.offender,
+            "10.0.2.2".parse().unwrap(),
+            "127.0.0.1".parse().unwrap(),
+        );
+        assert_eq!(from.to_string(), "10.0.2.2");
+        let q = Quote {
+            src: "10.0.2.15".parse().unwrap(),
+            dst: "10.0.2.2".parse().unwrap(),
+            proto: 17,
+            ttl: 64,
+            l4_len: 12,
+            l4_head: [0x9c, 0x40, 0x13, 0x88, 0, 12, 0, 0],
+        };
+        assert!(send_icmp_error(tx, &l2(), from, &e, &q));
+        tx.flush();
+        let f = recv_frame(&peer);
+        let ip = ipv4::Packet::new_checked(&f[14..]).unwrap();
+        assert_eq!(ip.src().to_string(), "10.0.2.2");
+        let p = icmpv4::Packet::new_checked(ip.payload()).unwrap();
+        match icmpv4::Repr::parse(&p).unwrap() {
+            icmpv4::Repr::DstUnreachable { code, quoted, .. } => {
+                assert_eq!(code, 3);
+                let q = icmpv4::Quoted::parse(quoted).unwrap();
+                assert_eq!(q.src.to_string(), "10.0.2.15");
+                assert_eq!(q.dst.to_string(), "10.0.2.2");
+                assert_eq!(q.protocol, 17);
+                assert_eq!(&q.payload[..4], &[0x9c, 0x40, 0x13, 0x88]);
+                assert_eq!(q.header.len(), 20);
+                assert_eq!(checksum::checksum(q.header), 0);
+            }
+            r => panic!("{r:?}"),
+        }
+    }
+
+    #[test]
+    fn error_sources() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let (remote, host) = (ip("10.0.2.2"), ip("127.0.0.1"));
+        assert_eq!(error_source(None, remote, host), remote);
+        assert_eq!(error_source(Some(ip("127.0.0.1")), remote, host), remote);
+        assert_eq!(
+            error_source(Some(ip("192.0.2.1")), remote, host),
+            ip("192.0.2.1")
+        );
+        assert_eq!(error_source(Some(ip("::1")), remote, host), remote);
+        let r = ip("198.51.100.1");
+        assert_eq!(error_source(Some(r), r, r), r);
+    }
+}
