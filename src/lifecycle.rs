@@ -354,7 +354,8 @@ pub fn notify_ready() -> Result<bool, String> {
 /// The daemon side of `--socket` without `--foreground`.
 #[derive(Debug)]
 pub struct Daemon {
-    reported: bool,
+    /// The pipe to the launcher, once stdout has moved to /dev/null.
+    report: Option<File>,
 }
 
 impl Daemon {
@@ -368,30 +369,43 @@ impl Daemon {
         if std::env::var_os(DAEMON_ENV).is_some() {
             std::env::remove_var(DAEMON_ENV);
             nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-            return Ok(Daemon { reported: false });
+            return Ok(Daemon { report: None });
         }
         let code = launch_and_wait()?;
         std::process::exit(code);
     }
 
-    /// The child is ready (socket listening, pid file written, sandbox up):
-    /// tell the launcher, then detach for good: stdio onto /dev/null, cwd
-    /// `/`, logging to syslog. Idempotent.
-    pub fn ready(&mut self) {
-        if self.reported {
-            return;
+    /// Leave the launcher's terminal: stdio onto /dev/null, cwd `/`,
+    /// logging to syslog, keeping only the pipe that [`Daemon::ready`]
+    /// writes to. Call before the sandbox (it opens /dev/null).
+    pub fn detach(&mut self) -> Result<(), String> {
+        if self.report.is_some() {
+            return Ok(());
         }
-        self.reported = true;
-        let mut out = std::io::stdout();
-        let _ = out.write_all(b"R");
-        let _ = out.flush();
-        if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
-            let _ = nix::unistd::dup2_stdin(&null);
-            let _ = nix::unistd::dup2_stdout(&null);
-            let _ = nix::unistd::dup2_stderr(&null);
-        }
+        let pipe = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("daemon: {e}"))?;
+        let null = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| format!("/dev/null: {e}"))?;
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
         let _ = nix::unistd::chdir("/");
         crate::logging::switch_to_syslog();
+        self.report = Some(File::from(pipe));
+        Ok(())
+    }
+
+    /// The child is ready (socket listening, pid file written, sandbox up):
+    /// one byte tells the launcher it may return. Idempotent.
+    pub fn ready(&mut self) {
+        if let Some(mut p) = self.report.take() {
+            let _ = p.write_all(b"R");
+        }
     }
 }
 

@@ -172,6 +172,12 @@ pub fn run(opts: Options) -> i32 {
         }
     }
 
+    if let Some(d) = daemon.as_mut() {
+        if let Err(e) = d.detach() {
+            return fail(EXIT_FAILURE, e);
+        }
+    }
+
     // 7. Signals, then 8. the sandbox.
     let mut signals = match engine::block_exit_signals() {
         Ok(s) => s,

@@ -599,12 +599,17 @@ fn socket_daemon_one_off() {
     );
     // Listening already: the socket's inode is in LISTEN state in the
     // daemon's namespace (probing with connect would use up --one-off).
-    let ino = std::fs::metadata(&sock).unwrap().ino().to_string();
-    let unix = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap();
+    // /proc/net/unix shows the socket's own inode, not the file's: match
+    // the bound path.
+    let sock_path = sock.display().to_string();
+    // The daemon is not dumpable, so its /proc/PID/net is closed to us: read
+    // the namespace's table from inside it instead.
+    let unix = ns.cmd("cat").arg("/proc/net/unix").output().unwrap();
+    let unix = String::from_utf8_lossy(&unix.stdout);
     let listening = unix.lines().any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         // Flags 00010000 = __SO_ACCEPTCON; state 01 = unconnected (listener).
-        f.len() > 6 && f[6] == ino && f[3] == "00010000" && f[5] == "01"
+        f.len() > 7 && f[7] == sock_path && f[3] == "00010000" && f[5] == "01"
     });
     assert!(listening, "socket not listening:\n{unix}");
 

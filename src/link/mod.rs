@@ -13,6 +13,7 @@
 //! flushes once per event-loop turn, or earlier when the queue fills.
 //!
 //! #syscalls: recvmmsg recvfrom read write writev sendmmsg poll|ppoll
+//! #syscalls: fcntl(1=F_DUPFD_CLOEXEC)
 //! #syscalls-startup: getsockopt fcntl dup
 
 mod tap;

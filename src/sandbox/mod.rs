@@ -26,11 +26,13 @@
 //! - `clock_gettime`: normally the vDSO, but it falls back to the syscall
 //!   when the clocksource cannot be read from user space (some VMs).
 //! - `getrandom`: std's `HashMap` seeds its hasher lazily on first use.
+//! - `fcntl(F_GETFD)`: std checks a descriptor is open before closing it
+//!   (debug builds), so every socket a flow drops needs it.
 //!
 //! Not needed: `futex` (single-threaded, so std's locks never contend),
 //! `madvise`/`mprotect` (glibc uses them only for per-thread arenas).
 //! #syscalls: exit_group rt_sigreturn write brk mmap(2&PROT_EXEC=0) munmap mremap
-//! #syscalls: sigaltstack clock_gettime getrandom
+//! #syscalls: sigaltstack clock_gettime getrandom fcntl(1=F_GETFD)
 //! #syscalls-startup: prctl
 
 pub mod landlock;
