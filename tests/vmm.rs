@@ -458,7 +458,6 @@ fn layers_in(doc: &serde_json::Value) -> Vec<&'static str> {
 /// inherited pidfile descriptor with an fcntl lock; QEMU on the other end
 /// with `-netdev socket,fd=N` (SOCK_DGRAM). SIGTERM ends airlock at once.
 #[test]
-#[ignore = "needs the engine (issue 7)"]
 fn libvirt_launch_dgram() {
     let _l = serial();
     let ns = HostNs::new("l");
@@ -532,7 +531,6 @@ fn libvirt_launch_dgram() {
 /// `-netdev stream,addr.type=fd` over a SOCK_STREAM socketpair: airlock
 /// sees QEMU's exit as a hang-up and ends within a second.
 #[test]
-#[ignore = "needs the engine (issue 7)"]
 fn stream_fd_link() {
     let _l = serial();
     let ns = HostNs::new("s");
@@ -567,7 +565,6 @@ fn stream_fd_link() {
 /// connects, and when QEMU exits airlock ends within a second, removing the
 /// socket and the pid file.
 #[test]
-#[ignore = "needs the engine (issue 7)"]
 fn socket_daemon_one_off() {
     let _l = serial();
     let ns = HostNs::new("d");
@@ -631,7 +628,6 @@ fn socket_daemon_one_off() {
 
 /// `--exit-with-parent`: killing the parent ends airlock (no VMM needed).
 #[test]
-#[ignore = "needs the engine (issue 7)"]
 fn exit_with_parent_ends_airlock() {
     let _l = serial();
     let ns = HostNs::new("e");
@@ -663,7 +659,6 @@ fn exit_with_parent_ends_airlock() {
 
 /// sd_notify: READY=1 arrives on $NOTIFY_SOCKET once the link is up.
 #[test]
-#[ignore = "needs the engine (issue 7)"]
 fn notify_socket_ready() {
     let _l = serial();
     let ns = HostNs::new("n");
