@@ -9,7 +9,7 @@ use crate::flow::{self, nat, tcp, Flow, Key};
 use crate::frame::L2;
 use crate::link::Tx;
 use crate::services;
-use crate::wire::{self, ethernet, ethertype, ip_proto, ipv4, tcp as tcpw};
+use crate::wire::{self, ethernet, ethertype, icmpv6, ip_proto, ipv4, ipv6, tcp as tcpw, Mac};
 use nix::sys::epoll::EpollFlags;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -41,7 +41,14 @@ counters! {
     ipv4_ignored,
     ipv4_fragment_dropped,
     ipv6_malformed,
+    /// IPv6 when IPv6 is disabled, or of a kind airlock does not carry.
     ipv6_ignored,
+    /// IPv6 fragments (no reassembly yet).
+    ipv6_fragment_dropped,
+    /// NDP with a bad checksum, length, option, or a hop limit not 255.
+    ndp_malformed,
+    /// NDP airlock has no answer for (the guest's own addresses among them).
+    ndp_ignored,
     tcp_malformed,
     tcp_bad_checksum,
     /// Guest connections refused: nothing there, restricted, or host error.
@@ -53,6 +60,8 @@ counters! {
     icmp_dropped,
     dhcp_malformed,
     dhcp_ignored,
+    dhcpv6_malformed,
+    dhcpv6_ignored,
     /// A new flow found the table full.
     flows_full,
     flows_opened,
@@ -66,6 +75,8 @@ pub struct Stack {
     pub counters: Counters,
     flows: flow::Table,
     dhcp: services::dhcp::Server,
+    ndp: services::ndp::Router,
+    dhcp6: services::dhcpv6::Server,
     epoch: Instant,
     /// Flows that owe the guest an ACK at the end of this turn.
     dirty: Vec<Token>,
@@ -86,6 +97,8 @@ impl Stack {
             .unwrap_or([0x52, 0x56, 0, 0, 0, 2]);
         let flows = flow::Table::new(cfg.max_flows);
         let dhcp = services::dhcp::Server::new(&cfg);
+        let ndp = services::ndp::Router::new(&cfg);
+        let dhcp6 = services::dhcpv6::Server::new(&cfg);
         Stack {
             cfg,
             poller,
@@ -97,6 +110,8 @@ impl Stack {
             counters: Counters::default(),
             flows,
             dhcp,
+            ndp,
+            dhcp6,
             epoch: Instant::now(),
             dirty: Vec::new(),
             scratch: Vec::new(),
@@ -112,7 +127,9 @@ impl Stack {
     }
 
     /// Once the link is up.
-    pub fn start(&mut self, _now: Instant, _tx: &mut Tx) {}
+    pub fn start(&mut self, now: Instant, tx: &mut Tx) {
+        self.ndp.start(&self.cfg, now, tx);
+    }
 
     fn tcp_ctx<'a>(
         poller: &'a Poller,
@@ -152,7 +169,10 @@ impl Stack {
                 self.on_ipv4(eth.payload(), tx, now);
             }
             ethertype::IPV6 => {
-                self.counters.ipv6_ignored += 1;
+                if src[0] & 1 == 0 {
+                    self.l2.guest = src;
+                }
+                self.on_ipv6(src, eth.payload(), tx, now);
             }
             _ => self.counters.eth_unknown_type += 1,
         }
@@ -212,6 +232,87 @@ impl Stack {
             }
             _ => self.counters.ipv4_ignored += 1,
         }
+    }
+
+    /// An IPv6 packet: NDP, DHCPv6 and echo to the virtual addresses are
+    /// answered here, TCP goes to flows. Silent when IPv6 is disabled.
+    fn on_ipv6(&mut self, eth_src: Mac, payload: &[u8], tx: &mut Tx, now: Instant) {
+        let Some(net) = self.cfg.net6.as_ref() else {
+            self.counters.ipv6_ignored += 1;
+            return;
+        };
+        let Ok(p) = ipv6::Packet::new_checked(payload) else {
+            self.counters.ipv6_malformed += 1;
+            return;
+        };
+        let (Ok(repr), Ok(ext)) = (ipv6::Repr::parse(&p), p.extensions()) else {
+            self.counters.ipv6_malformed += 1;
+            return;
+        };
+        if ext.fragment.is_some() {
+            self.on_ipv6_fragment();
+            return;
+        }
+        let Some(l4) = p.payload().get(ext.offset..) else {
+            self.counters.ipv6_malformed += 1;
+            return;
+        };
+        if repr.src.is_multicast() {
+            self.counters.ipv6_malformed += 1;
+            return;
+        }
+        let pkt = services::ndp::Incoming {
+            eth_src,
+            src: repr.src,
+            dst: repr.dst,
+            hop_limit: repr.hop_limit,
+        };
+        match ext.next_header {
+            ip_proto::ICMPV6 => {
+                let Ok(icmp) = icmpv6::Packet::new_checked(l4) else {
+                    self.counters.icmp_malformed += 1;
+                    return;
+                };
+                match icmp.msg_type() {
+                    icmpv6::msg_type::ROUTER_SOLICIT..=icmpv6::msg_type::REDIRECT => self
+                        .ndp
+                        .handle(&self.cfg, &pkt, l4, now, tx, &mut self.counters),
+                    icmpv6::msg_type::ECHO_REQUEST if services::ndp::is_virtual(net, repr.dst) => {
+                        services::echo::reply_v6(
+                            eth_src,
+                            repr.src,
+                            repr.dst,
+                            l4,
+                            tx,
+                            &mut self.counters,
+                        )
+                    }
+                    // Echo to other addresses: ping-socket flows go here.
+                    _ => self.counters.icmp_dropped += 1,
+                }
+            }
+            ip_proto::UDP => {
+                if services::dhcpv6::is_dhcpv6(l4) {
+                    self.dhcp6
+                        .handle(&self.cfg, &pkt, l4, tx, &mut self.counters);
+                    return;
+                }
+                self.counters.udp_dropped += 1;
+            }
+            ip_proto::TCP => {
+                if repr.src.is_unspecified() || repr.dst.is_multicast() {
+                    self.counters.ipv6_ignored += 1;
+                    return;
+                }
+                self.on_tcp(IpAddr::V6(repr.src), IpAddr::V6(repr.dst), l4, tx, now);
+            }
+            _ => self.counters.ipv6_ignored += 1,
+        }
+    }
+
+    /// IPv6 fragments: the hook for reassembly; dropped until it lands.
+    fn on_ipv6_fragment(&mut self) {
+        self.counters.ipv6_fragment_dropped += 1;
     }
 
     fn on_tcp(&mut self, src: IpAddr, dst: IpAddr, l4: &[u8], tx: &mut Tx, now: Instant) {
@@ -322,6 +423,7 @@ impl Stack {
 
     /// Periodic work: retransmissions, timeouts.
     pub fn on_tick(&mut self, now: Instant, tx: &mut Tx) {
+        self.ndp.on_tick(&self.cfg, now, tx);
         let mut tokens = std::mem::take(&mut self.scratch);
         self.flows.tokens(&mut tokens);
         let mut ctx = Self::tcp_ctx(&self.poller, &self.l2, self.epoch, self.cfg.mtu, tx, now);
