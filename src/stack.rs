@@ -11,7 +11,9 @@ use crate::flow::{self, forward, frag, icmp, nat, tcp, udp, Flow, Key};
 use crate::frame::L2;
 use crate::link::Tx;
 use crate::services;
-use crate::wire::{self, ethernet, ethertype, ip_proto, ipv4, ipv6, tcp as tcpw, udp as udpw};
+use crate::wire::{
+    self, ethernet, ethertype, icmpv6, ip_proto, ipv4, ipv6, tcp as tcpw, udp as udpw, Mac,
+};
 use nix::sys::epoll::EpollFlags;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -42,7 +44,13 @@ counters! {
     /// IPv4 when IPv4 is disabled, or from the wrong source.
     ipv4_ignored,
     ipv6_malformed,
+    /// IPv6 when IPv6 is disabled, or of a kind airlock does not carry.
     ipv6_ignored,
+    /// IPv6 fragments (no reassembly yet).
+    /// NDP with a bad checksum, length, option, or a hop limit not 255.
+    ndp_malformed,
+    /// NDP airlock has no answer for (the guest's own addresses among them).
+    ndp_ignored,
     tcp_malformed,
     tcp_bad_checksum,
     /// Guest connections refused: nothing there, restricted, or host error.
@@ -54,6 +62,8 @@ counters! {
     icmp_dropped,
     dhcp_malformed,
     dhcp_ignored,
+    dhcpv6_malformed,
+    dhcpv6_ignored,
     /// A new flow found the table full.
     flows_full,
     flows_opened,
@@ -79,6 +89,8 @@ pub struct Stack {
     pub counters: Counters,
     flows: flow::Table,
     dhcp: services::dhcp::Server,
+    ndp: services::ndp::Router,
+    dhcp6: services::dhcpv6::Server,
     epoch: Instant,
     /// Flows that owe the guest an ACK at the end of this turn.
     dirty: Vec<Token>,
@@ -105,6 +117,8 @@ impl Stack {
             .unwrap_or([0x52, 0x56, 0, 0, 0, 2]);
         let flows = flow::Table::new(cfg.max_flows);
         let dhcp = services::dhcp::Server::new(&cfg);
+        let ndp = services::ndp::Router::new(&cfg);
+        let dhcp6 = services::dhcpv6::Server::new(&cfg);
         Stack {
             cfg,
             poller,
@@ -116,6 +130,8 @@ impl Stack {
             counters: Counters::default(),
             flows,
             dhcp,
+            ndp,
+            dhcp6,
             epoch: Instant::now(),
             dirty: Vec::new(),
             scratch: Vec::new(),
@@ -135,7 +151,9 @@ impl Stack {
     }
 
     /// Once the link is up.
-    pub fn start(&mut self, _now: Instant, _tx: &mut Tx) {}
+    pub fn start(&mut self, now: Instant, tx: &mut Tx) {
+        self.ndp.start(&self.cfg, now, tx);
+    }
 
     fn tcp_ctx<'a>(
         poller: &'a Poller,
@@ -178,7 +196,7 @@ impl Stack {
                 if src[0] & 1 == 0 {
                     self.l2.guest = src;
                 }
-                self.on_ipv6(eth.payload(), tx, now);
+                self.on_ipv6(src, eth.payload(), tx, now);
             }
             _ => self.counters.eth_unknown_type += 1,
         }
@@ -245,12 +263,13 @@ impl Stack {
                 self.on_tcp(src, dst, l4, tx, now);
             }
             ip_proto::ICMP => {
-                if repr.src == net.guest && self.on_echo_request(src, dst, repr.ttl, l4, tx, now) {
-                    return;
-                }
+                // The virtual addresses answer for themselves, as slirp's do;
+                // anything else goes out through a ping socket.
                 if net.is_virtual(repr.dst) {
                     services::echo::reply_v4(&self.l2, repr, l4, tx, &mut self.counters);
-                } else {
+                } else if repr.src != net.guest
+                    || !self.on_echo_request(src, dst, repr.ttl, l4, tx, now)
+                {
                     self.counters.icmp_dropped += 1;
                 }
             }
@@ -372,6 +391,7 @@ impl Stack {
 
     /// Periodic work: retransmissions, timeouts.
     pub fn on_tick(&mut self, now: Instant, tx: &mut Tx) {
+        self.ndp.on_tick(&self.cfg, now, tx);
         let mut tokens = std::mem::take(&mut self.scratch);
         self.flows.tokens(&mut tokens);
         let mut ctx = Self::tcp_ctx(&self.poller, &self.l2, self.epoch, self.cfg.mtu, tx, now);
@@ -432,10 +452,12 @@ impl Stack {
         Ok(())
     }
 
-    /// IPv6 from the guest: UDP, TCP and echo requests from its addresses
-    /// in the prefix, reassembled if fragmented. (NDP and DHCPv6 are not
-    /// handled here.)
-    fn on_ipv6(&mut self, payload: &[u8], tx: &mut Tx, now: Instant) {
+    /// IPv6 from the guest. NDP, DHCPv6 and echo to the virtual addresses
+    /// are answered first (they come from link-local and unspecified
+    /// sources too); UDP, TCP and other echo requests must come from the
+    /// guest's addresses in the prefix, reassembled if fragmented. Silent
+    /// when IPv6 is disabled.
+    fn on_ipv6(&mut self, eth_src: Mac, payload: &[u8], tx: &mut Tx, now: Instant) {
         let Some(net) = self.cfg.net6.clone() else {
             self.counters.ipv6_ignored += 1;
             return;
@@ -453,6 +475,16 @@ impl Stack {
             return;
         };
         let (src, dst) = (repr.src, repr.dst);
+        if src.is_multicast() {
+            self.counters.ipv6_malformed += 1;
+            return;
+        }
+        if ext.fragment.is_none() {
+            let l4 = p.payload().get(ext.offset..).unwrap_or(&[]);
+            if self.on_ipv6_service(&net, eth_src, &repr, ext.next_header, l4, tx, now) {
+                return;
+            }
+        }
         if !net.contains(src) || src == net.host || src == net.dns {
             self.counters.ipv6_ignored += 1;
             return;
@@ -485,6 +517,59 @@ impl Stack {
                 self.frags.give_back(d);
             }
             Err(_) => self.counters.frag_dropped += 1,
+        }
+    }
+
+    /// NDP, DHCPv6 and echo to a virtual address; false if none of those.
+    #[allow(clippy::too_many_arguments)]
+    fn on_ipv6_service(
+        &mut self,
+        net: &crate::config::Net6,
+        eth_src: Mac,
+        repr: &ipv6::Repr,
+        proto: u8,
+        l4: &[u8],
+        tx: &mut Tx,
+        now: Instant,
+    ) -> bool {
+        let pkt = services::ndp::Incoming {
+            eth_src,
+            src: repr.src,
+            dst: repr.dst,
+            hop_limit: repr.hop_limit,
+        };
+        match proto {
+            ip_proto::ICMPV6 => {
+                let Ok(icmp) = icmpv6::Packet::new_checked(l4) else {
+                    self.counters.icmp_malformed += 1;
+                    return true;
+                };
+                match icmp.msg_type() {
+                    icmpv6::msg_type::ROUTER_SOLICIT..=icmpv6::msg_type::REDIRECT => {
+                        self.ndp
+                            .handle(&self.cfg, &pkt, l4, now, tx, &mut self.counters);
+                        true
+                    }
+                    icmpv6::msg_type::ECHO_REQUEST if services::ndp::is_virtual(net, repr.dst) => {
+                        services::echo::reply_v6(
+                            eth_src,
+                            repr.src,
+                            repr.dst,
+                            l4,
+                            tx,
+                            &mut self.counters,
+                        );
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            ip_proto::UDP if services::dhcpv6::is_dhcpv6(l4) => {
+                self.dhcp6
+                    .handle(&self.cfg, &pkt, l4, tx, &mut self.counters);
+                true
+            }
+            _ => false,
         }
     }
 

@@ -11,7 +11,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-pkgs="busybox-static iproute2 procps iperf3 passt python3 gcc libc6-dev ca-certificates curl"
+pkgs="busybox-static iproute2 procps iperf3 passt python3 gcc libc6-dev ca-certificates curl qemu-system-x86 isc-dhcp-client tcpdump man-db"
 need=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"

@@ -177,7 +177,8 @@ mod rig {
                 "permanent",
             ]);
             must(&[
-                "ip", "-n", &g, "-6", "route", "add", "default", "via", "fec0::2", "dev", "tap0",
+                "ip", "-n", &g, "-6", "route", "replace", "default", "via", "fec0::2", "dev",
+                "tap0",
             ]);
         }
 

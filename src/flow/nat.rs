@@ -31,6 +31,18 @@ pub fn outbound(cfg: &Config, dst: SocketAddr) -> Option<SocketAddr> {
         // Isolated guest: DNS above and forwards are all it gets.
         return None;
     }
+    // The router's link-local address is the virtual host too.
+    let ip = match ip {
+        IpAddr::V6(a)
+            if cfg
+                .net6
+                .as_ref()
+                .is_some_and(|n| a == crate::services::ndp::link_local(n.host)) =>
+        {
+            host
+        }
+        other => other,
+    };
     if ip == host {
         if !cfg.host_loopback {
             return None;
