@@ -35,6 +35,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 pub mod arp;
 pub mod checksum;
+pub mod dhcpv4;
+pub mod domain;
 pub mod ethernet;
 pub mod icmpv4;
 pub mod ipv4;
