@@ -6,6 +6,7 @@ pub mod config;
 pub mod engine;
 pub mod flow;
 pub mod frame;
+pub mod fuzz_api;
 pub mod link;
 pub mod services;
 pub mod stack;
