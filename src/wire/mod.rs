@@ -5,14 +5,16 @@
 //! Every byte handed to this module may come from a hostile guest. No input,
 //! however short, long or garbled, makes any function here panic:
 //!
-//! * views (`Packet`, `Frame`, `Message`) can only be built with
+//! * views (`Packet`, `Frame`) can only be built with
 //!   `new_checked`, which validates every length an accessor later relies
 //!   on, so getters and setters never reach past the buffer;
 //! * even so, accessors go through checked helpers (`slice::get`,
 //!   `zerocopy`'s `ref_from_prefix`) that fall back to zero/empty instead
-//!   of indexing: the invariant is enforced twice, not trusted;
+//!   of indexing: the invariant is enforced twice, not trusted, so even a
+//!   setter that breaks it (`set_header_len(60)`) cannot cause a panic;
 //! * `Repr::parse` returns [`Error`], never panics; `Repr::emit` returns
 //!   [`Error::Truncated`] when the output buffer is too small;
+//! * `clippy::indexing_slicing` is denied for the whole module;
 //! * there is no `unsafe`, no unchecked arithmetic on lengths taken from
 //!   the wire (all such sums are done in `usize` from `u8`/`u16` fields,
 //!   which cannot overflow), and no allocation in parse or emit.
@@ -28,6 +30,10 @@
 //! `Repr` with `parse`, `emit` and `buffer_len`. Fixed headers are
 //! `#[repr(C)]` zerocopy structs with network-endian fields.
 #![forbid(unsafe_code)]
+// The no-panic promise, enforced: no `[]` indexing or slicing outside tests
+// (fixed-size arrays with constant indices are exempt, being checked at
+// compile time).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use core::fmt;
 
@@ -36,10 +42,14 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 pub mod arp;
 pub mod checksum;
 pub mod dhcpv4;
+pub mod dhcpv6;
 pub mod domain;
 pub mod ethernet;
 pub mod icmpv4;
+pub mod icmpv6;
 pub mod ipv4;
+pub mod ipv6;
+pub mod ndp;
 pub mod tcp;
 pub mod udp;
 
