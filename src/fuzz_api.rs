@@ -27,15 +27,19 @@ use crate::engine::{Poller, Token};
 use crate::link::{Closed, Kind, Link, Recv, Tx, MAX_FRAME, MIN_FRAME};
 use crate::stack::Stack;
 use crate::wire::checksum::PseudoHeader;
-use crate::wire::{arp, dhcpv4, domain, ethernet, ethertype, icmpv4, ip_proto, ipv4, tcp, udp};
+use crate::wire::{
+    arp, dhcpv4, dhcpv6, domain, ethernet, ethertype, icmpv4, icmpv6, ip_proto, ipv4, ipv6, ndp,
+    tcp, udp,
+};
 use clap::Parser;
 use nix::sys::epoll::EpollFlags;
 use std::ffi::OsStr;
 use std::io::{ErrorKind, Write};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------
@@ -98,20 +102,37 @@ pub fn fix_checksums(frame: &mut [u8]) {
     let Ok(mut eth) = ethernet::Frame::new_checked(&mut frame[..]) else {
         return;
     };
-    if eth.ethertype() != ethertype::IPV4 {
-        return;
+    match eth.ethertype() {
+        ethertype::IPV4 => {
+            let Ok(mut ip) = ipv4::Packet::new_checked(eth.payload_mut()) else {
+                return;
+            };
+            ip.fill_checksum();
+            let pseudo = PseudoHeader::V4 {
+                src: ip.src(),
+                dst: ip.dst(),
+            };
+            let proto = ip.protocol();
+            fix_l4_checksum(proto, &pseudo, ip.payload_mut());
+        }
+        ethertype::IPV6 => {
+            let Ok(mut ip) = ipv6::Packet::new_checked(eth.payload_mut()) else {
+                return;
+            };
+            let Ok(ext) = ip.extensions() else { return };
+            if ext.fragment.is_some() {
+                return;
+            }
+            let pseudo = PseudoHeader::V6 {
+                src: ip.src(),
+                dst: ip.dst(),
+            };
+            if let Some(l4) = ip.payload_mut().get_mut(ext.offset..) {
+                fix_l4_checksum(ext.next_header, &pseudo, l4);
+            }
+        }
+        _ => {}
     }
-    let Ok(mut ip) = ipv4::Packet::new_checked(eth.payload_mut()) else {
-        return;
-    };
-    ip.fill_checksum();
-    let pseudo = PseudoHeader::V4 {
-        src: ip.src(),
-        dst: ip.dst(),
-    };
-    let proto = ip.protocol();
-    let l4 = ip.payload_mut();
-    fix_l4_checksum(proto, &pseudo, l4);
 }
 
 fn fix_l4_checksum(proto: u8, pseudo: &PseudoHeader, l4: &mut [u8]) {
@@ -131,8 +152,22 @@ fn fix_l4_checksum(proto: u8, pseudo: &PseudoHeader, l4: &mut [u8]) {
                 i.fill_checksum();
             }
         }
+        ip_proto::ICMPV6 => {
+            if let (Ok(mut i), PseudoHeader::V6 { src, dst }) =
+                (icmpv6::Packet::new_checked(l4), pseudo)
+            {
+                i.fill_checksum(*src, *dst);
+            }
+        }
         _ => {}
     }
+}
+
+/// IPv6 source and destination from the first 32 bytes of `data`, and the rest.
+fn addrs_v6(data: &[u8]) -> Option<(Ipv6Addr, Ipv6Addr, &[u8])> {
+    let (a, rest) = data.split_first_chunk::<16>()?;
+    let (b, rest) = rest.split_first_chunk::<16>()?;
+    Some((Ipv6Addr::from(*a), Ipv6Addr::from(*b), rest))
 }
 
 /// A pseudo header from the first 8 bytes of `data` (IPv4 source and
@@ -419,6 +454,185 @@ pub fn dhcpv4(data: &[u8]) {
     assert_eq!(hostname, host.as_bytes(), "RFC 3396 split reassembles");
 }
 
+/// IPv6 header and extension-header walk: mode byte (bit 0: the walk
+/// starts from the next-header byte that follows instead of the header's),
+/// then the packet. The walk stays inside the payload; a header that
+/// parses re-emits to the same value.
+pub fn ipv6(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode & 1 == 1 {
+        if let Some((&first, payload)) = rest.split_first() {
+            if let Ok(e) = ipv6::walk_extensions(first, payload) {
+                assert!(e.offset <= payload.len());
+            }
+        }
+        return;
+    }
+    let Ok(p) = ipv6::Packet::new_checked(rest) else {
+        return;
+    };
+    assert_eq!(p.payload().len(), usize::from(p.payload_len()));
+    if let Ok(e) = p.extensions() {
+        assert!(
+            e.offset <= p.payload().len(),
+            "extension walk ran past the payload"
+        );
+        if let Some(f) = e.fragment {
+            assert_eq!(f.offset % 8, 0);
+        }
+    }
+    let Ok(r) = ipv6::Repr::parse(&p) else { return };
+    let mut out = [0u8; ipv6::HEADER_LEN];
+    assert_eq!(r.emit(&mut out), Ok(ipv6::HEADER_LEN));
+    let mut whole = out.to_vec();
+    whole.extend_from_slice(p.payload());
+    let q = ipv6::Packet::new_checked(&whole[..]).expect("own header");
+    assert_eq!(ipv6::Repr::parse(&q), Ok(r));
+}
+
+/// ICMPv6 echo and errors: 32 bytes of source and destination, a mode
+/// byte (bit 0: fix the checksum), the message.
+pub fn icmpv6(data: &[u8]) {
+    let Some((src, dst, rest)) = addrs_v6(data) else {
+        return;
+    };
+    let Some((&mode, msg)) = rest.split_first() else {
+        return;
+    };
+    let mut buf = msg.to_vec();
+    if mode & 1 == 1 {
+        if let Ok(mut p) = icmpv6::Packet::new_checked(&mut buf[..]) {
+            p.fill_checksum(src, dst);
+        }
+    }
+    let Ok(p) = icmpv6::Packet::new_checked(&buf[..]) else {
+        return;
+    };
+    let _ = (p.mtu(), p.word(), p.data());
+    let Ok(r) = icmpv6::Repr::parse(&p, src, dst) else {
+        return;
+    };
+    let mut out = vec![0u8; r.buffer_len()];
+    assert_eq!(r.emit(&mut out, src, dst), Ok(buf.len()));
+    assert_eq!(out[..2], buf[..2]);
+    assert_eq!(out[8..], buf[8..]);
+    if let icmpv6::Repr::EchoRequest { .. }
+    | icmpv6::Repr::EchoReply { .. }
+    | icmpv6::Repr::PacketTooBig { .. } = r
+    {
+        assert_eq!(out[4..8], buf[4..8]);
+    }
+    let q = icmpv6::Packet::new_checked(&out[..]).expect("own message");
+    assert_eq!(icmpv6::Repr::parse(&q, src, dst), Ok(r));
+}
+
+/// Neighbour discovery: addresses, mode byte, message as for [`icmpv6`].
+/// What parses re-emits to the same message, and each option re-emits
+/// on its own to the same option.
+pub fn ndp(data: &[u8]) {
+    let Some((src, dst, rest)) = addrs_v6(data) else {
+        return;
+    };
+    let Some((&mode, msg)) = rest.split_first() else {
+        return;
+    };
+    let mut buf = msg.to_vec();
+    if mode & 1 == 1 {
+        if let Ok(mut p) = icmpv6::Packet::new_checked(&mut buf[..]) {
+            p.fill_checksum(src, dst);
+        }
+    }
+    let Ok(p) = icmpv6::Packet::new_checked(&buf[..]) else {
+        return;
+    };
+    let Ok(r) = ndp::Repr::parse(&p, src, dst) else {
+        return;
+    };
+    let opts = match r {
+        ndp::Repr::RouterSolicit { options }
+        | ndp::Repr::RouterAdvert { options, .. }
+        | ndp::Repr::NeighborSolicit { options, .. }
+        | ndp::Repr::NeighborAdvert { options, .. } => options,
+    };
+    let _ = (opts.source_lladdr(), opts.target_lladdr());
+    let mut one = [0u8; 256 * 8];
+    for o in opts.iter() {
+        let o = o.expect("parse checked every option");
+        if let ndp::NdpOption::Rdnss { servers, .. } = o {
+            assert_eq!(servers.iter().count(), servers.len());
+        }
+        let n = o.emit(&mut one).expect("a parsed option re-emits");
+        assert_eq!(n % 8, 0);
+        let mut back = ndp::Options::Wire(&one[..n]).iter();
+        assert_eq!(back.next(), Some(Ok(o)));
+        assert_eq!(back.next(), None);
+    }
+    let n = r.buffer_len().expect("parsed message has a length");
+    let mut out = vec![0u8; n];
+    assert_eq!(r.emit(&mut out, src, dst), Ok(n));
+    let q = icmpv6::Packet::new_checked(&out[..]).expect("own message");
+    assert_eq!(ndp::Repr::parse(&q, src, dst), Ok(r));
+}
+
+/// A DHCPv6 client message: parse; answer through the reply emitter with
+/// the client's own ids, IA_NA and addresses; the reply parses back to
+/// the same values.
+pub fn dhcpv6(data: &[u8]) {
+    let Ok(p) = dhcpv6::Packet::new_checked(data) else {
+        return;
+    };
+    for _ in p.options_iter() {}
+    let Ok(r) = dhcpv6::Repr::parse(&p) else {
+        return;
+    };
+    let _ = r.requests(dhcpv6::opt::DNS_SERVERS);
+    let addrs: Vec<dhcpv6::IaAddress> = r.ia_na.iter().flat_map(|ia| ia.addresses()).collect();
+    let names_text = r
+        .client_id
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .unwrap_or("example.org");
+    let names: Vec<&str> = names_text.split(',').take(8).collect();
+    let dns = [Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 3)];
+    let client_id = r.client_id.unwrap_or(&[]);
+    let mut options = vec![
+        dhcpv6::OptionRepr::ServerId(&[0, 3, 0, 1, 0x52, 0x56, 0, 0, 0, 2]),
+        dhcpv6::OptionRepr::ClientId(client_id),
+        dhcpv6::OptionRepr::DnsServers(&dns),
+        dhcpv6::OptionRepr::DomainList(&names),
+    ];
+    if let Some(ia) = r.ia_na {
+        options.push(dhcpv6::OptionRepr::IaNa {
+            iaid: ia.iaid,
+            t1: ia.t1,
+            t2: ia.t2,
+            addresses: &addrs,
+            status: Some((0, names_text)),
+        });
+    }
+    let reply = dhcpv6::Reply {
+        msg_type: dhcpv6::MessageType::Reply,
+        transaction_id: r.transaction_id,
+    };
+    let mut out = vec![0u8; 70_000];
+    let Ok(n) = reply.emit(&mut out, &options) else {
+        return;
+    };
+    let q = dhcpv6::Packet::new_checked(&out[..n]).expect("own reply");
+    let back = dhcpv6::Repr::parse(&q).expect("own reply parses");
+    assert_eq!(back.transaction_id, r.transaction_id);
+    assert_eq!(back.client_id, Some(client_id));
+    match (r.ia_na, back.ia_na) {
+        (None, None) => {}
+        (Some(a), Some(b)) => {
+            assert_eq!((a.iaid, a.t1, a.t2), (b.iaid, b.t1, b.t2));
+            assert!(b.addresses().eq(addrs.iter().copied()));
+        }
+        other => panic!("IA_NA changed: {other:?}"),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The STREAM de-framer, against a reference model.
 
@@ -540,6 +754,14 @@ pub fn options(data: &[u8]) {
 /// The only configuration the stack targets run with: nothing reaches the
 /// host. Panics if a change to the option handling ever makes it unsafe.
 pub fn safe_config(max_flows: usize) -> Config {
+    // Parsed once per process: clap is slow next to a frame.
+    static BASE: OnceLock<Config> = OnceLock::new();
+    let mut cfg = BASE.get_or_init(|| parse_safe_config(1)).clone();
+    cfg.max_flows = max_flows.max(1);
+    cfg
+}
+
+fn parse_safe_config(max_flows: usize) -> Config {
     let max = max_flows.to_string();
     let o = Options::try_parse_from([
         "airlock",
@@ -684,7 +906,52 @@ pub fn verify_guest_frame(f: &[u8], stack: &Stack) {
                 other => panic!("airlock sent IP protocol {other}"),
             }
         }
+        ethertype::IPV6 => verify_ipv6(&eth, stack),
         other => panic!("airlock sent EtherType {other:#06x}"),
+    }
+}
+
+fn verify_ipv6(eth: &ethernet::Frame<&[u8]>, stack: &Stack) {
+    assert_eq!(eth.src(), stack.l2.router6, "IPv6 from the router MAC");
+    let p = eth.payload();
+    let ip = ipv6::Packet::new_checked(p).expect("IPv6 header and lengths");
+    assert_eq!(
+        usize::from(ip.payload_len()) + ipv6::HEADER_LEN,
+        p.len(),
+        "IPv6 payload length"
+    );
+    let r = ipv6::Repr::parse(&ip).expect("IPv6 version");
+    let ext = ip.extensions().expect("extension headers");
+    assert!(ext.fragment.is_none(), "airlock sent a fragment");
+    let l4 = ip.payload().get(ext.offset..).unwrap_or(&[]);
+    let pseudo = PseudoHeader::V6 {
+        src: r.src,
+        dst: r.dst,
+    };
+    match ext.next_header {
+        ip_proto::ICMPV6 => {
+            let i = icmpv6::Packet::new_checked(l4).expect("ICMPv6 header");
+            if (133..=137).contains(&i.msg_type()) {
+                ndp::Repr::parse(&i, r.src, r.dst).expect("NDP message");
+                assert_eq!(r.hop_limit, 255, "NDP hop limit");
+            } else {
+                icmpv6::Repr::parse(&i, r.src, r.dst).expect("ICMPv6 checksum");
+            }
+        }
+        ip_proto::TCP => {
+            let t = tcp::Packet::new_checked(l4).expect("TCP header");
+            tcp::Repr::parse(&t, &pseudo).expect("TCP checksum and ports");
+        }
+        ip_proto::UDP => {
+            let u = udp::Packet::new_checked(l4).expect("UDP header");
+            assert_eq!(usize::from(u.len()), l4.len(), "UDP length");
+            let ur = udp::Repr::parse(&u, &pseudo).expect("UDP checksum");
+            if ur.src_port == dhcpv6::SERVER_PORT {
+                let d = dhcpv6::Packet::new_checked(u.payload()).expect("DHCPv6 reply");
+                dhcpv6::Repr::parse(&d).expect("DHCPv6 reply options");
+            }
+        }
+        other => panic!("airlock sent IPv6 next header {other}"),
     }
 }
 
@@ -760,7 +1027,7 @@ fn port(inp: &mut Input) -> u16 {
 /// Build one guest frame from the grammar into `out` (cleared first).
 fn build_frame(inp: &mut Input, out: &mut Vec<u8>) {
     out.clear();
-    let kind = inp.u8() % 6;
+    let kind = inp.u8() % 7;
     let src_mac = inp.pick(&MACS);
     let dst_mac = inp.pick(&MACS);
     out.extend_from_slice(&dst_mac);
@@ -773,6 +1040,8 @@ fn build_frame(inp: &mut Input, out: &mut Vec<u8>) {
         out.extend_from_slice(&addr(inp));
         out.extend_from_slice(&[0; 6]);
         out.extend_from_slice(&addr(inp));
+    } else if kind == 6 {
+        build_ipv6(inp, out);
     } else if kind == 5 {
         // Anything at all behind an Ethernet header.
         out.extend_from_slice(&inp.u16().to_be_bytes());
@@ -857,6 +1126,117 @@ fn build_frame(inp: &mut Input, out: &mut Vec<u8>) {
         }
         _ => {}
     }
+}
+
+const ADDRS6: [u128; 10] = [
+    0xfe80_0000_0000_0000_5054_00ff_fe12_3456,
+    0xfec0_0000_0000_0000_0000_0000_0000_0015,
+    0xfec0_0000_0000_0000_0000_0000_0000_0002,
+    0xfec0_0000_0000_0000_0000_0000_0000_0003,
+    0xff02_0000_0000_0000_0000_0000_0000_0001,
+    0xff02_0000_0000_0000_0000_0000_0000_0002,
+    0xff02_0000_0000_0000_0000_0000_0001_0002,
+    0xff02_0000_0000_0000_0000_0001_ff00_0002,
+    0,
+    0x2001_0db8_0000_0000_0000_0000_0000_0001,
+];
+
+fn addr6(inp: &mut Input) -> [u8; 16] {
+    if inp.u8() < 230 {
+        inp.pick(&ADDRS6).to_be_bytes()
+    } else {
+        let mut a = [0u8; 16];
+        a.iter_mut().for_each(|b| *b = inp.u8());
+        a
+    }
+}
+
+/// An IPv6 packet (after the EtherType): optional extension headers, then
+/// ICMPv6 (echo, RS, NS, anything), UDP (DHCPv6 to port 547) or TCP.
+fn build_ipv6(inp: &mut Input, out: &mut Vec<u8>) {
+    out.extend_from_slice(&ethertype::IPV6.to_be_bytes());
+    let ip_at = out.len();
+    let hop_limit = if inp.u8() < 200 { 255 } else { inp.u8() };
+    let (src, dst) = (addr6(inp), addr6(inp));
+    let n_ext = inp.u8() % 4;
+    let upper = match inp.u8() % 4 {
+        0 | 1 => ip_proto::ICMPV6,
+        2 => ip_proto::UDP,
+        _ => ip_proto::TCP,
+    };
+    // Extension headers: hop-by-hop first, then destination options or a
+    // fragment header, each 8 bytes.
+    let mut chain = Vec::new();
+    for i in 0..n_ext {
+        chain.push(match (i, inp.u8() % 3) {
+            (0, 0) => ip_proto::HOPOPT,
+            (_, 1) => ip_proto::IPV6_FRAG,
+            _ => ip_proto::IPV6_OPTS,
+        });
+    }
+    let first = chain.first().copied().unwrap_or(upper);
+    out.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, first, hop_limit]);
+    out.extend_from_slice(&src);
+    out.extend_from_slice(&dst);
+    for (i, h) in chain.iter().enumerate() {
+        let next = chain.get(i + 1).copied().unwrap_or(upper);
+        if *h == ip_proto::IPV6_FRAG {
+            let off = inp.u16();
+            out.extend_from_slice(&[next, 0]);
+            out.extend_from_slice(&off.to_be_bytes());
+            out.extend_from_slice(&inp.u32().to_be_bytes());
+        } else {
+            out.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]); // PadN
+        }
+    }
+    let l4_at = out.len();
+    match upper {
+        ip_proto::ICMPV6 => {
+            let t = inp.pick(&[128u8, 133, 135, 136, 134, 1, 2]);
+            out.extend_from_slice(&[t, 0, 0, 0, 0, 0, 0, 0]);
+            if t == 135 || t == 136 {
+                out.extend_from_slice(&addr6(inp));
+            }
+            if inp.bool() {
+                // Source link-layer address option.
+                out.extend_from_slice(&[1, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+            }
+            out.extend_from_slice(inp.bytes(256));
+        }
+        ip_proto::UDP => {
+            let sp = if inp.bool() { 546 } else { port(inp) };
+            let dp = if inp.bool() { 547 } else { port(inp) };
+            out.extend_from_slice(&sp.to_be_bytes());
+            out.extend_from_slice(&dp.to_be_bytes());
+            out.extend_from_slice(&[0, 0, 0, 0]);
+            if dp == 547 {
+                out.push(1 + inp.u8() % 12);
+                out.extend_from_slice(&inp.u32().to_be_bytes()[1..]);
+                out.extend_from_slice(&[0, 1, 0, 10, 0, 3, 0, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+                if inp.bool() {
+                    out.extend_from_slice(&[0, 3, 0, 12]);
+                    out.extend_from_slice(&inp.u32().to_be_bytes());
+                    out.extend_from_slice(&[0; 8]);
+                }
+                out.extend_from_slice(&[0, 6, 0, 4, 0, 23, 0, 24, 0, 8, 0, 2, 0, 0]);
+                out.extend_from_slice(inp.bytes(256));
+            } else {
+                out.extend_from_slice(inp.bytes(1500));
+            }
+            let len = (out.len() - l4_at) as u16;
+            out[l4_at + 4..l4_at + 6].copy_from_slice(&len.to_be_bytes());
+        }
+        _ => {
+            out.extend_from_slice(&port(inp).to_be_bytes());
+            out.extend_from_slice(&port(inp).to_be_bytes());
+            out.extend_from_slice(&inp.u32().to_be_bytes());
+            out.extend_from_slice(&inp.u32().to_be_bytes());
+            out.extend_from_slice(&[5 << 4, inp.u8(), 0xff, 0xff, 0, 0, 0, 0]);
+            out.extend_from_slice(inp.bytes(1500));
+        }
+    }
+    let plen = (out.len() - ip_at - ipv6::HEADER_LEN) as u16;
+    out[ip_at + 4..ip_at + 6].copy_from_slice(&plen.to_be_bytes());
 }
 
 fn build_dhcp(inp: &mut Input, out: &mut Vec<u8>, mac: [u8; 6]) {

@@ -24,6 +24,10 @@ const TARGETS: &[(&str, Entry)] = &[
     ("udp", fuzz_api::udp),
     ("icmpv4", fuzz_api::icmpv4),
     ("dhcpv4", fuzz_api::dhcpv4),
+    ("ipv6", fuzz_api::ipv6),
+    ("icmpv6", fuzz_api::icmpv6),
+    ("ndp", fuzz_api::ndp),
+    ("dhcpv6", fuzz_api::dhcpv6),
     ("stream_deframe", fuzz_api::stream_deframe),
     ("options", fuzz_api::options),
 ];
@@ -197,4 +201,16 @@ fn engine_seeds_decode_as_written() {
     assert_eq!(c.dhcp_malformed + c.udp_malformed + c.udp_bad_checksum, 0);
     assert!(c.dhcp_ignored + h.sent_frames as u64 >= 1);
     assert_eq!(h.stack.counters.eth_unknown_type, 1);
+}
+
+/// Engine seed 4 is IPv6: a router solicitation and a DHCPv6 SOLICIT behind
+/// a hop-by-hop header; both reach the stack's IPv6 path well formed.
+#[test]
+fn engine_ipv6_seed_reaches_the_stack() {
+    isolate_network();
+    let p = format!("{}/fuzz/corpus/engine/seed-04", env!("CARGO_MANIFEST_DIR"));
+    let h = fuzz_api::engine_run(&std::fs::read(p).unwrap());
+    let c = &h.stack.counters;
+    assert_eq!(c.ipv6_malformed, 0);
+    assert!(c.ipv6_ignored + h.sent_frames as u64 >= 2);
 }
