@@ -25,6 +25,7 @@ status=0
 for t in "${targets[@]}"; do
     mkdir -p "work/$t"
     log="work/$t.log"
+    start=$SECONDS
     # -rss_limit_mb / -malloc_limit_mb: memory within bounds is a finding;
     # -timeout: one input taking 10 s is a finding (a hang).
     if cargo fuzz run -s none "$t" "work/$t" "corpus/$t" -- \
@@ -37,7 +38,7 @@ for t in "${targets[@]}"; do
     fi
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     last=$(grep -E '^#[0-9]+' "$log" | tail -1 | grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' || true)
-    echo "fuzz $t: $result, ${execs:-?} execs in ${secs}s, ${last:-no stats}"
+    echo "fuzz $t: $result, ${execs:-?} execs in $((SECONDS - start))s, ${last:-no stats}"
     if [ "$result" = FAILED ]; then
         grep -E 'panicked|ERROR|SUMMARY|Test unit written' "$log" | head -20 || true
     fi
