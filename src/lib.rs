@@ -7,6 +7,7 @@ pub mod config;
 pub mod engine;
 pub mod flow;
 pub mod frame;
+pub mod fuzz_api;
 pub mod lifecycle;
 pub mod link;
 pub mod logging;

@@ -132,7 +132,9 @@ pub fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: u16) -> u32 {
 /// Partial sum of the IPv6 pseudo header (RFC 8200 §8.1).
 #[inline]
 pub fn pseudo_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, len: u32) -> u32 {
-    let addrs = sum_native(&src.octets()) + sum_native(&dst.octets());
+    // Fold each address first: two unfolded sums may overflow a u64.
+    let addrs =
+        u64::from(fold(sum_native(&src.octets()))) + u64::from(fold(sum_native(&dst.octets())));
     let addrs = u64::from(u16::from_be_bytes(fold(addrs).to_ne_bytes()));
     let acc = addrs + u64::from(len >> 16) + u64::from(len & 0xffff) + u64::from(next_header);
     u32::from(fold(acc))

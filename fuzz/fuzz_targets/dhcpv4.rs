@@ -1,0 +1,5 @@
+//! cargo-fuzz target `dhcpv4`: see `airlock::fuzz_api::dhcpv4` and docs/fuzzing.md.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| airlock::fuzz_api::dhcpv4(data));

@@ -1,0 +1,5 @@
+//! cargo-fuzz target `tcp_options`: see `airlock::fuzz_api::tcp_options` and docs/fuzzing.md.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| airlock::fuzz_api::tcp_options(data));
