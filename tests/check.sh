@@ -11,3 +11,6 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 # Each test makes its own namespaces; two at a time keeps a small machine responsive.
 cargo test --release -- --test-threads=2
+# Every fuzz target builds and runs a few seconds on stable (inputs that
+# ever crashed are replayed by `cargo test` above, from fuzz/regressions/).
+FUZZ_SMOKE_SECS=${FUZZ_SMOKE_SECS:-5} fuzz/smoke.sh
