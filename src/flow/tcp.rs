@@ -106,6 +106,7 @@ fn seq_le(a: u32, b: u32) -> bool {
 /// One translated connection.
 pub struct Conn {
     sock: OwnedFd,
+    token: Token,
     key: Key,
     state: State,
     /// Next sequence number expected from the guest.
@@ -201,7 +202,7 @@ impl Conn {
             Err(e) => return Err(e.into()),
         }
         ctx.poller.add(fd.as_fd(), token, EVENTS)?;
-        let mut c = Conn::blank(fd, key, ctx.now);
+        let mut c = Conn::blank(fd, token, key, ctx.now);
         c.state = State::Connecting;
         c.take_syn_options(syn, ctx.mtu);
         c.rcv_nxt = syn.seq.wrapping_add(1);
@@ -213,7 +214,7 @@ impl Conn {
     pub fn accepted(ctx: &mut Ctx<'_>, token: Token, key: Key, fd: OwnedFd) -> io::Result<Conn> {
         tune(&fd);
         ctx.poller.add(fd.as_fd(), token, EVENTS)?;
-        let mut c = Conn::blank(fd, key, ctx.now);
+        let mut c = Conn::blank(fd, token, key, ctx.now);
         c.state = State::SynSent;
         c.mss = mss_for(ctx.mtu, key.guest.is_ipv6());
         c.send_syn(ctx, false);
@@ -222,10 +223,11 @@ impl Conn {
         Ok(c)
     }
 
-    fn blank(sock: OwnedFd, key: Key, now: Instant) -> Conn {
+    fn blank(sock: OwnedFd, token: Token, key: Key, now: Instant) -> Conn {
         let isn = isn(now, &key);
         Conn {
             sock,
+            token,
             key,
             state: State::Connecting,
             rcv_nxt: 0,
@@ -291,6 +293,19 @@ impl Conn {
         free.min(max) as u32
     }
 
+    /// Remember whether the window just offered was too small for the guest
+    /// to send a full segment. Then the guest waits for a window update,
+    /// which only an `EPOLLOUT` edge can trigger, and the kernel arms that
+    /// edge only for a socket it has seen full: re-arming the registration
+    /// makes it look (and set SOCK_NOSPACE) now.
+    fn note_window(&mut self, ctx: &Ctx<'_>, window: u32) {
+        let blocked = window < 2 * self.mss as u32 && !self.guest_fin;
+        if blocked && !self.wnd_blocked {
+            let _ = ctx.poller.modify(self.sock.as_fd(), self.token, EVENTS);
+        }
+        self.wnd_blocked = blocked;
+    }
+
     /// Write one segment's headers into `buf` (payload already in place
     /// after them); returns the frame length.
     #[allow(clippy::too_many_arguments)]
@@ -343,7 +358,9 @@ impl Conn {
         let this = &*self;
         ctx.tx
             .send_with(|buf| this.write_segment(&l2, clock, buf, flags, seq, 0, window));
-        self.wnd_blocked = flags & RST == 0 && window < (self.mss as u32) && !self.guest_fin;
+        if flags & RST == 0 {
+            self.note_window(ctx, window);
+        }
         self.ack_pending = false;
     }
 
@@ -468,7 +485,7 @@ impl Conn {
             ctx.tx.commit(&lens[..count], frame_len);
             self.snd_nxt = self.snd_nxt.wrapping_add(got as u32);
             self.ack_pending = false;
-            self.wnd_blocked = window < self.mss as u32 && !self.guest_fin;
+            self.note_window(ctx, window);
             if got < asked {
                 self.host_readable = false;
                 break;
