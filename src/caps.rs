@@ -30,24 +30,48 @@ pub const FEATURES: &[(&str, &str)] = &[
     ("notify-socket", "tests/vmm.rs::notify_socket_ready"),
     // The virtual DNS address forwards to the host's resolver.
     ("dns-forward", "tests/vmm.rs::libvirt_launch_dgram"),
-    // TODO(merge): "ipv6", "restrict", "hostfwd", "netns" join this list
-    // with the tests of their branches (engine, forwards, netns link).
+    // SLAAC, DHCPv6, NDP and TCP over IPv6 (fec0::/64, slirp's defaults).
+    (
+        "ipv6",
+        "tests/ipv6.rs::slaac_default_route_neighbour_echo_and_dad",
+    ),
+    // --restrict: no connections out; DNS and forwards keep working.
+    (
+        "restrict",
+        "tests/udp_icmp_dns.rs::restrict_keeps_dns_and_forwards_only",
+    ),
+    // --hostfwd and -t/-u forwards from host ports into the guest.
+    (
+        "hostfwd",
+        "tests/udp_icmp_dns.rs::udp_echo_round_trip_and_forwards",
+    ),
+    // --netns PATH: a tap device in another network namespace.
+    (
+        "netns",
+        "tests/foundation.rs::lease_netns_space_separated_options",
+    ),
 ];
 
-/// Sandbox layer words the schema knows; the sandbox reports which of them
-/// the running kernel enforces.
-pub const SANDBOX_LAYERS: &[&str] = &["seccomp", "landlock"];
+/// The sandbox layers, each with the test that shows it enforced; listed
+/// only when this kernel can enforce them (see [`capabilities`]).
+pub const LAYER_TESTS: &[(&str, &str)] = &[
+    (
+        "seccomp",
+        "tests/sandbox.rs::enforce_kills_a_forbidden_syscall_with_sigsys",
+    ),
+    (
+        "landlock",
+        "tests/sandbox.rs::log_mode_lets_landlock_refuse_a_file_and_a_tcp_bind",
+    ),
+];
 
 /// The capability document. `kernel_layers` is what the sandbox can enforce
-/// on this kernel (`airlock::sandbox::kernel_layers()` once merged); words
-/// outside [`SANDBOX_LAYERS`] are left out so the output always matches the
-/// schema.
-// TODO(merge): call airlock::sandbox::kernel_layers() here instead of
-// taking the layers as a parameter.
+/// on this kernel (`airlock::sandbox::kernel_layers()`); words outside
+/// [`LAYER_TESTS`] are left out so the output always matches the schema.
 pub fn capabilities(kernel_layers: &[&str]) -> Value {
     let mut features: Vec<&str> = FEATURES.iter().map(|(f, _)| *f).collect();
     for layer in kernel_layers {
-        if SANDBOX_LAYERS.contains(layer) && !features.contains(layer) {
+        if LAYER_TESTS.iter().any(|(l, _)| l == layer) && !features.contains(layer) {
             features.push(layer);
         }
     }
@@ -227,7 +251,7 @@ mod tests {
         {
             assert!(is_kebab(w.as_str().unwrap()), "{w}");
         }
-        for l in SANDBOX_LAYERS {
+        for (l, _) in LAYER_TESTS {
             assert!(s.to_string().contains(&format!("\"{l}\"")));
         }
     }
@@ -235,7 +259,7 @@ mod tests {
     #[test]
     fn every_feature_has_its_test() {
         let root = env!("CARGO_MANIFEST_DIR");
-        for (feature, test) in FEATURES {
+        for (feature, test) in FEATURES.iter().chain(LAYER_TESTS) {
             let (file, func) = test.split_once("::").unwrap();
             let text = std::fs::read_to_string(format!("{root}/{file}"))
                 .unwrap_or_else(|e| panic!("{feature}: {file}: {e}"));

@@ -14,8 +14,6 @@
 //! descriptors to children by clearing close-on-exec for a moment, which
 //! must not race with another spawn.
 //!
-//! Tests that need airlock's engine are `#[ignore]`d until it is merged;
-//! run them with `cargo test --test vmm -- --include-ignored`.
 //! `passt_reference_kit` checks the guest kit itself against passt.
 
 use std::io::{BufRead, BufReader, Read};
@@ -421,7 +419,6 @@ fn passt_reference_kit() {
 /// `--print-capabilities` prints JSON valid against the schema and exits 0,
 /// ignoring every other option (even a bad descriptor).
 #[test]
-#[ignore = "needs main.rs wiring (issue 7)"]
 fn print_capabilities_matches_schema() {
     let out = Command::new(AIRLOCK)
         .args([
@@ -445,9 +442,9 @@ fn print_capabilities_matches_schema() {
 }
 
 fn layers_in(doc: &serde_json::Value) -> Vec<&'static str> {
-    airlock::caps::SANDBOX_LAYERS
+    airlock::caps::LAYER_TESTS
         .iter()
-        .copied()
+        .map(|(l, _)| *l)
         .filter(|l| doc["features"].as_array().unwrap().iter().any(|f| f == l))
         .collect()
 }
