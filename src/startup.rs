@@ -6,13 +6,16 @@
 //! 3. configuration (resolv.conf is read here) — errors exit 2;
 //! 4. open the link: `--fd`, the tap of `--netns`, or `--socket`'s listener,
 //!    pid file, notify socket;
-//! 5. bind the forwards;
+//! 5. raise the descriptor limit, bind the forwards;
 //! 6. drop privileges (root only), re-arm `--exit-with-parent`;
 //! 7. block the exit signals (read through a signalfd);
 //! 8. `PR_SET_NO_NEW_PRIVS`, not dumpable, landlock, seccomp;
 //! 9. report readiness (daemon launcher, sd_notify) and run the event loop.
 //!
 //! Nothing after step 8 opens a file or binds a port.
+//!
+//! #syscalls: poll|ppoll accept4
+//! #syscalls-startup: prlimit64|getrlimit|setrlimit
 
 use crate::caps;
 use crate::cli::Options;
@@ -152,6 +155,9 @@ pub fn run(opts: Options) -> i32 {
             None
         }
     };
+
+    // Every flow holds a descriptor: take all the hard limit allows.
+    raise_nofile(cfg.max_flows);
 
     // 5. Forwards, bound while ports below 1024 still can be.
     let mut listeners = match forward::bind_forwards(&cfg) {
@@ -303,5 +309,24 @@ fn serve(
             log::error!("{c}");
             (EXIT_FAILURE, true, back)
         }
+    }
+}
+
+/// Raise the soft descriptor limit to the hard one (flows, forwards and the
+/// link all need descriptors); warn when `--max-flows` cannot fit.
+fn raise_nofile(max_flows: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    if (limit as usize) < max_flows + 64 {
+        log::warn!(
+            "descriptor limit {limit} is below --max-flows {max_flows}: new flows will fail before the table fills"
+        );
     }
 }
