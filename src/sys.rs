@@ -4,7 +4,7 @@
 //! socket itself (peeking with `SO_PEEK_OFF`, discarding with `MSG_TRUNC`
 //! once acknowledged), as passt does: these calls are that mechanism.
 //!
-//! #syscalls: recvmsg recvfrom ioctl(1=SIOCOUTQ) setsockopt
+//! #syscalls: recvmsg recvfrom setsockopt getsockopt
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -51,12 +51,23 @@ pub fn peek_into(fd: BorrowedFd<'_>, bufs: &mut [std::io::IoSliceMut<'_>]) -> io
     cvt(r)
 }
 
-/// Bytes queued in the socket's send queue (not yet acknowledged by the peer).
-pub fn outq(fd: BorrowedFd<'_>) -> io::Result<usize> {
-    let mut v: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ writes one int.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ as _, &mut v) };
-    cvt(r as isize).map(|_| v.max(0) as usize)
+/// A socket's send buffer size and the memory its send queue takes now
+/// (`SO_MEMINFO`: what the kernel itself compares before taking more data).
+pub fn send_memory(fd: BorrowedFd<'_>) -> io::Result<(usize, usize)> {
+    // SK_MEMINFO_SNDBUF = 3, SK_MEMINFO_WMEM_QUEUED = 5, of 9 values.
+    let mut v = [0u32; 9];
+    let mut len = std::mem::size_of_val(&v) as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `v`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            v.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    cvt(r as isize).map(|_| (v[3] as usize, v[5] as usize))
 }
 
 fn setsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32, v: i32) -> io::Result<()> {
@@ -76,4 +87,10 @@ fn setsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32, v: i32) -> io::Resu
 /// Set the offset `MSG_PEEK` reads from; -1 turns peeking offsets off.
 pub fn set_peek_off(fd: BorrowedFd<'_>, off: i32) -> io::Result<()> {
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)
+}
+
+/// Hold (`true`) or release (`false`) partial segments on a TCP socket: a
+/// turn's worth of the guest's segments leaves as full-sized ones.
+pub fn set_cork(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_CORK, on as i32)
 }
