@@ -152,6 +152,10 @@ pub struct Conn {
     /// The host socket may hold data we have not peeked yet (epoll is
     /// edge-triggered: set on EPOLLIN, cleared when a peek comes up short).
     host_readable: bool,
+    /// The host peer shut down writing (EPOLLRDHUP or EPOLLHUP seen): its
+    /// FIN is already queued behind the data, so a short peek means EOF is
+    /// next, and no further epoll edge will come to say so.
+    host_shut: bool,
     fin_sent: bool,
     fin_acked: bool,
     guest_fin: bool,
@@ -265,6 +269,7 @@ impl Conn {
             corked: false,
             host_eof: false,
             host_readable: true,
+            host_shut: false,
             fin_sent: false,
             fin_acked: false,
             guest_fin: false,
@@ -520,6 +525,11 @@ impl Conn {
             self.ack_pending = false;
             self.note_window(ctx, window);
             if got < asked {
+                if self.host_shut {
+                    // All data is peeked and the FIN is in: peek again to
+                    // see the EOF (a 0-byte read), so our FIN goes out now.
+                    continue;
+                }
                 self.host_readable = false;
                 break;
             }
@@ -799,6 +809,9 @@ impl Conn {
         {
             // The host socket drained: tell the guest it may send again.
             self.ack_pending = true;
+        }
+        if ev.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
+            self.host_shut = true;
         }
         if ev.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
             self.host_readable = true;
