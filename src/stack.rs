@@ -94,6 +94,8 @@ pub struct Stack {
     epoch: Instant,
     /// Flows that owe the guest an ACK at the end of this turn.
     dirty: Vec<Token>,
+    /// The IPv6 address the guest was last seen using.
+    guest6: Option<std::net::Ipv6Addr>,
     scratch: Vec<Token>,
     // UDP, ICMP echo, fragments, forwards:
     frags: frag::Reassembler,
@@ -134,6 +136,7 @@ impl Stack {
             dhcp6,
             epoch: Instant::now(),
             dirty: Vec::new(),
+            guest6: None,
             scratch: Vec::new(),
             frags: frag::Reassembler::new(),
             listeners: Vec::new(),
@@ -489,6 +492,11 @@ impl Stack {
             self.counters.ipv6_ignored += 1;
             return;
         }
+        // Forwards need the guest's own address: the DHCPv6 lease once the
+        // guest uses it, else the last one it used (SLAAC, privacy).
+        if self.guest6 != Some(net.guest) {
+            self.guest6 = Some(src);
+        }
         let data = p.payload().get(ext.offset..).unwrap_or(&[]);
         let (src, dst) = (IpAddr::V6(src), IpAddr::V6(dst));
         let Some(fi) = ext.fragment else {
@@ -794,7 +802,7 @@ impl Stack {
                     break;
                 }
             };
-            let Some(key) = l.key(&self.cfg, peer) else {
+            let Some(key) = l.key(&self.cfg, self.guest6, peer) else {
                 self.counters.forward_accept_failed += 1;
                 continue;
             };
@@ -826,12 +834,12 @@ impl Stack {
         let Some(l) = self.listeners.get(i as usize) else {
             return;
         };
-        let Some(guest) = l.guest(&self.cfg) else {
+        let Some(guest) = l.guest(&self.cfg, self.guest6) else {
             return;
         };
         let v6 = guest.is_ipv6();
         let (hdr, max) = (udp::frame_header(v6), udp::max_payload(self.cfg.mtu, v6));
-        let (cfg, flows, l2) = (&self.cfg, &mut self.flows, self.l2);
+        let (cfg, flows, l2, guest6) = (&self.cfg, &mut self.flows, self.l2, self.guest6);
         let (mut oversize, mut full, mut opened) = (0, 0, 0);
         for _ in 0..4 {
             let n = udp::recv_frames(
@@ -842,7 +850,7 @@ impl Stack {
                 max,
                 &mut oversize,
                 |f, len, peer| {
-                    let Some(key) = peer.and_then(|p| l.key(cfg, p)) else {
+                    let Some(key) = peer.and_then(|p| l.key(cfg, guest6, p)) else {
                         return 0;
                     };
                     let peer = peer.unwrap_or(key.remote);

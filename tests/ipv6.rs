@@ -510,11 +510,7 @@ fn sha256(path: &Path) -> String {
 fn tcp_over_ipv6_reaches_host_loopback() {
     let t = Topology::new();
     accept_ra(&t);
-    // `--sandbox log`: in debug builds std's OwnedFd::drop calls
-    // fcntl(F_GETFD), which flow/tcp.rs's #syscalls line does not list, so
-    // an enforcing filter kills airlock when a TCP flow closes, whatever
-    // its family. Not an IPv6 matter; drop this once the line has fcntl.
-    let mut a = start(&t, &["--sandbox", "log"]);
+    let mut a = start(&t, &["--hostfwd", "tcp:[::1]:18126-:8127"]);
     wait_slaac(&t, &mut a);
     let www = t.dir().join("www");
     std::fs::create_dir_all(&www).unwrap();
@@ -563,6 +559,35 @@ fn tcp_over_ipv6_reaches_host_loopback() {
         panic!("wget {url}: {e}\n{}", a.diagnose());
     }
     assert_eq!(sha256(&got), sha256(&www.join("file")));
+
+    // An IPv6 forward: host [::1]:18126 reaches the guest's port 8127 on the
+    // address it autoconfigured, and the guest sees the virtual host.
+    let mut guest_server = t.guest_cmd(&[
+        "python3",
+        "-c",
+        "import socket\n\
+         s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('::', 8127)); s.listen(1); s.settimeout(20)\n\
+         c, a = s.accept(); c.sendall(('peer ' + a[0] + '\\n').encode()); c.close()",
+    ]);
+    let _gs = Daemon::spawn("guest6", &mut guest_server, &t.dir().join("guest6.log"));
+    let mut reply = String::new();
+    for _ in 0..50 {
+        let o = t.host_run(
+            &[
+                "python3",
+                "-c",
+                "import socket; print(socket.create_connection(('::1', 18126), timeout=5).recv(100).decode(), end='')",
+            ],
+            Duration::from_secs(10),
+        );
+        if o.success() && o.stdout.starts_with("peer") {
+            reply = o.stdout.clone();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(reply.trim(), format!("peer {HOST}"), "{}", a.diagnose());
     assert!(a.is_running(), "{}", a.diagnose());
 }
 

@@ -19,7 +19,7 @@ use nix::sys::socket::{
 };
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 /// A forward's bound host socket.
@@ -81,13 +81,17 @@ impl Listener {
 
     /// The guest's side of this forward: its address (the configured one,
     /// else the guest's address of the bind address's family when it has
-    /// one) and port.
-    pub fn guest(&self, cfg: &Config) -> Option<SocketAddr> {
+    /// one) and port. `guest6` is the IPv6 address the guest was last seen
+    /// using (SLAAC picks it, not airlock); the DHCPv6 lease otherwise.
+    pub fn guest(&self, cfg: &Config, guest6: Option<Ipv6Addr>) -> Option<SocketAddr> {
         let ip = match self.fwd.guest_addr {
             Some(a) => a,
             None => {
                 let v4 = cfg.net4.as_ref().map(|n| IpAddr::V4(n.guest));
-                let v6 = cfg.net6.as_ref().map(|n| IpAddr::V6(n.guest));
+                let v6 = cfg
+                    .net6
+                    .as_ref()
+                    .map(|n| IpAddr::V6(guest6.unwrap_or(n.guest)));
                 if self.fwd.bind.is_ipv6() {
                     v6.or(v4)?
                 } else {
@@ -99,8 +103,8 @@ impl Listener {
     }
 
     /// The flow key for something from host `peer` on this forward.
-    pub fn key(&self, cfg: &Config, peer: SocketAddr) -> Option<Key> {
-        let guest = self.guest(cfg)?;
+    pub fn key(&self, cfg: &Config, guest6: Option<Ipv6Addr>, peer: SocketAddr) -> Option<Key> {
+        let guest = self.guest(cfg, guest6)?;
         let remote = nat::inbound_source(cfg, peer, guest.is_ipv6())?;
         Some(Key {
             proto: match self.fwd.proto {
@@ -206,7 +210,9 @@ mod tests {
     fn keys_show_loopback_peers_as_the_virtual_host() {
         let c = cfg(&["--hostfwd", &format!("udp:127.0.0.1:{}-:5000", free_port())]);
         let ls = bind_forwards(&c).unwrap();
-        let k = ls[0].key(&c, "127.0.0.1:4444".parse().unwrap()).unwrap();
+        let k = ls[0]
+            .key(&c, None, "127.0.0.1:4444".parse().unwrap())
+            .unwrap();
         assert_eq!(k.guest, "10.0.2.15:5000".parse().unwrap());
         assert_eq!(k.remote, "10.0.2.2:4444".parse().unwrap());
         assert_eq!(k.proto, ip_proto::UDP);

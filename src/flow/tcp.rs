@@ -725,7 +725,12 @@ impl Conn {
             if self.guest_fin {
                 return;
             }
-            if !self.corked && sys::set_cork(self.sock.as_fd(), true).is_ok() {
+            // Bulk data (full segments) coalesces until the end of the turn;
+            // a short segment is the end of a write: it goes out at once.
+            if !self.corked
+                && payload.len() >= self.mss as usize
+                && sys::set_cork(self.sock.as_fd(), true).is_ok()
+            {
                 self.corked = true;
             }
             match sock::send(
