@@ -5,8 +5,7 @@
 //! the link's transmit queue, never copied.
 #![forbid(unsafe_code)]
 
-use crate::wire::checksum;
-use crate::wire::Mac;
+use crate::wire::{checksum, ethernet, ethertype, Mac};
 use std::net::IpAddr;
 
 pub const ETH_LEN: usize = 14;
@@ -51,7 +50,7 @@ pub fn write_ip(
             if total > u16::MAX as usize {
                 return 0;
             }
-            write_eth(buf, l2.guest, l2.router4, 0x0800);
+            let _ = ethernet::emit_header(buf, l2.guest, l2.router4, ethertype::IPV4);
             let h = &mut buf[ETH_LEN..ETH_LEN + IPV4_LEN];
             h[0] = 0x45;
             h[1] = 0;
@@ -70,7 +69,7 @@ pub fn write_ip(
             if l4_len > u16::MAX as usize {
                 return 0;
             }
-            write_eth(buf, l2.guest, l2.router6, 0x86dd);
+            let _ = ethernet::emit_header(buf, l2.guest, l2.router6, ethertype::IPV6);
             let h = &mut buf[ETH_LEN..ETH_LEN + IPV6_LEN];
             h[0..4].copy_from_slice(&0x6000_0000u32.to_be_bytes());
             h[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
@@ -82,12 +81,6 @@ pub fn write_ip(
         _ => return 0,
     }
     off
-}
-
-pub fn write_eth(buf: &mut [u8], dst: Mac, src: Mac, ethertype: u16) {
-    buf[0..6].copy_from_slice(&dst);
-    buf[6..12].copy_from_slice(&src);
-    buf[12..14].copy_from_slice(&ethertype.to_be_bytes());
 }
 
 /// The pseudo header for an upper-layer checksum between `src` and `dst`.
