@@ -147,6 +147,8 @@ pub struct Conn {
     dup_sent: u8,
     /// TCP_CORK is on: the guest's segments of this turn coalesce.
     corked: bool,
+    /// Already on the stack's end-of-turn list.
+    queued: bool,
     /// The host sent EOF and we have peeked up to it.
     host_eof: bool,
     /// The host socket may hold data we have not peeked yet (epoll is
@@ -267,6 +269,7 @@ impl Conn {
             last_wnd: 0,
             dup_sent: 0,
             corked: false,
+            queued: false,
             host_eof: false,
             host_readable: true,
             host_shut: false,
@@ -767,6 +770,7 @@ impl Conn {
 
     /// Send the ACK the guest is owed, if any (once per loop turn).
     pub fn flush_ack(&mut self, ctx: &mut Ctx<'_>) {
+        self.queued = false;
         if self.corked {
             // Release what this turn's segments left in a partial frame.
             let _ = sys::set_cork(self.sock.as_fd(), false);
@@ -778,10 +782,13 @@ impl Conn {
         }
     }
 
-    /// Whether this flow owes the guest an ACK (or the host an uncork) at
-    /// the end of the turn.
-    pub fn wants_ack(&self) -> bool {
-        self.ack_pending || self.corked
+    /// Whether this flow must go on the end-of-turn list: it owes the
+    /// guest an ACK (or the host an uncork) and is not listed yet. Listing
+    /// it once per turn keeps the list as short as the flows that spoke.
+    pub fn wants_ack(&mut self) -> bool {
+        let want = (self.ack_pending || self.corked) && !self.queued;
+        self.queued |= want;
+        want
     }
 
     /// An event on the host socket.
