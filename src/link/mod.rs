@@ -6,13 +6,13 @@
 //!   slirp-helper socketpair). Batched with `recvmmsg`/`sendmmsg`.
 //! - [`Kind::Stream`]: 4-byte big-endian length, then the frame (`-netdev
 //!   stream`, passt). Large reads that may hold many frames and end in the
-//!   middle of one; `writev` of many frames at once.
+//!   middle of one; `sendmsg` of many frames at once, never blocking.
 //! - [`Kind::Tap`]: a tap device (`--netns`), one frame per read/write.
 //!
 //! Frames to the guest are queued in [`Tx`] and leave in batches: the engine
 //! flushes once per event-loop turn, or earlier when the queue fills.
 //!
-//! #syscalls: recvmmsg recvfrom read write writev sendmmsg poll|ppoll
+//! #syscalls: recvmmsg recvfrom read write sendmsg sendto sendmmsg poll|ppoll
 //! #syscalls: fcntl(1=F_DUPFD_CLOEXEC)
 //! #syscalls-startup: getsockopt fcntl dup
 
@@ -38,8 +38,10 @@ const RX_TAP_BURST: usize = 32;
 /// Transmit queue: bytes and frames held before a flush.
 const TX_BYTES: usize = 1024 * 1024;
 const TX_FRAMES: usize = 128;
-/// How long a flush waits for a full VMM socket before giving up on it.
-const TX_STALL_MS: i32 = 5000;
+/// How long a flush waits for a VMM that is slow to read before dropping
+/// the rest of the batch (a paused VM must not stall the loop: TCP data
+/// stays in the host socket and is sent again; timers and signals go on).
+const TX_STALL_MS: i32 = 200;
 
 /// The framing of the link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +126,9 @@ pub struct Tx {
     frames: Vec<(usize, usize)>,
     used: usize,
     closed: Option<Closed>,
+    /// STREAM: the unwritten tail of a frame the VMM stopped reading in
+    /// the middle of; it goes first next time, so the framing never breaks.
+    tail: Vec<u8>,
     pub stats: Stats,
 }
 
@@ -136,6 +141,7 @@ impl Tx {
             frames: Vec::with_capacity(TX_FRAMES),
             used: 0,
             closed: None,
+            tail: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -211,6 +217,11 @@ impl Tx {
     pub fn flush(&mut self) {
         if self.frames.is_empty() {
             self.used = 0;
+            if !self.tail.is_empty() {
+                if let Err(e) = self.flush_tail(self.fd.as_raw_fd()) {
+                    self.closed.get_or_insert(Closed::Error(e));
+                }
+            }
             return;
         }
         self.stats.tx_flushes += 1;
@@ -289,8 +300,40 @@ impl Tx {
         Ok(())
     }
 
+    /// Write the held tail of a half-written frame; false while the VMM
+    /// still does not read (the queued frames are then dropped).
+    fn flush_tail(&mut self, fd: RawFd) -> io::Result<bool> {
+        while !self.tail.is_empty() {
+            // SAFETY: sends from self.tail, of its length.
+            let r = unsafe {
+                libc::send(
+                    fd,
+                    self.tail.as_ptr().cast(),
+                    self.tail.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if would_block(&e) {
+                    if wait_writable(fd, TX_STALL_MS) {
+                        continue;
+                    }
+                    return Ok(false);
+                }
+                return Err(e);
+            }
+            self.tail.drain(..r as usize);
+        }
+        Ok(true)
+    }
+
     fn flush_stream(&mut self) -> io::Result<()> {
         let fd = self.fd.as_raw_fd();
+        if !self.flush_tail(fd)? {
+            self.stats.tx_dropped += self.frames.len() as u64;
+            return Ok(());
+        }
         // Frames are written as (prefix + frame) ranges; a partial write
         // resumes at the exact byte so the framing never breaks.
         let mut idx = 0;
@@ -308,18 +351,31 @@ impl Tx {
                 v.iov_base = self.buf[off + s..].as_mut_ptr().cast();
                 v.iov_len = len + 4 - s;
             }
+            // SAFETY: msghdr is plain old data; all-zero is a valid value.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = n;
+            // The VMM's socket may be blocking (its flags are shared with
+            // the VMM, so they are left alone): never wait inside the call.
             // SAFETY: iov[..n] point into self.buf, which outlives the call.
-            let r = unsafe { libc::writev(fd, iov.as_ptr(), n as i32) };
+            let r = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 if would_block(&e) {
-                    if !wait_writable(fd, TX_STALL_MS) {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "the VMM stopped reading the stream",
-                        ));
+                    if wait_writable(fd, TX_STALL_MS) {
+                        continue;
                     }
-                    continue;
+                    // The VMM stopped reading: keep the rest of a frame we
+                    // are in the middle of, drop the frames after it.
+                    let mut dropped = self.frames.len() - idx;
+                    if skip > 0 {
+                        let (off, len) = self.frames[idx];
+                        self.tail
+                            .extend_from_slice(&self.buf[off + skip..off + 4 + len]);
+                        dropped -= 1;
+                    }
+                    self.stats.tx_dropped += dropped as u64;
+                    return Ok(());
                 }
                 return Err(e);
             }
@@ -722,6 +778,53 @@ mod tests {
         link.tx.send(&frame(60, 0));
         link.tx.flush();
         assert!(matches!(link.tx.closed(), Some(Closed::Hangup)));
+    }
+
+    #[test]
+    fn stream_vmm_that_stops_reading_costs_frames_not_framing() {
+        let (mut vmm, ours) = UnixStream::pair().unwrap();
+        let mut link = Link::from_socket(OwnedFd::from(ours)).unwrap();
+        // Far more than the socket holds: flushes give up (200 ms each)
+        // instead of blocking, keeping a half-written frame's tail.
+        for round in 0..4u8 {
+            for i in 0..16u8 {
+                link.tx.send(&frame(60_000 + i as usize, round * 16 + i));
+            }
+            link.tx.flush();
+        }
+        assert!(link.tx.stats.tx_dropped > 0);
+        assert!(link.tx.closed().is_none());
+        // The VMM drains: whatever arrived is whole frames, in order.
+        vmm.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut last = None;
+        loop {
+            match vmm.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => {
+                    // Let the held tail out, then stop when nothing moves.
+                    link.tx.flush();
+                    if last == Some(got.len()) {
+                        break;
+                    }
+                    last = Some(got.len());
+                }
+            }
+        }
+        let mut pos = 0;
+        let mut prev = None;
+        while pos + 4 <= got.len() {
+            let len = u32::from_be_bytes(got[pos..pos + 4].try_into().unwrap()) as usize;
+            assert!((60_000..60_016).contains(&len), "bad length {len} at {pos}");
+            let f = &got[pos + 4..pos + 4 + len];
+            assert!(f.iter().all(|&b| b == f[0]));
+            assert!(prev.is_none_or(|p| f[0] > p), "frames out of order");
+            prev = Some(f[0]);
+            pos += 4 + len;
+        }
+        assert_eq!(pos, got.len(), "a torn frame at the end");
     }
 
     #[test]
