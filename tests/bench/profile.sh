@@ -67,6 +67,14 @@ try:
     print("%.2f %d %d"%(d["sum_received"]["bits_per_second"]/1e9, d["sum_received"]["bytes"], d["sum_sent"].get("retransmits",0)))
 except Exception: print("fail 0 0")'
 }
+# utime+stime ticks of airlock and of each netrelay thread (the relay: tap<->socket).
+ticks() {
+  printf "airlock %s\n" "$(awk '{print $14+$15}' "/proc/$apid/stat")"
+  for t in /proc/"$rpid"/task/*; do printf "relay-%s %s\n" "${t##*/}" "$(awk '{print $14+$15}' "$t/stat")"; done
+}
+cpu_share() {   # before-file after-file seconds -> "name=NN%" of one CPU
+  awk -v s="$3" -v hz="$(getconf CLK_TCK)" 'NR==FNR{b[$1]=$2; next} {printf "  %s=%.0f%%", $1, 100*($2-b[$1])/hz/s} END{print ""}' "$1" "$2"
+}
 nstat_all() { ip netns exec "$1" nstat -as 2>/dev/null | awk 'NR>1{print $1, $2}'; }
 nstat_delta() {   # before-file after-file -> interesting counters that moved
   awk 'NR==FNR{b[$1]=$2; next} { d=$2-b[$1]; if (d && $1 ~ /Retrans|OFO|Reorder|DSACK|Drop|Prune|Collapse|Timeout|LossProbe|Lost|FastRetrans|SACKRecovery|Spurious|ZeroWindow|InSegs|OutSegs/) printf "  %s=%d", $1, d } END{print ""}' "$1" "$2"
@@ -85,11 +93,13 @@ for d in "${dirs[@]}"; do
   perf report -i "$out/$d.perf.data" --no-children --sort dso --stdio -g none 2>/dev/null |
     grep -v '^#' | grep -v '^$' | head -6
   # 2. Syscalls per GB, and 3. nstat, over a second run.
-  nstat_all "$P-h" >"$out/h0"; nstat_all "$P-g" >"$out/g0"
+  nstat_all "$P-h" >"$out/h0"; nstat_all "$P-g" >"$out/g0"; ticks >"$out/t0"
   perf stat -x, -e 'syscalls:sys_enter_*' -p "$apid" -o "$out/$d.stat" -- sleep $((SECS + 1)) >/dev/null 2>&1 &
   ppid=$!
   sleep 0.2
+  t0=$(date +%s.%N)
   r=$(iperf "$d")
+  ticks >"$out/t1"; t1=$(date +%s.%N)
   wait "$ppid"
   nstat_all "$P-h" >"$out/h1"; nstat_all "$P-g" >"$out/g1"
   echo "perf stat run: $r  (Gbit/s bytes retransmits)"
@@ -97,6 +107,7 @@ for d in "${dirs[@]}"; do
   bytes=$2
   echo "syscalls per GB moved (perf stat, whole ${SECS}+1 s window):"
   awk -F, -v b="$bytes" '$1 ~ /^[0-9]+$/ && $1 > 0 { sub("syscalls:sys_enter_", "", $3); printf "  %-16s %10d  %9.0f/GB\n", $3, $1, $1 / (b / 1e9) }' "$out/$d.stat" | sort -k2 -nr | head -15
+  echo "CPU (share of one core over the iperf3 run):$(cpu_share "$out/t0" "$out/t1" "$(echo "$t1 - $t0" | bc -l)")"
   echo "nstat host namespace:$(nstat_delta "$out/h0" "$out/h1")"
   echo "nstat guest namespace:$(nstat_delta "$out/g0" "$out/g1")"
 done

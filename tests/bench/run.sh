@@ -11,8 +11,12 @@
 #   <framing>_<mtu>_g2h_gbps / _h2g_gbps   TCP throughput guest->host, host->guest
 #                                           (iperf3 -t IPERF_SECS, receiver side)
 #   <framing>_<mtu>_g2h_retrans / _h2g_retrans   the sender's retransmissions
-#   <framing>_<mtu>_h2g_host_ofo / _h2g_host_dsack   host-namespace TcpExtTCPOFOQueue
-#                                           and TcpExtTCPDSACKRecv during h2g (nstat)
+#   <framing>_<mtu>_g2h_host_retrans        TcpRetransSegs in the host namespace during
+#                                           g2h: airlock's own socket resending over loopback
+#                                           (the guest's iperf3 cannot see these)
+#   <framing>_<mtu>_h2g_host_ofo / _dsack / _tlp   host-namespace TcpExtTCPOFOQueue,
+#                                           TcpExtTCPDSACKRecv (spurious resends the
+#                                           receiver reported) and TcpExtTCPLossProbes during h2g
 #   <framing>_<mtu>_cpu_s_per_GB            airlock CPU (utime+stime) per GB moved
 #   <framing>_<mtu>_peak_rss_kib            airlock VmHWM after the throughput runs
 #   rr_us, crr                              TCP round trip (median) and new
@@ -115,20 +119,25 @@ except Exception: print("fail fail")'; }
 
 # --- the figures ---------------------------------------------------------------
 throughput() {   # framing mtu run
-  local f=$1 m=$2 k=$1_$2 c0 c1 g2h h2g ofo0 ofo1 ds0 ds1
+  local f=$1 m=$2 k=$1_$2 c0 c1 g2h h2g ofo0 ofo1 ds0 ds1 tlp0 tlp1 re0 re1
   up "$f" "$m" || return 1
   c0=$(cpu_ticks)
+  re0=$(counter "$P-h" TcpRetransSegs)
   g2h=$(ip netns exec "$P-g" timeout $((SECS + 15)) iperf3 -c 10.0.2.2 -p 5201 -t "$SECS" -J 2>/dev/null | iperf_tcp)
+  re1=$(counter "$P-h" TcpRetransSegs)
   ofo0=$(counter "$P-h" TcpExtTCPOFOQueue); ds0=$(counter "$P-h" TcpExtTCPDSACKRecv)
+  tlp0=$(counter "$P-h" TcpExtTCPLossProbes)
   h2g=$(ip netns exec "$P-h" timeout $((SECS + 15)) iperf3 -c 127.0.0.1 -p 5202 -t "$SECS" -J 2>/dev/null | iperf_tcp)
   ofo1=$(counter "$P-h" TcpExtTCPOFOQueue); ds1=$(counter "$P-h" TcpExtTCPDSACKRecv)
+  tlp1=$(counter "$P-h" TcpExtTCPLossProbes)
   c1=$(cpu_ticks)
   set -- $g2h; local gb=$1 gbytes=$2 gre=$3
   set -- $h2g; local hb=$1 hbytes=$2 hre=$3
   local cpu
   cpu=$(python3 -c "b=$gbytes+$hbytes; print('%.3f'%(($c1-$c0)/$hz/(b/1e9)) if b else 'fail')")
-  echo "${k}_g2h_gbps=$gb ${k}_g2h_retrans=$gre ${k}_h2g_gbps=$hb ${k}_h2g_retrans=$hre" \
-       "${k}_h2g_host_ofo=$((ofo1 - ofo0)) ${k}_h2g_host_dsack=$((ds1 - ds0))" \
+  echo "${k}_g2h_gbps=$gb ${k}_g2h_retrans=$gre ${k}_g2h_host_retrans=$((re1 - re0))" \
+       "${k}_h2g_gbps=$hb ${k}_h2g_retrans=$hre ${k}_h2g_host_ofo=$((ofo1 - ofo0))" \
+       "${k}_h2g_host_dsack=$((ds1 - ds0)) ${k}_h2g_host_tlp=$((tlp1 - tlp0))" \
        "${k}_cpu_s_per_GB=$cpu ${k}_peak_rss_kib=$(status_kib VmHWM)"
   if [ "$f" = dgram ] && [ "$m" = 65520 ]; then
     local rr u
