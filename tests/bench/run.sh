@@ -21,8 +21,11 @@
 #   <framing>_<mtu>_peak_rss_kib            airlock VmHWM after the throughput runs
 #   rr_us, crr                              TCP round trip (median) and new
 #                                           connections per second (rig's rr.py)
-#   udp_pps, udp_loss_pct                   UDP datagrams/s received by the host,
-#                                           64-byte payloads guest->10.0.2.2 (iperf3 -u -b 0)
+#   udp_pps, udp_loss_pct                   UDP datagrams/s received by the host's iperf3,
+#                                           64-byte payloads guest->10.0.2.2 (iperf3 -u -b 0, 3 s)
+#   udp_fwd_pps, udp_server_rcvbuf_drops    datagrams/s airlock sent on (host namespace
+#                                           UdpOutDatagrams), and those the server's full
+#                                           socket dropped (UdpRcvbufErrors)
 #   idle_rss_kib                            VmRSS of a fresh airlock after DHCP
 #   flows_rss_kib, per_flow_bytes           VmRSS with FLOWS (1000) idle TCP flows open,
 #                                           and (after - idle) / FLOWS
@@ -144,9 +147,13 @@ throughput() {   # framing mtu run
     rr=$(ip netns exec "$P-g" timeout 30 python3 "$rig/rr.py" client 10.0.2.2 7777 2000 2>/dev/null)
     echo "rr_us=$(echo "$rr" | sed -n 's/.*rr_median_us=\([0-9.]*\).*/\1/p' | grep . || echo fail)" \
          "crr=$(echo "$rr" | sed -n 's/.*crr_per_s=\([0-9]*\).*/\1/p' | grep . || echo fail)"
+    local o0 o1 e0 e1
+    o0=$(counter "$P-h" UdpOutDatagrams); e0=$(counter "$P-h" UdpRcvbufErrors)
     u=$(ip netns exec "$P-g" timeout 20 iperf3 -u -c 10.0.2.2 -p 5201 -l 64 -b 0 -t 3 -J 2>/dev/null | iperf_udp)
+    o1=$(counter "$P-h" UdpOutDatagrams); e1=$(counter "$P-h" UdpRcvbufErrors)
     set -- $u
-    echo "udp_pps=$1 udp_loss_pct=$2"
+    echo "udp_pps=$1 udp_loss_pct=$2 udp_fwd_pps=$(( (o1 - o0) / 3 ))" \
+         "udp_server_rcvbuf_drops=$((e1 - e0))"
   fi
   down
 }
