@@ -101,6 +101,7 @@ pub fn block_exit_signals() -> std::io::Result<SignalFd> {
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
     set.add(Signal::SIGHUP);
+    set.add(crate::lifecycle::PARENT_DEATH_SIGNAL);
     set.thread_block()?;
     Ok(SignalFd::with_flags(
         &set,
@@ -187,9 +188,15 @@ impl Engine {
                         }
                     }
                     Token::Signal => {
-                        if let Ok(Some(si)) = self.signals.read_signal() {
-                            if let Ok(sig) = Signal::try_from(si.ssi_signo as i32) {
-                                return Exit::Signal(sig);
+                        while let Ok(Some(si)) = self.signals.read_signal() {
+                            match Signal::try_from(si.ssi_signo as i32) {
+                                Ok(crate::lifecycle::PARENT_DEATH_SIGNAL) => {
+                                    if self.parent.as_mut().is_some_and(|p| p.parent_gone()) {
+                                        return Exit::ParentGone;
+                                    }
+                                }
+                                Ok(sig) => return Exit::Signal(sig),
+                                Err(_) => {}
                             }
                         }
                     }
@@ -201,7 +208,7 @@ impl Engine {
             if now >= next_tick {
                 self.stack.on_tick(now, &mut self.link.tx);
                 next_tick = now + TICK;
-                if self.parent.as_ref().is_some_and(|p| p.parent_gone()) {
+                if self.parent.as_mut().is_some_and(|p| p.parent_gone()) {
                     return Exit::ParentGone;
                 }
             }

@@ -100,17 +100,33 @@ pub fn ignore_sigpipe() {
 /// what PDEATHSIG misses: it fires when the parent *thread* that forked
 /// exits, and the kernel clears it when credentials change (call
 /// [`ParentWatch::rearm`] after dropping privileges).
+///
+/// A double-forking launcher has a race of its own: the helper may exec
+/// while the intermediate process is still exiting. A parent that goes
+/// within [`LAUNCH_GRACE`] of start-up is taken for that intermediate: the
+/// new parent is watched instead. The parent-death signal is
+/// [`PARENT_DEATH_SIGNAL`], not SIGTERM, so the loop can tell the two apart.
 #[derive(Debug, Clone, Copy)]
 pub struct ParentWatch {
     parent: Pid,
+    since: std::time::Instant,
 }
 
-/// Arm `--exit-with-parent`: PR_SET_PDEATHSIG(SIGTERM), then record the
-/// parent. Call before blocking signals or anything slow.
+/// How long after start-up a parent's exit is taken for a launcher's fork.
+pub const LAUNCH_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The signal PR_SET_PDEATHSIG delivers (blocked, read from the signalfd).
+pub const PARENT_DEATH_SIGNAL: Signal = Signal::SIGUSR2;
+
+/// Arm `--exit-with-parent`: PR_SET_PDEATHSIG, then record the parent.
+/// Call before blocking signals or anything slow.
 pub fn exit_with_parent() -> Result<ParentWatch, String> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
+    nix::sys::prctl::set_pdeathsig(PARENT_DEATH_SIGNAL)
         .map_err(|e| format!("--exit-with-parent: prctl(PR_SET_PDEATHSIG): {e}"))?;
-    Ok(ParentWatch { parent: getppid() })
+    Ok(ParentWatch {
+        parent: getppid(),
+        since: std::time::Instant::now(),
+    })
 }
 
 impl ParentWatch {
@@ -121,15 +137,26 @@ impl ParentWatch {
 
     /// True once airlock has been reparented since start-up: the parent
     /// died (poll this about once a second as a backstop for PDEATHSIG).
-    pub fn parent_gone(&self) -> bool {
-        getppid() != self.parent
+    /// A change within [`LAUNCH_GRACE`] only moves the watch to the new
+    /// parent.
+    pub fn parent_gone(&mut self) -> bool {
+        let now = getppid();
+        if now == self.parent {
+            return false;
+        }
+        if self.since.elapsed() < LAUNCH_GRACE {
+            self.parent = now;
+            let _ = self.rearm();
+            return false;
+        }
+        true
     }
 
     /// Set PR_SET_PDEATHSIG again: the kernel clears it when the effective
     /// uid/gid change (`--runas`). If the parent already went meanwhile,
     /// [`Self::parent_gone`] says so.
     pub fn rearm(&self) -> Result<(), String> {
-        nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
+        nix::sys::prctl::set_pdeathsig(PARENT_DEATH_SIGNAL)
             .map_err(|e| format!("prctl(PR_SET_PDEATHSIG): {e}"))
     }
 }
@@ -497,7 +524,7 @@ mod tests {
 
     #[test]
     fn parent_watch_records_parent() {
-        let w = exit_with_parent().unwrap();
+        let mut w = exit_with_parent().unwrap();
         assert_eq!(w.parent(), getppid().as_raw());
         assert!(!w.parent_gone());
         w.rearm().unwrap();

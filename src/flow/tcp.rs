@@ -149,6 +149,9 @@ pub struct Conn {
     corked: bool,
     /// Already on the stack's end-of-turn list.
     queued: bool,
+    /// Bytes the guest acknowledged that are still at the head of the
+    /// socket's queue: discarded once per turn, not once per ACK.
+    acked_unread: u32,
     /// The host sent EOF and we have peeked up to it.
     host_eof: bool,
     /// The host socket may hold data we have not peeked yet (epoll is
@@ -270,6 +273,7 @@ impl Conn {
             dup_sent: 0,
             corked: false,
             queued: false,
+            acked_unread: 0,
             host_eof: false,
             host_readable: true,
             host_shut: false,
@@ -556,7 +560,9 @@ impl Conn {
         if self.fin_sent && !self.fin_acked {
             self.fin_sent = false;
         }
-        if sys::set_peek_off(self.sock.as_fd(), 0).is_err() {
+        // Peek again from the oldest unacknowledged byte, which sits behind
+        // what was acknowledged this turn and not yet discarded.
+        if sys::set_peek_off(self.sock.as_fd(), self.acked_unread as i32).is_err() {
             self.reset_guest(ctx);
             return Verdict::Close;
         }
@@ -669,10 +675,7 @@ impl Conn {
         if acked > 0 && acked <= in_flight {
             let fin_now_acked = self.fin_sent && seg.ack == self.snd_nxt;
             let data = acked - fin_now_acked as u32;
-            if data > 0 && sys::recv_discard(self.sock.as_fd(), data as usize).is_err() {
-                self.reset_guest(ctx);
-                return;
-            }
+            self.acked_unread = self.acked_unread.wrapping_add(data);
             if fin_now_acked {
                 self.fin_acked = true;
             }
@@ -771,6 +774,13 @@ impl Conn {
     /// Send the ACK the guest is owed, if any (once per loop turn).
     pub fn flush_ack(&mut self, ctx: &mut Ctx<'_>) {
         self.queued = false;
+        if self.acked_unread > 0 {
+            let n = std::mem::take(&mut self.acked_unread) as usize;
+            if sys::recv_discard(self.sock.as_fd(), n).is_err() {
+                self.reset_guest(ctx);
+                return;
+            }
+        }
         if self.corked {
             // Release what this turn's segments left in a partial frame.
             let _ = sys::set_cork(self.sock.as_fd(), false);
@@ -786,7 +796,7 @@ impl Conn {
     /// guest an ACK (or the host an uncork) and is not listed yet. Listing
     /// it once per turn keeps the list as short as the flows that spoke.
     pub fn wants_ack(&mut self) -> bool {
-        let want = (self.ack_pending || self.corked) && !self.queued;
+        let want = (self.ack_pending || self.corked || self.acked_unread > 0) && !self.queued;
         self.queued |= want;
         want
     }
