@@ -89,7 +89,7 @@ pub fn run(opts: Options) -> i32 {
     if cfg.dns_forward && cfg.dns_upstream.is_empty() {
         log::warn!("no DNS upstream (no --dns-upstream, nothing usable in /etc/resolv.conf): DNS to the virtual resolver will go unanswered");
     }
-    let parent = if opts.exit_with_parent {
+    let mut parent = if opts.exit_with_parent {
         match lifecycle::exit_with_parent() {
             Ok(p) => Some(p),
             Err(e) => return fail(EXIT_FAILURE, e),
@@ -209,7 +209,7 @@ pub fn run(opts: Options) -> i32 {
                 let _ = n.ready();
             }
             loop {
-                let conn = match accept_vmm(&listener, &signals) {
+                let conn = match accept_vmm(&listener, &signals, &mut parent) {
                     Ok(Some(c)) => c,
                     Ok(None) => break EXIT_OK,
                     Err(e) => break fail(EXIT_FAILURE, format!("accept: {e}")),
@@ -232,7 +232,11 @@ pub fn run(opts: Options) -> i32 {
 }
 
 /// Wait for the VMM to connect; `None` when a signal asks to exit first.
-fn accept_vmm(listener: &UnixListener, signals: &SignalFd) -> std::io::Result<Option<OwnedFd>> {
+fn accept_vmm(
+    listener: &UnixListener,
+    signals: &SignalFd,
+    parent: &mut Option<ParentWatch>,
+) -> std::io::Result<Option<OwnedFd>> {
     loop {
         let mut fds = [
             PollFd::new(listener.as_fd(), PollFlags::POLLIN),
@@ -244,7 +248,12 @@ fn accept_vmm(listener: &UnixListener, signals: &SignalFd) -> std::io::Result<Op
             Err(e) => return Err(e.into()),
         }
         if fds[1].any().unwrap_or(false) {
-            if let Ok(Some(s)) = signals.read_signal() {
+            while let Ok(Some(s)) = signals.read_signal() {
+                if s.ssi_signo == lifecycle::PARENT_DEATH_SIGNAL as u32
+                    && !parent.as_mut().is_some_and(|p| p.parent_gone())
+                {
+                    continue;
+                }
                 log::info!("signal {}: exiting", s.ssi_signo);
                 return Ok(None);
             }
