@@ -193,3 +193,131 @@ impl Server {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Options;
+    use crate::link::Link;
+    use crate::stack::Counters;
+    use crate::wire::{ethernet, ipv4};
+    use clap::Parser;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixDatagram;
+
+    const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+
+    /// A client message: UDP 68 → 67 with a zero (absent) checksum.
+    fn client(kind: u8, extra: &[u8]) -> Vec<u8> {
+        let mut d = vec![0u8; 240];
+        d[0] = 1; // BOOTREQUEST
+        d[1] = 1;
+        d[2] = 6;
+        d[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+        d[28..34].copy_from_slice(&MAC);
+        d[236..240].copy_from_slice(&dhcpv4::MAGIC_COOKIE.to_be_bytes());
+        d.extend_from_slice(&[53, 1, kind]);
+        d.extend_from_slice(extra);
+        d.push(255);
+        let mut u = Vec::new();
+        u.extend_from_slice(&68u16.to_be_bytes());
+        u.extend_from_slice(&67u16.to_be_bytes());
+        u.extend_from_slice(&((d.len() + 8) as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend_from_slice(&d);
+        u
+    }
+
+    /// Run one client message through the server; the reply's DHCP part.
+    fn exchange(args: &[&str], msg: &[u8]) -> Option<Vec<u8>> {
+        let mut v = vec!["airlock"];
+        v.extend_from_slice(args);
+        let cfg = Config::from_options(&Options::try_parse_from(v).unwrap(), None).unwrap();
+        let (vmm, ours) = UnixDatagram::pair().unwrap();
+        vmm.set_nonblocking(true).unwrap();
+        let mut link = Link::from_socket(OwnedFd::from(ours)).unwrap();
+        let l2 = L2 {
+            guest: [0xff; 6],
+            router4: crate::config::router_mac4(cfg.net4.as_ref().unwrap().host),
+            router6: [0; 6],
+        };
+        let mut c = Counters::default();
+        Server::new(&cfg).handle(&cfg, &l2, Ipv4Addr::UNSPECIFIED, msg, &mut link.tx, &mut c);
+        link.tx.flush();
+        let mut buf = [0u8; 2048];
+        let n = vmm.recv(&mut buf).ok()?;
+        let eth = ethernet::Frame::new_checked(&buf[..n]).unwrap();
+        assert_eq!(eth.dst(), MAC);
+        assert_eq!(eth.src(), [0x52, 0x55, 10, 0, 2, 2]);
+        let ip = ipv4::Packet::new_checked(eth.payload()).unwrap();
+        let r = ipv4::Repr::parse(&ip).unwrap();
+        assert_eq!(
+            (r.src, r.dst),
+            (Ipv4Addr::new(10, 0, 2, 2), Ipv4Addr::BROADCAST)
+        );
+        let u = udp::Packet::new_checked(ip.payload()).unwrap();
+        assert_eq!((u.src_port(), u.dst_port()), (67, 68));
+        assert!(u.verify_checksum(&crate::wire::checksum::PseudoHeader::V4 {
+            src: r.src,
+            dst: r.dst
+        }));
+        Some(u.payload().to_vec())
+    }
+
+    /// (code, data) of every option, in order.
+    fn options(reply: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let p = dhcpv4::Packet::new_checked(reply).unwrap();
+        p.options_iter()
+            .map(|o| o.unwrap())
+            .map(|o| (o.code, o.data.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn discover_gets_slirps_offer_in_slirps_order() {
+        let reply = exchange(&[], &client(1, &[])).unwrap();
+        let p = dhcpv4::Packet::new_checked(&reply[..]).unwrap();
+        assert_eq!(p.op(), dhcpv4::OP_REPLY);
+        assert_eq!(p.xid(), 0x1234_5678);
+        assert_eq!(p.yiaddr(), Ipv4Addr::new(10, 0, 2, 15));
+        let codes: Vec<u8> = options(&reply).iter().map(|(c, _)| *c).collect();
+        assert_eq!(codes, vec![53, 54, 51, 1, 3, 6, 26]);
+        let o = options(&reply);
+        assert_eq!(o[0].1, vec![2]); // OFFER
+        assert_eq!(o[1].1, vec![10, 0, 2, 2]);
+        assert_eq!(o[2].1, 86400u32.to_be_bytes().to_vec());
+        assert_eq!(o[3].1, vec![255, 255, 255, 0]);
+        assert_eq!(o[5].1, vec![10, 0, 2, 3]);
+        assert_eq!(o[6].1, 65520u16.to_be_bytes().to_vec());
+    }
+
+    #[test]
+    fn mtu_1500_is_slirps_view_and_names_are_offered() {
+        let reply = exchange(
+            &[
+                "--mtu",
+                "1500",
+                "--hostname",
+                "vm1",
+                "--dns-suffixes",
+                "a.example",
+            ],
+            &client(1, &[]),
+        )
+        .unwrap();
+        let codes: Vec<u8> = options(&reply).iter().map(|(c, _)| *c).collect();
+        assert_eq!(codes, vec![53, 54, 51, 1, 3, 6, 12, 119]);
+    }
+
+    #[test]
+    fn request_for_the_lease_is_acked_and_others_naked() {
+        let ok = exchange(&[], &client(3, &[50, 4, 10, 0, 2, 15])).unwrap();
+        assert_eq!(options(&ok)[0].1, vec![5]); // ACK
+        let nak = exchange(&[], &client(3, &[50, 4, 10, 0, 2, 99])).unwrap();
+        assert_eq!(options(&nak)[0].1, vec![6]); // NAK
+                                                 // A request for another server is not ours to answer.
+        assert!(exchange(&[], &client(3, &[50, 4, 10, 0, 2, 15, 54, 4, 10, 0, 2, 9])).is_none());
+        // RELEASE: nothing to say.
+        assert!(exchange(&[], &client(7, &[])).is_none());
+    }
+}
