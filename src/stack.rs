@@ -182,6 +182,12 @@ impl Stack {
             return;
         };
         let src = eth.src();
+        log::trace!(
+            "guest frame: {} bytes, type {:#06x}, from {:02x?}",
+            frame.len(),
+            eth.ethertype(),
+            src
+        );
         match eth.ethertype() {
             ethertype::ARP => {
                 if src[0] & 1 == 0 {
