@@ -424,7 +424,7 @@ impl Stack {
         self.scratch = tokens;
     }
 
-    /// End of a loop turn: one ACK per flow that received data.
+    /// End of a loop turn: each flow that heard from the guest acts once.
     pub fn after_turn(&mut self, now: Instant, tx: &mut Tx) {
         if self.dirty.is_empty() {
             return;
@@ -432,7 +432,10 @@ impl Stack {
         let mut ctx = Self::tcp_ctx(&self.poller, &self.l2, self.epoch, self.cfg.mtu, tx, now);
         for t in self.dirty.drain(..) {
             if let Some(Flow::Tcp(c)) = self.flows.get_mut(t) {
-                c.flush_ack(&mut ctx);
+                if c.end_of_turn(&mut ctx) == tcp::Verdict::Close {
+                    self.flows.remove(t);
+                    self.counters.flows_closed += 1;
+                }
             }
         }
     }

@@ -152,6 +152,9 @@ pub struct Conn {
     /// Bytes the guest acknowledged that are still at the head of the
     /// socket's queue: discarded once per turn, not once per ACK.
     acked_unread: u32,
+    /// The guest's ACKs opened its window this turn: send more at the end
+    /// of the turn, once, instead of peeking once per ACK.
+    push_pending: bool,
     /// The host sent EOF and we have peeked up to it.
     host_eof: bool,
     /// The host socket may hold data we have not peeked yet (epoll is
@@ -274,6 +277,7 @@ impl Conn {
             corked: false,
             queued: false,
             acked_unread: 0,
+            push_pending: false,
             host_eof: false,
             host_readable: true,
             host_shut: false,
@@ -662,10 +666,11 @@ impl Conn {
             return Verdict::Close;
         }
         if self.guest_fin && self.fin_acked {
-            self.flush_ack(ctx);
+            let _ = self.end_of_turn(ctx);
             return Verdict::Close;
         }
-        self.push(ctx)
+        self.push_pending = true;
+        Verdict::Keep
     }
 
     fn on_ack(&mut self, ctx: &mut Ctx<'_>, seg: &Segment<'_>) {
@@ -771,14 +776,16 @@ impl Conn {
         }
     }
 
-    /// Send the ACK the guest is owed, if any (once per loop turn).
-    pub fn flush_ack(&mut self, ctx: &mut Ctx<'_>) {
+    /// The end of a loop turn for a flow that heard from the guest: drop
+    /// what it acknowledged from the socket, release corked data, send what
+    /// its window now allows, and the ACK it is owed if no data carried it.
+    pub fn end_of_turn(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
         self.queued = false;
         if self.acked_unread > 0 {
             let n = std::mem::take(&mut self.acked_unread) as usize;
             if sys::recv_discard(self.sock.as_fd(), n).is_err() {
                 self.reset_guest(ctx);
-                return;
+                return Verdict::Close;
             }
         }
         if self.corked {
@@ -786,9 +793,17 @@ impl Conn {
             let _ = sys::set_cork(self.sock.as_fd(), false);
             self.corked = false;
         }
+        if std::mem::take(&mut self.push_pending) && self.push(ctx) == Verdict::Close {
+            return Verdict::Close;
+        }
         if self.ack_pending && !self.dead && self.state == State::Established {
             let seq = self.snd_nxt;
             self.send_flags(ctx, ACK, seq);
+        }
+        if self.dead {
+            Verdict::Close
+        } else {
+            Verdict::Keep
         }
     }
 
@@ -796,7 +811,8 @@ impl Conn {
     /// guest an ACK (or the host an uncork) and is not listed yet. Listing
     /// it once per turn keeps the list as short as the flows that spoke.
     pub fn wants_ack(&mut self) -> bool {
-        let want = (self.ack_pending || self.corked || self.acked_unread > 0) && !self.queued;
+        let want = (self.ack_pending || self.corked || self.acked_unread > 0 || self.push_pending)
+            && !self.queued;
         self.queued |= want;
         want
     }
