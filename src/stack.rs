@@ -676,6 +676,11 @@ impl Stack {
                 return;
             }
         }
+        if p.src_port() == 0 {
+            // No reply could reach port 0.
+            self.counters.udp_malformed += 1;
+            return;
+        }
         let key = Key {
             proto: ip_proto::UDP,
             guest: SocketAddr::new(src, p.src_port()),

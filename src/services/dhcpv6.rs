@@ -132,6 +132,11 @@ impl Server {
             counters.udp_bad_checksum += 1;
             return 0;
         }
+        if u.src_port() == 0 {
+            // Nothing can be sent back to port 0.
+            counters.dhcpv6_malformed += 1;
+            return 0;
+        }
         let req =
             match dhcpv6::Packet::new_checked(u.payload()).and_then(|p| dhcpv6::Repr::parse(&p)) {
                 Ok(r) => r,
