@@ -153,7 +153,7 @@ impl Engine {
         (self.stack, self.signals)
     }
 
-    /// Take ownership of the forwards' listening sockets (bound before the
+    /// The stack, to hand it the forwards' sockets (bound before the
     /// sandbox).
     pub fn stack_mut(&mut self) -> &mut Stack {
         &mut self.stack

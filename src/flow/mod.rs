@@ -105,11 +105,7 @@ impl Table {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.len() == self.free.len()
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.max
+        self.len() == 0
     }
 
     /// The flow a guest packet belongs to.

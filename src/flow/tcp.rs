@@ -194,13 +194,16 @@ fn tune(fd: &OwnedFd) {
     let _ = sys::set_peek_off(fd.as_fd(), 0);
 }
 
-fn isn(now: Instant, key: &Key) -> u32 {
-    // RFC 6528 in spirit: a clock plus a hash of the flow.
-    use std::hash::{Hash, Hasher};
-    let mut h = super::FxHasher::default();
-    key.hash(&mut h);
-    let t = now.elapsed().as_nanos() as u64 ^ (std::ptr::addr_of!(h) as u64);
-    (h.finish() ^ t ^ (t >> 32)) as u32
+/// RFC 6528: a 4 µs clock plus a keyed hash of the flow, the key drawn
+/// once per process, so the guest cannot predict another flow's numbers.
+fn isn(key: &Key) -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    static SECRET: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+    let f = SECRET.get_or_init(RandomState::new).hash_one(key);
+    let m = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| (d.as_micros() / 4) as u32);
+    m.wrapping_add(f as u32)
 }
 
 const EVENTS: EpollFlags = EpollFlags::EPOLLIN
@@ -249,7 +252,7 @@ impl Conn {
     }
 
     fn blank(sock: OwnedFd, token: Token, key: Key, now: Instant) -> Conn {
-        let isn = isn(now, &key);
+        let isn = isn(&key);
         Conn {
             sock,
             token,
@@ -824,7 +827,7 @@ impl Conn {
             if !ev.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
                 return Verdict::Keep;
             }
-            let err = sock::getsockopt(&self.sock, sockopt::SocketError).unwrap_or(libc_eio());
+            let err = sock::getsockopt(&self.sock, sockopt::SocketError).unwrap_or(nix::libc::EIO);
             if err != 0 {
                 // Refused or unreachable: the guest's connect fails at once.
                 self.send_rst_for_syn(ctx);
@@ -916,10 +919,6 @@ impl Conn {
         self.rto = (self.rto * 2).min(RTO_MAX);
         self.retransmit(ctx)
     }
-}
-
-fn libc_eio() -> i32 {
-    nix::libc::EIO
 }
 
 /// Payload per segment the link carries for this family.
