@@ -160,6 +160,9 @@ pub struct Options {
     /// Log to FILE instead of stderr/syslog.
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// With --log-file: rotate the file in place, never past BYTES.
+    #[arg(long, value_name = "BYTES")]
+    pub log_size: Option<u64>,
     /// Only errors.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -169,4 +172,10 @@ pub struct Options {
     /// Log every frame (very verbose).
     #[arg(long)]
     pub trace: bool,
+    /// Capture every frame both ways to FILE (pcap, microseconds).
+    #[arg(long, short = 'p', value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Stop capturing before FILE passes BYTES.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::pcap::DEFAULT_SIZE)]
+    pub pcap_size: u64,
 }

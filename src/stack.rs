@@ -153,6 +153,11 @@ impl Stack {
         self.flows.len()
     }
 
+    /// Live flows: (TCP, UDP, ICMP echo).
+    pub fn flows_by_proto(&self) -> (usize, usize, usize) {
+        self.flows.by_proto()
+    }
+
     /// Once the link is up.
     pub fn start(&mut self, now: Instant, tx: &mut Tx) {
         self.ndp.start(&self.cfg, now, tx);

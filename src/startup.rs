@@ -25,6 +25,7 @@ use crate::flow::forward;
 use crate::lifecycle::{self, Daemon, Notifier, ParentWatch, PidFile, RemoveOnDrop};
 use crate::link::{self, Link};
 use crate::logging;
+use crate::pcap::Pcap;
 use crate::sandbox;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::SignalFd;
@@ -148,6 +149,13 @@ pub fn run(opts: Options) -> i32 {
         },
         None => None,
     };
+    let mut pcap = match &opts.pcap {
+        Some(p) => match Pcap::create(p, opts.pcap_size) {
+            Ok(c) => Some(c),
+            Err(e) => return fail(EXIT_USAGE, e),
+        },
+        None => None,
+    };
     let notifier = match Notifier::from_env() {
         Ok(n) => n,
         Err(e) => {
@@ -202,7 +210,7 @@ pub fn run(opts: Options) -> i32 {
             if let Some(n) = &notifier {
                 let _ = n.ready();
             }
-            serve(*l, &cfg, &opts, signals, parent, listeners).0
+            serve(*l, &cfg, &opts, signals, parent, listeners, &mut pcap).0
         }
         Source::Listener(listener) => {
             if let Some(n) = &notifier {
@@ -219,7 +227,8 @@ pub fn run(opts: Options) -> i32 {
                     Err(e) => break fail(EXIT_FAILURE, format!("VMM connection: {e}")),
                 };
                 log::info!("VMM connected");
-                let (code, again, back) = serve(link, &cfg, &opts, signals, parent, listeners);
+                let (code, again, back) =
+                    serve(link, &cfg, &opts, signals, parent, listeners, &mut pcap);
                 (signals, listeners) = back;
                 if !again || opts.one_off {
                     break code;
@@ -249,6 +258,10 @@ fn accept_vmm(
         }
         if fds[1].any().unwrap_or(false) {
             while let Ok(Some(s)) = signals.read_signal() {
+                if s.ssi_signo == engine::STATS_SIGNAL as u32 {
+                    log::info!("stats: waiting for the VMM to connect");
+                    continue;
+                }
                 if s.ssi_signo == lifecycle::PARENT_DEATH_SIGNAL as u32
                     && !parent.as_mut().is_some_and(|p| p.parent_gone())
                 {
@@ -274,15 +287,18 @@ type Kept = (SignalFd, Vec<forward::Listener>);
 
 /// Run one link to its end. Returns the exit code, whether another VMM may
 /// follow (the link ended because the VMM left), and what outlives a link:
-/// the signalfd and the forwards' sockets.
+/// the signalfd and the forwards' sockets (and `--pcap`'s writer, taken
+/// from and put back into `pcap`).
 fn serve(
-    link: Link,
+    mut link: Link,
     cfg: &Config,
     opts: &Options,
     signals: SignalFd,
     parent: Option<ParentWatch>,
     listeners: Vec<forward::Listener>,
+    pcap: &mut Option<Pcap>,
 ) -> (i32, bool, Kept) {
+    link.tx.pcap = pcap.take();
     let mut engine = match Engine::new(link, cfg.clone(), signals, parent) {
         Ok(e) => e,
         Err((e, signals)) => return (fail(EXIT_FAILURE, e), false, (signals, listeners)),
@@ -299,6 +315,7 @@ fn serve(
             log::info!("{line}");
         }
     }
+    *pcap = engine.take_pcap();
     let (mut stack, signals) = engine.into_parts();
     let back = (signals, stack.take_forwards());
     match exit {

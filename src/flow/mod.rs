@@ -185,6 +185,19 @@ impl Table {
         Some(flow)
     }
 
+    /// Live flows by protocol: (TCP, UDP, ICMP echo).
+    pub fn by_proto(&self) -> (usize, usize, usize) {
+        let mut n = (0, 0, 0);
+        for f in self.slots.iter().filter_map(|s| s.flow.as_ref()) {
+            match f {
+                Flow::Tcp(_) => n.0 += 1,
+                Flow::Udp(_) => n.1 += 1,
+                Flow::Icmp(_) => n.2 += 1,
+            }
+        }
+        n
+    }
+
     /// Tokens of every live flow (for timers).
     pub fn tokens(&self, out: &mut Vec<Token>) {
         out.clear();

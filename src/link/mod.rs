@@ -130,6 +130,8 @@ pub struct Tx {
     /// the middle of; it goes first next time, so the framing never breaks.
     tail: Vec<u8>,
     pub stats: Stats,
+    /// `--pcap`: sees every frame received and flushed.
+    pub pcap: Option<crate::pcap::Pcap>,
 }
 
 impl Tx {
@@ -143,6 +145,7 @@ impl Tx {
             closed: None,
             tail: Vec::new(),
             stats: Stats::default(),
+            pcap: None,
         }
     }
 
@@ -215,6 +218,7 @@ impl Tx {
     /// Send everything queued. Waits (bounded) for a VMM that is slow to
     /// read rather than dropping: the link is lossless and so is airlock.
     pub fn flush(&mut self) {
+        self.capture();
         if self.frames.is_empty() {
             self.used = 0;
             if !self.tail.is_empty() {
@@ -241,6 +245,17 @@ impl Tx {
         }
         self.frames.clear();
         self.used = 0;
+    }
+
+    /// `--pcap`: record the queued frames, then write the capture.
+    fn capture(&mut self) {
+        let Some(p) = self.pcap.as_mut() else { return };
+        for &(off, len) in &self.frames {
+            if let Some(f) = self.buf.get(off + 4..off + 4 + len) {
+                p.frame(f);
+            }
+        }
+        p.flush();
     }
 
     fn account(&mut self, len: usize) {
@@ -509,6 +524,9 @@ impl Link {
     fn deliver(tx: &mut Tx, frame: &[u8], on_frame: &mut impl FnMut(&[u8], &mut Tx)) {
         tx.stats.rx_frames += 1;
         tx.stats.rx_bytes += frame.len() as u64;
+        if let Some(p) = tx.pcap.as_mut() {
+            p.frame(frame);
+        }
         if frame.len() < MIN_FRAME {
             tx.stats.rx_runt += 1;
             return;
