@@ -146,6 +146,15 @@ pub struct Options {
     /// Do not forward DNS from the virtual DNS address.
     #[arg(long)]
     pub disable_dns: bool,
+    /// Guest connections leave from ADDR (one per family; repeatable).
+    #[arg(long, short = 'o', value_name = "ADDR", action = ArgAction::Append)]
+    pub outbound_addr: Vec<String>,
+    /// Guest IPv4 connections leave through interface IFNAME.
+    #[arg(long, value_name = "IFNAME")]
+    pub outbound_if4: Option<String>,
+    /// Guest IPv6 connections leave through interface IFNAME.
+    #[arg(long, value_name = "IFNAME")]
+    pub outbound_if6: Option<String>,
 
     // ---- sandbox and lifecycle ----
     /// How much of the sandbox to enforce.

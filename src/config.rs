@@ -113,6 +113,8 @@ pub struct Config {
     pub max_flows: usize,
     pub udp_timeout_s: u64,
     pub udp_stream_timeout_s: u64,
+    /// `--outbound-addr`, `--outbound-if4`, `--outbound-if6`.
+    pub outbound: crate::outbound::Outbound,
 }
 
 /// The MAC address the virtual router answers with: slirp's `52:55` plus the
@@ -529,6 +531,12 @@ impl Config {
         if o.max_flows == 0 || o.max_flows > 1 << 20 {
             return Err(err("--max-flows", "must be 1..=1048576"));
         }
+        let outbound = crate::outbound::Outbound::parse(
+            &o.outbound_addr,
+            o.outbound_if4.as_deref(),
+            o.outbound_if6.as_deref(),
+        )
+        .map_err(|(option, m)| err(option, m))?;
         Ok(Config {
             net4,
             net6,
@@ -544,6 +552,7 @@ impl Config {
             max_flows: o.max_flows,
             udp_timeout_s: o.udp_timeout.max(1),
             udp_stream_timeout_s: o.udp_stream_timeout.max(1),
+            outbound,
         })
     }
 }

@@ -11,6 +11,7 @@ pub mod fuzz_api;
 pub mod lifecycle;
 pub mod link;
 pub mod logging;
+pub mod outbound;
 pub mod pcap;
 pub mod sandbox;
 pub mod services;

@@ -359,7 +359,7 @@ impl Stack {
                 return;
             }
         };
-        match tcp::Conn::connect(&mut ctx, token, key, host_dst, &seg) {
+        match tcp::Conn::connect(&mut ctx, &self.cfg.outbound, token, key, host_dst, &seg) {
             Ok(conn) => {
                 self.flows.insert(token, key, Flow::Tcp(conn));
                 self.counters.flows_opened += 1;
@@ -714,7 +714,7 @@ impl Stack {
             return;
         };
         let mut ctx = Self::tcp_ctx(&self.poller, &self.l2, self.epoch, self.cfg.mtu, tx, now);
-        match udp::Conn::open(&mut ctx, token, key, host_dst) {
+        match udp::Conn::open(&mut ctx, &self.cfg.outbound, token, key, host_dst) {
             Ok(mut c) => {
                 if c.on_guest(now, p.payload(), ttl, None).is_err() {
                     self.counters.udp_dropped += 1;
@@ -773,7 +773,7 @@ impl Stack {
             return true;
         };
         let mut ctx = Self::tcp_ctx(&self.poller, &self.l2, self.epoch, self.cfg.mtu, tx, now);
-        match icmp::Echo::open(&mut ctx, token, key, host_dst.ip()) {
+        match icmp::Echo::open(&mut ctx, &self.cfg.outbound, token, key, host_dst.ip()) {
             Ok(mut c) => {
                 if c.on_guest(now, l4, ttl).is_err() {
                     self.counters.icmp_dropped += 1;

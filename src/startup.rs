@@ -197,7 +197,12 @@ pub fn run(opts: Options) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(EXIT_FAILURE, format!("signals: {e}")),
     };
-    if let Err(e) = sandbox::lock_down(opts.sandbox, &removable) {
+    let grants = sandbox::Grants {
+        removable_dirs: &removable,
+        readable_dirs: &[],
+        tcp_bind_port0: cfg.outbound.binds_tcp(),
+    };
+    if let Err(e) = sandbox::lock_down_with(opts.sandbox, &grants) {
         return fail(EXIT_FAILURE, format!("sandbox: {e}"));
     }
 

@@ -215,6 +215,7 @@ impl Conn {
     /// A guest SYN: start connecting to `host_dst` on the host.
     pub fn connect(
         ctx: &mut Ctx<'_>,
+        outbound: &crate::outbound::Outbound,
         token: Token,
         key: Key,
         host_dst: SocketAddr,
@@ -222,6 +223,7 @@ impl Conn {
     ) -> io::Result<Conn> {
         let fd = new_socket(&host_dst)?;
         tune(&fd);
+        outbound.prepare_tcp(&fd, &host_dst)?;
         match sock::connect(
             std::os::fd::AsRawFd::as_raw_fd(&fd),
             &SockaddrStorage::from(host_dst),
