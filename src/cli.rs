@@ -156,6 +156,17 @@ pub struct Options {
     #[arg(long, value_name = "IFNAME")]
     pub outbound_if6: Option<String>,
 
+    // ---- network boot ----
+    /// Serve files read-only from DIR over TFTP at the virtual host address.
+    #[arg(long, value_name = "DIR")]
+    pub tftp: Option<PathBuf>,
+    /// Boot file name offered by DHCP (option 67).
+    #[arg(long, value_name = "NAME")]
+    pub dhcp_bootfile: Option<String>,
+    /// Network boot program: tftp://SERVER/FILE sets DHCP's next server and boot file.
+    #[arg(long, value_name = "URL")]
+    pub dhcp_nbp: Option<String>,
+
     // ---- sandbox and lifecycle ----
     /// How much of the sandbox to enforce.
     #[arg(long, value_enum, default_value_t = SandboxMode::Enforce)]

@@ -80,6 +80,11 @@ counters! {
     /// Incomplete datagrams that timed out.
     frag_expired,
     forward_accept_failed,
+    tftp_malformed,
+    /// TFTP errors sent: refused names, unknown transfers, bad requests.
+    tftp_errors,
+    tftp_transfers,
+    tftp_transfers_done,
 }
 
 pub struct Stack {
@@ -91,6 +96,7 @@ pub struct Stack {
     dhcp: services::dhcp::Server,
     ndp: services::ndp::Router,
     dhcp6: services::dhcpv6::Server,
+    tftp: services::tftp::Server,
     epoch: Instant,
     /// Flows that owe the guest an ACK at the end of this turn.
     dirty: Vec<Token>,
@@ -121,6 +127,7 @@ impl Stack {
         let dhcp = services::dhcp::Server::new(&cfg);
         let ndp = services::ndp::Router::new(&cfg);
         let dhcp6 = services::dhcpv6::Server::new(&cfg);
+        let tftp = services::tftp::Server::new(&cfg);
         Stack {
             cfg,
             poller,
@@ -134,6 +141,7 @@ impl Stack {
             dhcp,
             ndp,
             dhcp6,
+            tftp,
             epoch: Instant::now(),
             dirty: Vec::new(),
             guest6: None,
@@ -266,6 +274,10 @@ impl Stack {
                 if repr.src != net.guest {
                     self.counters.ipv4_ignored += 1;
                     return;
+                }
+                if self.tftp.wants(&self.cfg, repr.dst, l4) {
+                    let (cfg, l2, c) = (&self.cfg, &self.l2, &mut self.counters);
+                    return self.tftp.handle(cfg, l2, repr.src, l4, tx, now, c);
                 }
                 self.on_udp(src, dst, repr.ttl, l4, tx, now);
             }
@@ -406,6 +418,7 @@ impl Stack {
     /// Periodic work: retransmissions, timeouts.
     pub fn on_tick(&mut self, now: Instant, tx: &mut Tx) {
         self.ndp.on_tick(&self.cfg, now, tx);
+        self.tftp.on_tick(&self.cfg, &self.l2, tx, now);
         let mut tokens = std::mem::take(&mut self.scratch);
         self.flows.tokens(&mut tokens);
         let mut ctx = Self::tcp_ctx(&self.poller, &self.l2, self.epoch, self.cfg.mtu, tx, now);

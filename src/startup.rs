@@ -83,7 +83,7 @@ pub fn run(opts: Options) -> i32 {
     } else {
         None
     };
-    let cfg = match Config::from_options(&opts, resolv.as_deref()) {
+    let mut cfg = match Config::from_options(&opts, resolv.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
@@ -149,6 +149,12 @@ pub fn run(opts: Options) -> i32 {
         },
         None => None,
     };
+    if let Some(dir) = &cfg.tftp {
+        match crate::services::tftp::open_root(dir) {
+            Ok(fd) => cfg.tftp_root = Some(std::sync::Arc::new(fd)),
+            Err(e) => return fail(EXIT_USAGE, e),
+        }
+    }
     let mut pcap = match &opts.pcap {
         Some(p) => match Pcap::create(p, opts.pcap_size) {
             Ok(c) => Some(c),
@@ -199,7 +205,7 @@ pub fn run(opts: Options) -> i32 {
     };
     let grants = sandbox::Grants {
         removable_dirs: &removable,
-        readable_dirs: &[],
+        readable_dirs: cfg.tftp.as_slice(),
         tcp_bind_port0: cfg.outbound.binds_tcp(),
     };
     if let Err(e) = sandbox::lock_down_with(opts.sandbox, &grants) {

@@ -129,14 +129,15 @@ impl Server {
             } else {
                 net.guest
             },
-            siaddr: net.host,
+            siaddr: cfg.dhcp_next_server.unwrap_or(net.host),
             giaddr: Ipv4Addr::UNSPECIFIED,
             client_mac,
         };
         let routers = [net.host];
         let dns = [net.dns];
         let search: Vec<&str> = self.search.iter().map(String::as_str).collect();
-        let mut opts: [OptionRepr; 12] = [OptionRepr::Raw { code: 0, data: &[] }; 12];
+        let mut opts: [OptionRepr; 14] = [OptionRepr::Raw { code: 0, data: &[] }; 14];
+        let next_server = cfg.dhcp_next_server.map(|a| a.to_string());
         let mut n = 0;
         let mut push = |o| {
             opts[n] = o;
@@ -163,6 +164,13 @@ impl Server {
             }
             if cfg.mtu != 1500 {
                 push(OptionRepr::InterfaceMtu(cfg.mtu));
+            }
+            // PXE: the boot file, fetched by TFTP from siaddr.
+            if let Some(s) = &next_server {
+                push(OptionRepr::TftpServer(s));
+            }
+            if let Some(f) = &cfg.dhcp_bootfile {
+                push(OptionRepr::BootfileName(f));
             }
         } else {
             push(OptionRepr::Message("requested address not available"));

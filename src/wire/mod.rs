@@ -52,6 +52,7 @@ pub mod ipv6;
 pub mod ndp;
 pub mod pcap;
 pub mod tcp;
+pub mod tftp;
 pub mod udp;
 
 /// Why a buffer could not be parsed or emitted.
