@@ -87,6 +87,13 @@ pub fn run(opts: Options) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
+    // The --tftp directory is part of the configuration: open it now.
+    if let Some(dir) = &cfg.tftp {
+        match crate::services::tftp::open_root(dir) {
+            Ok(fd) => cfg.tftp_root = Some(std::sync::Arc::new(fd)),
+            Err(e) => return fail(EXIT_USAGE, e),
+        }
+    }
     if cfg.dns_forward && cfg.dns_upstream.is_empty() {
         log::warn!("no DNS upstream (no --dns-upstream, nothing usable in /etc/resolv.conf): DNS to the virtual resolver will go unanswered");
     }
@@ -149,12 +156,6 @@ pub fn run(opts: Options) -> i32 {
         },
         None => None,
     };
-    if let Some(dir) = &cfg.tftp {
-        match crate::services::tftp::open_root(dir) {
-            Ok(fd) => cfg.tftp_root = Some(std::sync::Arc::new(fd)),
-            Err(e) => return fail(EXIT_USAGE, e),
-        }
-    }
     let mut pcap = match &opts.pcap {
         Some(p) => match Pcap::create(p, opts.pcap_size) {
             Ok(c) => Some(c),
