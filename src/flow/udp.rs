@@ -86,15 +86,14 @@ pub fn recv_frames(
 ) -> usize {
     let frame_len = (hdr + max).min(MAX_FRAME);
     let max = frame_len.saturating_sub(hdr);
-    let stride = frame_len + 4;
-    let region = tx.reserve(BATCH, frame_len);
-    let k = (region.len() / stride).min(BATCH);
+    let mut slots = tx.reserve(BATCH, frame_len);
+    let k = slots.count().min(BATCH);
     let mut got = [(0usize, false, None::<SocketAddr>); BATCH];
     let n = {
         let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
             std::array::from_fn(|_| [IoSliceMut::new(&mut [])]);
-        for (slot, chunk) in iovs.iter_mut().zip(region.chunks_mut(stride)).take(k) {
-            if let Some(p) = chunk.get_mut(4 + hdr..4 + hdr + max) {
+        for (slot, frame) in iovs.iter_mut().zip(slots.iter_mut()).take(k) {
+            if let Some(p) = frame.get_mut(hdr..hdr + max) {
                 *slot = [IoSliceMut::new(p)];
             }
         }
@@ -124,9 +123,9 @@ pub fn recv_frames(
         return 0;
     }
     let mut lens = [0usize; BATCH];
-    for ((len, chunk), &(bytes, truncated, peer)) in lens
+    for ((len, frame), &(bytes, truncated, peer)) in lens
         .iter_mut()
-        .zip(region.chunks_mut(stride))
+        .zip(slots.iter_mut())
         .zip(got.iter())
         .take(n)
     {
@@ -134,11 +133,9 @@ pub fn recv_frames(
             *oversize += 1;
             continue;
         }
-        if let Some(f) = chunk.get_mut(4..) {
-            *len = finish(f, bytes, peer);
-        }
+        *len = finish(frame, bytes, peer);
     }
-    tx.commit(&lens[..n], frame_len);
+    slots.commit(&lens[..n]);
     n
 }
 
