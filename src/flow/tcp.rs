@@ -12,9 +12,9 @@
 //!
 //! #syscalls: socket(0=AF_INET|AF_INET6) connect setsockopt getsockopt sendto shutdown close
 
-use super::Key;
-use crate::engine::{Poller, Token};
+use super::{Ctx, Key, Verdict};
 use crate::frame::{self, L2};
+use crate::poller::Token;
 use crate::sys;
 use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{self as sock, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
@@ -69,25 +69,6 @@ impl Segment<'_> {
     fn seq_len(&self) -> u32 {
         self.payload.len() as u32 + (self.flags & SYN != 0) as u32 + (self.flags & FIN != 0) as u32
     }
-}
-
-/// Everything a flow needs from its surroundings for one call.
-pub struct Ctx<'a> {
-    pub tx: &'a mut crate::link::Tx,
-    pub poller: &'a Poller,
-    pub l2: &'a L2,
-    pub now: Instant,
-    /// Milliseconds since start, for timestamps.
-    pub clock_ms: u32,
-    /// MTU of the virtual link.
-    pub mtu: u16,
-}
-
-/// What the caller should do with the flow after a call.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Keep,
-    Close,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
