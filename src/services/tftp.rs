@@ -22,9 +22,9 @@
 #![forbid(unsafe_code)]
 
 use crate::config::Config;
+use crate::counters::Counters;
 use crate::frame::{self, L2};
 use crate::link::Tx;
-use crate::stack::Counters;
 use crate::wire::checksum::PseudoHeader;
 use crate::wire::tftp::{self, error_code, Mode, Options, Repr};
 use crate::wire::{ip_proto, udp};
