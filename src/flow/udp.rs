@@ -33,7 +33,7 @@ use super::dgram::{
 use super::{Ctx, Key, Verdict};
 use crate::counters::Counters;
 use crate::frame::{self, L2};
-use crate::wire::ip_proto;
+use crate::wire::{ip_proto, udp as udpw};
 use nix::errno::Errno;
 use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{
@@ -66,16 +66,7 @@ pub fn max_payload(mtu: u16, v6: bool) -> usize {
 /// Write Ethernet, IP and UDP headers in front of `n` payload bytes already
 /// at `buf[frame_header()..]`; returns the frame length (0 on a mismatch).
 pub fn write_frame(buf: &mut [u8], l2: &L2, src: SocketAddr, dst: SocketAddr, n: usize) -> usize {
-    let l4_len = UDP_HEADER + n;
-    let off = frame::write_ip(buf, l2, src.ip(), dst.ip(), ip_proto::UDP, l4_len, 64);
-    let Some(u) = buf.get_mut(off..off + l4_len).filter(|_| off != 0) else {
-        return 0;
-    };
-    u[0..2].copy_from_slice(&src.port().to_be_bytes());
-    u[2..4].copy_from_slice(&dst.port().to_be_bytes());
-    u[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-    frame::fill_l4_checksum(u, src.ip(), dst.ip(), ip_proto::UDP, 6);
-    off + l4_len
+    frame::write_udp(buf, l2, src, dst, n)
 }
 
 /// Idle timeouts, from the configuration.
@@ -247,10 +238,14 @@ impl Conn {
         if ev.contains(EpollFlags::EPOLLERR) {
             while let Some(e) = next_host_error(fd) {
                 let from = error_source(e.offender, self.key.remote.ip(), self.host.ip());
-                let mut head = [0u8; 8];
-                head[0..2].copy_from_slice(&self.key.guest.port().to_be_bytes());
-                head[2..4].copy_from_slice(&self.key.remote.port().to_be_bytes());
-                head[4..6].copy_from_slice(&self.last_len.max(8).to_be_bytes());
+                // The quoted UDP header as the guest sent it (checksum 0).
+                let mut head = [0u8; udpw::HEADER_LEN];
+                let _ = udpw::emit_header(
+                    &mut head,
+                    self.key.guest.port(),
+                    self.key.remote.port(),
+                    self.last_len.max(udpw::HEADER_LEN as u16),
+                );
                 let quote = Quote {
                     src: self.key.guest.ip(),
                     dst: self.key.remote.ip(),
@@ -308,9 +303,9 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
-    use crate::flow::dgram::HostError;
     use super::*;
-    use crate::wire::{checksum, icmpv4, ipv4, udp as udpw};
+    use crate::flow::dgram::HostError;
+    use crate::wire::{checksum, icmpv4, ipv4};
 
     /// A DGRAM link whose frames can be read back from the other end.
     pub(crate) fn test_link() -> (crate::link::Link, OwnedFd) {

@@ -22,8 +22,8 @@ use crate::frame::{self, L2};
 use crate::link::Tx;
 use crate::wire::checksum::PseudoHeader;
 use crate::wire::dhcpv6::{self, opt, status, IaAddress, MessageType, OptionRepr, Reply};
-use crate::wire::{domain, ip_proto, udp};
-use std::net::{IpAddr, Ipv6Addr};
+use crate::wire::{domain, udp};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 /// All_DHCP_Relay_Agents_and_Servers (RFC 8415 §7.1).
 pub const ALL_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
@@ -308,31 +308,15 @@ impl Server {
         let Some(Ok(len)) = buf.get_mut(at..).map(|b| head.emit(b, opts)) else {
             return 0;
         };
-        let udp_len = udp::HEADER_LEN + len;
-        let Ok(udp_len16) = u16::try_from(udp_len) else {
-            return 0;
-        };
         let (src, dst) = (net.router_link_local(), pkt.src);
         let l2 = L2 {
             guest: pkt.eth_src,
             router4: router_mac6(net.host),
             router6: router_mac6(net.host),
         };
-        let (s, d) = (IpAddr::V6(src), IpAddr::V6(dst));
-        let off = frame::write_ip(buf, &l2, s, d, ip_proto::UDP, udp_len, 64);
-        let Some(msg) = buf.get_mut(off..off + udp_len).filter(|_| off > 0) else {
-            return 0;
-        };
-        let mut head = [0u8; udp::HEADER_LEN];
-        head[0..2].copy_from_slice(&dhcpv6::SERVER_PORT.to_be_bytes());
-        head[2..4].copy_from_slice(&client_port.to_be_bytes());
-        head[4..6].copy_from_slice(&udp_len16.to_be_bytes());
-        let Some(h) = msg.get_mut(..udp::HEADER_LEN) else {
-            return 0;
-        };
-        h.copy_from_slice(&head);
-        frame::fill_l4_checksum(msg, s, d, ip_proto::UDP, 6);
-        off + udp_len
+        let s = SocketAddr::new(IpAddr::V6(src), dhcpv6::SERVER_PORT);
+        let d = SocketAddr::new(IpAddr::V6(dst), client_port);
+        frame::write_udp(buf, &l2, s, d, len)
     }
 }
 
@@ -341,7 +325,7 @@ mod tests {
     use super::*;
     use crate::cli::Options as Cli;
     use crate::wire::testutil::{fuzz, hex};
-    use crate::wire::{ethernet, ipv6};
+    use crate::wire::{ethernet, ip_proto, ipv6};
     use clap::Parser;
 
     const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
