@@ -30,7 +30,9 @@
 use super::dgram::{
     error_source, next_host_error, recv_frames, send_icmp_error, Quote, RxHeaders, BATCH,
 };
-use super::{Ctx, Key, Verdict};
+use super::forward::Listener;
+use super::{nat, Ctx, Flow, Key, Table, Verdict};
+use crate::config::Config;
 use crate::counters::Counters;
 use crate::frame::{self, L2};
 use crate::wire::{ip_proto, udp as udpw};
@@ -67,6 +69,56 @@ pub fn max_payload(mtu: u16, v6: bool) -> usize {
 /// at `buf[frame_header()..]`; returns the frame length (0 on a mismatch).
 pub fn write_frame(buf: &mut [u8], l2: &L2, src: SocketAddr, dst: SocketAddr, n: usize) -> usize {
     frame::write_udp(buf, l2, src, dst, n)
+}
+
+/// A datagram from the guest: to its flow, or the first of a new one.
+/// Broadcast, multicast, unused virtual addresses, `--restrict` and
+/// `--disable-dns` find no destination and are dropped.
+#[allow(clippy::too_many_arguments)]
+pub fn on_guest_datagram(
+    table: &mut Table,
+    ctx: &mut Ctx<'_>,
+    cfg: &Config,
+    counters: &mut Counters,
+    listeners: &[Listener],
+    key: Key,
+    payload: &[u8],
+    ttl: u8,
+) {
+    let now = ctx.now;
+    if let Some(i) = table.lookup(&key) {
+        if let Some((_, Flow::Udp(c))) = table.at(i) {
+            let fwd = c
+                .forward()
+                .and_then(|f| listeners.get(f as usize))
+                .map(|l| l.as_fd());
+            if c.on_guest(now, payload, ttl, fwd).is_err() {
+                counters.udp_dropped += 1;
+            }
+        }
+        return;
+    }
+    let Some(host_dst) = nat::outbound(cfg, key.remote) else {
+        counters.udp_dropped += 1;
+        return;
+    };
+    let Ok(token) = table.vacant() else {
+        counters.flows_full += 1;
+        return;
+    };
+    match Conn::open(ctx, token, key, host_dst) {
+        Ok(mut c) => {
+            if c.on_guest(now, payload, ttl, None).is_err() {
+                counters.udp_dropped += 1;
+            }
+            table.insert(token, key, Flow::Udp(c));
+            counters.flows_opened += 1;
+        }
+        Err(e) => {
+            log::debug!("udp {} -> {host_dst}: {e}", key.guest);
+            counters.udp_dropped += 1;
+        }
+    }
 }
 
 /// Idle timeouts, from the configuration.
