@@ -194,11 +194,9 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Options;
     use crate::counters::Counters;
     use crate::link::Link;
     use crate::wire::{ethernet, ipv4};
-    use clap::Parser;
     use std::os::fd::OwnedFd;
     use std::os::unix::net::UnixDatagram;
 
@@ -227,9 +225,7 @@ mod tests {
 
     /// Run one client message through the server; the reply's DHCP part.
     fn exchange(args: &[&str], msg: &[u8]) -> Option<Vec<u8>> {
-        let mut v = vec!["airlock"];
-        v.extend_from_slice(args);
-        let cfg = Config::from_options(&Options::try_parse_from(v).unwrap(), None).unwrap();
+        let cfg = Config::for_test(args);
         let (vmm, ours) = UnixDatagram::pair().unwrap();
         vmm.set_nonblocking(true).unwrap();
         let mut link = Link::from_socket(OwnedFd::from(ours)).unwrap();

@@ -323,20 +323,13 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Options as Cli;
     use crate::wire::testutil::{fuzz, hex};
     use crate::wire::{ethernet, ip_proto, ipv6};
-    use clap::Parser;
 
     const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
     const CLIENT_DUID: &str = "00030001525400123456";
     const SERVER_DUID: &str = "00030001525600000002";
 
-    fn cfg(args: &[&str]) -> Config {
-        let mut v = vec!["airlock"];
-        v.extend_from_slice(args);
-        Config::from_options(&Cli::try_parse_from(v).unwrap(), None).unwrap()
-    }
     fn a(s: &str) -> Ipv6Addr {
         s.parse().unwrap()
     }
@@ -399,7 +392,7 @@ mod tests {
     /// with IA_NA binding fec0::15, golden.
     #[test]
     fn solicit_with_rapid_commit_gets_reply() {
-        let c = cfg(&["--dns-suffixes", "example.org"]);
+        let c = Config::for_test(&["--dns-suffixes", "example.org"]);
         let solicit = hex(
             "01 5a1b2c 0001000a00030001525400123456 000800020000 000600040017 0018
              0003000c123456780000000000000000 000e0000",
@@ -439,7 +432,7 @@ mod tests {
 
     #[test]
     fn stateful_exchange() {
-        let c = cfg(&[]);
+        let c = Config::for_test(&[]);
         // Solicit -> Advertise with the address and preference 255.
         let adv = exchange(&c, &msg(1, &format!("{} {IA_EMPTY}", client()))).unwrap();
         let r = parse(&adv);
@@ -508,7 +501,7 @@ mod tests {
 
     #[test]
     fn stateless_information_request() {
-        let c = cfg(&["--dns-suffixes", "a.example,b.example"]);
+        let c = Config::for_test(&["--dns-suffixes", "a.example,b.example"]);
         let rep = exchange(&c, &msg(11, &format!("{} 000600040017 0018", client()))).unwrap();
         let r = parse(&rep);
         assert_eq!(r.msg_type, MessageType::Reply);
@@ -523,7 +516,7 @@ mod tests {
             hex("0161076578616d706c6500 0162076578616d706c6500")
         );
         // No DNS forwarding: no DNS servers; no search list: no option 24.
-        let c = cfg(&["--disable-dns"]);
+        let c = Config::for_test(&["--disable-dns"]);
         let rep = exchange(&c, &msg(11, "")).unwrap();
         let p = dhcpv6::Packet::new_checked(&rep[..]).unwrap();
         let codes: Vec<u16> = p.options_iter().map(|o| o.unwrap().code).collect();
@@ -532,7 +525,7 @@ mod tests {
 
     #[test]
     fn rejects() {
-        let c = cfg(&[]);
+        let c = Config::for_test(&[]);
         let other = "0002000a00030001aabbccddeeff";
         let cases = [
             // Solicit without client id, or naming a server.
@@ -576,7 +569,7 @@ mod tests {
         d[6] ^= 1;
         assert_eq!(s.answer(&c, &pkt, &d, &mut buf, &mut counters), 0);
         assert_eq!(counters.udp_bad_checksum, 1);
-        let off = cfg(&["--disable-ipv6"]);
+        let off = Config::for_test(&["--disable-ipv6"]);
         assert_eq!(
             s.answer(&off, &pkt, &datagram(&pkt, &good), &mut buf, &mut counters),
             0
@@ -594,7 +587,7 @@ mod tests {
 
     #[test]
     fn no_panic_on_any_input() {
-        let c = cfg(&["--dns-suffixes", "example.org"]);
+        let c = Config::for_test(&["--dns-suffixes", "example.org"]);
         let s = Server::new(&c);
         let pkt = incoming();
         let goldens = [
