@@ -5,7 +5,7 @@
 //! #syscalls: getegid
 #![forbid(unsafe_code)]
 
-use crate::config::{router_mac4, router_mac6, Config};
+use crate::config::Config;
 use crate::engine::{Poller, Token};
 use crate::flow::{self, forward, frag, icmp, nat, tcp, udp, Flow, Key};
 use crate::frame::L2;
@@ -110,12 +110,12 @@ impl Stack {
         let router4 = cfg
             .net4
             .as_ref()
-            .map(|n| router_mac4(n.host))
+            .map(|n| cfg.mac4(n.host))
             .unwrap_or([0x52, 0x55, 0, 0, 0, 2]);
         let router6 = cfg
             .net6
             .as_ref()
-            .map(|n| router_mac6(n.host))
+            .map(|n| cfg.mac6(n.host))
             .unwrap_or([0x52, 0x56, 0, 0, 0, 2]);
         let flows = flow::Table::new(cfg.max_flows);
         let dhcp = services::dhcp::Server::new(&cfg);

@@ -445,7 +445,13 @@ fn layers_in(doc: &serde_json::Value) -> Vec<&'static str> {
     airlock::caps::LAYER_TESTS
         .iter()
         .map(|(l, _)| *l)
-        .filter(|l| doc["features"].as_array().unwrap().iter().any(|f| f == l))
+        .filter(|l| {
+            doc["airlock-features"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f == l)
+        })
         .collect()
 }
 

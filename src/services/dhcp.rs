@@ -4,7 +4,9 @@
 //! Options go out in slirp's order, message type first: 53, 54, 51, 1, 3,
 //! 6, then 12 (`--hostname`), 15 (`--domainname`), 119 (search list), and
 //! 26 only when the MTU is not 1500, so `--mtu 1500` gives exactly slirp's
-//! view. BOOTP clients (no message type) get the same answer.
+//! view. BOOTP clients (no message type) get the same answer. passt's
+//! additions: 81 (`--fqdn`), and 121 when the router is outside the
+//! guest's subnet (a host route to it, then the default route through it).
 #![forbid(unsafe_code)]
 
 use crate::config::Config;
@@ -26,12 +28,24 @@ pub fn is_dhcp(l4: &[u8]) -> bool {
 /// The DHCP server's resolved options, computed once.
 pub struct Server {
     search: Vec<String>,
+    /// Option 81's body (RFC 4702): flags E (wire-encoded name), two
+    /// RCODEs of 255, the name; empty when there is no `--fqdn`.
+    fqdn: Vec<u8>,
 }
 
 impl Server {
     pub fn new(cfg: &Config) -> Server {
+        let mut fqdn = Vec::new();
+        if let Some(name) = &cfg.fqdn {
+            let names = [name.trim_end_matches('.')];
+            let mut enc = vec![0u8; crate::wire::domain::encoded_len(&names).unwrap_or(0)];
+            if crate::wire::domain::encode(&names, &mut enc).is_ok() && !enc.is_empty() {
+                fqdn = [&[0x04, 0xff, 0xff][..], &enc].concat();
+            }
+        }
         Server {
             search: cfg.dns_suffixes.clone(),
+            fqdn,
         }
     }
 
@@ -136,7 +150,19 @@ impl Server {
         let routers = [net.host];
         let dns = [net.dns];
         let search: Vec<&str> = self.search.iter().map(String::as_str).collect();
-        let mut opts: [OptionRepr; 12] = [OptionRepr::Raw { code: 0, data: &[] }; 12];
+        let off_link = [
+            dhcpv4::Route {
+                dest: net.host,
+                prefix_len: 32,
+                gateway: Ipv4Addr::UNSPECIFIED,
+            },
+            dhcpv4::Route {
+                dest: Ipv4Addr::UNSPECIFIED,
+                prefix_len: 0,
+                gateway: net.host,
+            },
+        ];
+        let mut opts: [OptionRepr; 14] = [OptionRepr::Raw { code: 0, data: &[] }; 14];
         let mut n = 0;
         let mut push = |o| {
             opts[n] = o;
@@ -155,13 +181,22 @@ impl Server {
             if let Some(h) = &cfg.hostname {
                 push(OptionRepr::Hostname(h));
             }
+            if !self.fqdn.is_empty() {
+                push(OptionRepr::Raw {
+                    code: 81,
+                    data: &self.fqdn,
+                });
+            }
+            if !net.contains(net.host) {
+                push(OptionRepr::ClasslessRoutes(&off_link));
+            }
             if let Some(d) = &cfg.domainname {
                 push(OptionRepr::DomainName(d));
             }
             if !search.is_empty() {
                 push(OptionRepr::DomainSearch(&search));
             }
-            if cfg.mtu != 1500 {
+            if cfg.mtu != 1500 || cfg.mtu_option_always {
                 push(OptionRepr::InterfaceMtu(cfg.mtu));
             }
         } else {
