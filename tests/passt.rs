@@ -78,6 +78,9 @@ const KNOWN_DEBIAN: &[(&str, &str, &str)] = &[
     ("qemu-10.1", "neigh.router", "the host interface's MAC"),
 ];
 
+/// Launcher rows Debian's 2023_03 cannot run at all.
+const SKIP_DEBIAN: &[(&str, &str)] = &[("qemu-10.1+props", "no --fqdn option in 2023_03")];
+
 /// The launchers' addressing and forwarding options, as they emit them.
 fn launchers() -> Vec<(&'static str, Vec<&'static str>)> {
     vec![
@@ -115,6 +118,22 @@ fn launchers() -> Vec<(&'static str, Vec<&'static str>)> {
         ),
         // QEMU 10.1 net/passt.c: --quiet --fd 3 --pid FILE, no addressing.
         ("qemu-10.1", vec!["--quiet"]),
+        // ... and with netdev properties (hostname=, fqdn=, dns-search=,
+        // mac=, mtu=), in getopt's short forms and clusters.
+        (
+            "qemu-10.1+props",
+            vec![
+                "-q",
+                "-Hvm1",
+                "--fqdn",
+                "vm1.example.test",
+                "-S",
+                "example.test",
+                "-M",
+                "52:56:00:00:00:02",
+                "-m1500",
+            ],
+        ),
         // libguestfs's direct backend: slirp's view, set by hand.
         (
             "libguestfs",
@@ -273,6 +292,10 @@ fn differential_against_passt() {
     eprintln!("comparing against {passt} (Debian 2023_03: {debian})");
     let mut bad = Vec::new();
     for (name, args) in launchers() {
+        if let Some((_, why)) = SKIP_DEBIAN.iter().find(|(l, _)| debian && *l == name) {
+            eprintln!("{name}: not run against Debian's passt: {why}");
+            continue;
+        }
         bad.extend(compare(name, &args, &passt, debian));
     }
     assert!(bad.is_empty(), "differences:\n{}", bad.join("\n"));
