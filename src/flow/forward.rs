@@ -154,11 +154,21 @@ fn bind_one(fwd: &Forward) -> io::Result<Sock> {
 
 /// Bind every forward of `cfg`; the error names the forward that failed.
 /// A best-effort forward (passt's `all`) that cannot be bound is skipped,
-/// unless none of them could be.
+/// unless none of them could be; they stop where binding more would leave
+/// fewer descriptors than `--max-flows` needs.
 pub fn bind_forwards(cfg: &Config) -> io::Result<Vec<Listener>> {
     let mut out = Vec::with_capacity(cfg.forwards.len());
     let (mut tried, mut skipped) = (0usize, 0usize);
+    let budget = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft as usize)
+        .unwrap_or(1024)
+        .saturating_sub(cfg.max_flows + 256);
     for fwd in &cfg.forwards {
+        if fwd.best_effort && out.len() >= budget {
+            tried += 1;
+            skipped += 1;
+            continue;
+        }
         match bind_one(fwd) {
             Ok(sock) => out.push(Listener {
                 fwd: fwd.clone(),
@@ -173,6 +183,9 @@ pub fn bind_forwards(cfg: &Config) -> io::Result<Vec<Listener>> {
         return Err(io::Error::other(
             "no port of an 'all' forward could be bound",
         ));
+    }
+    if skipped > 0 {
+        log::warn!("{skipped} of {tried} ports of 'all' forwards not bound (in use, or beyond the descriptor limit)");
     }
     Ok(out)
 }
