@@ -299,6 +299,66 @@ mod tests {
         Some(u.payload().to_vec())
     }
 
+    /// passt's view: option 26 at 1500, 121 for a gateway outside the
+    /// subnet (host route, then default), 81 for --fqdn, one MAC.
+    #[test]
+    fn passt_view_options() {
+        let argv: Vec<std::ffi::OsString> = [
+            "-a",
+            "169.254.2.15",
+            "-n",
+            "16",
+            "-m",
+            "1500",
+            "--fqdn",
+            "vm1.example",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        let crate::passt::Parsed::Run(mut o) = crate::passt::parse(&argv).unwrap() else {
+            panic!("no options")
+        };
+        let p = o.passt.as_mut().unwrap();
+        p.host[0] = Some(crate::hostif::HostAddr {
+            index: 2,
+            addr: Some(("192.0.2.2".parse().unwrap(), 24)),
+            gateway: Some("192.0.2.1".parse().unwrap()),
+        });
+        let cfg = Config::from_options(&o, Some("nameserver 127.0.0.1\n")).unwrap();
+        let (vmm, ours) = UnixDatagram::pair().unwrap();
+        vmm.set_nonblocking(true).unwrap();
+        let mut link = Link::from_socket(OwnedFd::from(ours)).unwrap();
+        let l2 = L2 {
+            guest: [0xff; 6],
+            router4: cfg.mac4(cfg.net4.as_ref().unwrap().host),
+            router6: [0; 6],
+        };
+        let mut c = Counters::default();
+        let msg = client(1, &[]);
+        Server::new(&cfg).handle(&cfg, &l2, Ipv4Addr::UNSPECIFIED, &msg, &mut link.tx, &mut c);
+        link.tx.flush();
+        let mut buf = [0u8; 2048];
+        let n = vmm.recv(&mut buf).unwrap();
+        let eth = ethernet::Frame::new_checked(&buf[..n]).unwrap();
+        assert_eq!(eth.src(), crate::passt::PASST_MAC);
+        let ip = ipv4::Packet::new_checked(eth.payload()).unwrap();
+        let u = udp::Packet::new_checked(ip.payload()).unwrap();
+        let opts = options(u.payload());
+        let get = |code| opts.iter().find(|o| o.0 == code).map(|o| o.1.clone());
+        assert_eq!(get(1), Some(vec![255, 255, 0, 0]));
+        assert_eq!(get(3), Some(vec![192, 0, 2, 1]));
+        assert_eq!(get(6), Some(vec![192, 0, 2, 1]));
+        assert_eq!(get(26), Some(1500u16.to_be_bytes().to_vec()));
+        assert_eq!(
+            get(121),
+            Some(vec![32, 192, 0, 2, 1, 0, 0, 0, 0, 0, 192, 0, 2, 1])
+        );
+        let mut fqdn = vec![4, 0xff, 0xff, 3];
+        fqdn.extend_from_slice(b"vm1\x07example\x00");
+        assert_eq!(get(81), Some(fqdn));
+    }
+
     /// (code, data) of every option, in order.
     fn options(reply: &[u8]) -> Vec<(u8, Vec<u8>)> {
         let p = dhcpv4::Packet::new_checked(reply).unwrap();
