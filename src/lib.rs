@@ -11,10 +11,12 @@ pub mod frag;
 pub mod frame;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz_api;
+pub mod hostif;
 pub mod lifecycle;
 pub mod link;
 pub mod logging;
 pub mod outbound;
+pub mod passt;
 pub mod pcap;
 pub mod poller;
 pub mod sandbox;
