@@ -67,6 +67,8 @@ pub const AIRLOCK_FEATURES: &[(&str, &str)] = &[
         "hostfwd",
         "tests/udp_icmp_dns.rs::udp_echo_round_trip_and_forwards",
     ),
+    // --tftp DIR: TFTP at the virtual host address, PXE boot by iPXE.
+    ("tftp", "tests/vmm.rs::pxe_boot_over_tftp"),
     // --netns PATH: a tap device in another network namespace.
     (
         "netns",

@@ -724,6 +724,93 @@ fn guest_report_parses_markers() {
     assert!(!alive(i32::MAX));
 }
 
+/// PXE: QEMU's own iPXE ROM (Debian's ipxe-qemu) boots with `-boot n`:
+/// it leases from airlock, reads the boot file DHCP names
+/// (`--dhcp-bootfile`, an iPXE script) over TFTP from `--tftp DIR`, then
+/// the kernel and initramfs it names; the booted guest leases, pings,
+/// downloads and resolves as in every other scenario.
+#[test]
+fn pxe_boot_over_tftp() {
+    let _l = serial();
+    let ns = HostNs::new("p");
+    let boot = TempDir::new("tftp");
+    let g = guest();
+    for f in ["vmlinuz", "initrd.gz"] {
+        std::fs::copy(g.join(f), boot.0.join(f)).unwrap();
+    }
+    std::fs::write(
+        boot.0.join("boot.ipxe"),
+        format!(
+            "#!ipxe\nkernel vmlinuz console=ttyS0 quiet panic=-1 airlock.port={HTTP_PORT} airlock.file=blob airlock.name={DNS_NAME} airlock.dns=10.0.2.3\ninitrd initrd.gz\nboot\n"
+        ),
+    )
+    .unwrap();
+    let (vmm_end, helper_end) = pair(SockType::Datagram);
+    let log = boot.0.join("airlock.log");
+    let mut a = ns.cmd(AIRLOCK);
+    a.arg(format!("--fd={}", helper_end.as_raw_fd()))
+        .arg("--tftp")
+        .arg(&boot.0)
+        .args(["--dhcp-bootfile", "boot.ipxe", "--debug", "--log-file"])
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut airlock = spawn_with_fds(&mut a, &[&helper_end]);
+    drop(helper_end);
+    let mut q = ns.cmd("timeout");
+    q.args([
+        "240",
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-m",
+        "256",
+        "-nodefaults",
+    ])
+    .args([
+        "-no-user-config",
+        "-nographic",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+    ])
+    .args(["-no-reboot", "-boot", "n"])
+    // Debian 12's iPXE ROM (2019) drives only the legacy virtio interface.
+    .args(["-device", "virtio-net-pci,netdev=n0,disable-modern=on"])
+    .arg("-netdev")
+    .arg(format!("socket,fd={},id=n0", vmm_end.as_raw_fd()))
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let q = spawn_with_fds(&mut q, &[&vmm_end]);
+    drop(vmm_end);
+    let out = q.wait_with_output().unwrap();
+    let _ = kill(Pid::from_raw(airlock.id() as i32), Signal::SIGTERM);
+    let _ = wait_child(&mut airlock, Duration::from_secs(2));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let r = GuestReport::parse(&out.stdout);
+    let ctx = format!(
+        "{}\n--- airlock log ---\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["boot.ipxe", "vmlinuz", "initrd.gz"] {
+        assert!(
+            text.contains(&format!("reads {f} (")),
+            "no TFTP read of {f}\n{ctx}\n{}",
+            r.console
+        );
+    }
+    let done: u64 = text
+        .lines()
+        .find_map(|l| l.split("tftp_transfers_done: ").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(done >= 3, "{done} transfers completed\n{ctx}");
+    r.assert_network(&ns, true);
+}
+
 /// airlock as `passt`: a symlink named so in `dir`, as a launcher finds it.
 fn passt_link(dir: &TempDir) -> PathBuf {
     let link = dir.0.join("passt");

@@ -187,6 +187,9 @@ impl Link {
     fn deliver(tx: &mut Tx, frame: &[u8], on_frame: &mut impl FnMut(&[u8], &mut Tx)) {
         tx.stats.rx_frames += 1;
         tx.stats.rx_bytes += frame.len() as u64;
+        if let Some(p) = tx.pcap.as_mut() {
+            p.frame(frame);
+        }
         if frame.len() < MIN_FRAME {
             tx.stats.rx_runt += 1;
             return;

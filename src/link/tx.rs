@@ -29,6 +29,8 @@ pub struct Tx {
     /// the middle of; it goes first next time, so the framing never breaks.
     pub(super) tail: Vec<u8>,
     pub stats: Stats,
+    /// `--pcap`: sees every frame received and flushed.
+    pub pcap: Option<crate::pcap::Pcap>,
 }
 
 impl Tx {
@@ -42,6 +44,7 @@ impl Tx {
             closed: None,
             tail: Vec::new(),
             stats: Stats::default(),
+            pcap: None,
         }
     }
 
@@ -97,6 +100,7 @@ impl Tx {
     /// Send everything queued. Waits (bounded) for a VMM that is slow to
     /// read rather than dropping: the link is lossless and so is airlock.
     pub fn flush(&mut self) {
+        self.capture();
         if self.frames.is_empty() {
             self.used = 0;
             if !self.tail.is_empty() {
@@ -117,6 +121,17 @@ impl Tx {
         }
         self.frames.clear();
         self.used = 0;
+    }
+
+    /// `--pcap`: record the queued frames, then write the capture.
+    fn capture(&mut self) {
+        let Some(p) = self.pcap.as_mut() else { return };
+        for &(off, len) in &self.frames {
+            if let Some(f) = self.buf.get(off + 4..off + 4 + len) {
+                p.frame(f);
+            }
+        }
+        p.flush();
     }
 
     pub(super) fn account(&mut self, len: usize) {

@@ -51,7 +51,9 @@ pub mod ipv4;
 pub mod ipv6;
 pub mod ndp;
 pub mod netlink;
+pub mod pcap;
 pub mod tcp;
+pub mod tftp;
 pub mod udp;
 
 /// Why a buffer could not be parsed or emitted.
