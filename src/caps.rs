@@ -45,6 +45,11 @@ pub const FEATURES: &[(&str, &str)] = &[
         "hostfwd",
         "tests/udp_icmp_dns.rs::udp_echo_round_trip_and_forwards",
     ),
+    // --vhost-user: the virtio-net backend, frames in guest memory.
+    (
+        "vhost-user",
+        "tests/vhost_user.rs::lease_ping_dns_forward_and_bulk_both_ways",
+    ),
     // --netns PATH: a tap device in another network namespace.
     (
         "netns",
@@ -84,6 +89,21 @@ pub fn print_capabilities(kernel_layers: &[&str]) -> Result<(), String> {
     let text = capabilities(kernel_layers).to_string();
     let mut out = std::io::stdout().lock();
     writeln!(out, "{text}")
+        .and_then(|_| out.flush())
+        .map_err(|e| format!("--print-capabilities: {e}"))
+}
+
+/// `--vhost-user --print-capabilities`: the vhost-user convention's JSON
+/// for a `net` backend (QEMU `docs/interop/vhost-user.json`: a net backend
+/// has no feature list of its own).
+pub fn vhost_user_capabilities() -> Value {
+    json!({ "type": "net" })
+}
+
+/// Print [`vhost_user_capabilities`] on stdout, one line.
+pub fn print_vhost_user_capabilities() -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", vhost_user_capabilities())
         .and_then(|_| out.flush())
         .map_err(|e| format!("--print-capabilities: {e}"))
 }

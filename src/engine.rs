@@ -227,6 +227,12 @@ impl Engine {
             "link: rx {} frames / {} bytes, tx {} frames / {} bytes in {} flushes, runts {}, oversize {}, tx dropped {}\n",
             s.rx_frames, s.rx_bytes, s.tx_frames, s.tx_bytes, s.tx_flushes, s.rx_runt, s.rx_oversize, s.tx_dropped
         );
+        if let Some(v) = self.link.vhost_stats() {
+            out.push_str(&format!(
+                "vhost-user: device resets {}, refused requests {}, oversize {}, rx dropped {}, calls {}\n",
+                v.faults, v.bad_requests, v.tx_oversize, v.rx_dropped, v.calls
+            ));
+        }
         out.push_str(&self.stack.counters.to_string());
         out
     }

@@ -16,4 +16,5 @@ pub mod services;
 pub mod stack;
 pub mod startup;
 pub mod sys;
+pub mod vhost_user;
 pub mod wire;

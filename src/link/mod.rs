@@ -8,6 +8,9 @@
 //!   stream`, passt). Large reads that may hold many frames and end in the
 //!   middle of one; `sendmsg` of many frames at once, never blocking.
 //! - [`Kind::Tap`]: a tap device (`--netns`), one frame per read/write.
+//! - [`Kind::VhostUser`]: frames straight from and into guest memory
+//!   (`--vhost-user`, see [`crate::vhost_user`]); the link's descriptor is
+//!   the backend's epoll set.
 //!
 //! Frames to the guest are queued in [`Tx`] and leave in batches: the engine
 //! flushes once per event-loop turn, or earlier when the queue fills.
@@ -49,6 +52,7 @@ pub enum Kind {
     Dgram,
     Stream,
     Tap,
+    VhostUser,
 }
 
 /// Why the link ended.
@@ -129,6 +133,8 @@ pub struct Tx {
     /// STREAM: the unwritten tail of a frame the VMM stopped reading in
     /// the middle of; it goes first next time, so the framing never breaks.
     tail: Vec<u8>,
+    /// VhostUser: the device whose receive ring a flush fills.
+    vhost: Option<crate::vhost_user::Rx>,
     pub stats: Stats,
 }
 
@@ -142,6 +148,7 @@ impl Tx {
             used: 0,
             closed: None,
             tail: Vec::new(),
+            vhost: None,
             stats: Stats::default(),
         }
     }
@@ -229,6 +236,10 @@ impl Tx {
             Kind::Dgram => self.flush_dgram(),
             Kind::Stream => self.flush_stream(),
             Kind::Tap => self.flush_tap(),
+            Kind::VhostUser => {
+                self.flush_vhost();
+                Ok(())
+            }
         };
         if let Err(e) = r {
             if self.closed.is_none() {
@@ -396,6 +407,26 @@ impl Tx {
         Ok(())
     }
 
+    fn flush_vhost(&mut self) {
+        let Some(rx) = self.vhost.as_mut() else {
+            return;
+        };
+        let buf = &self.buf;
+        let frames = self
+            .frames
+            .iter()
+            .map(|&(off, len)| &buf[off + 4..off + 4 + len]);
+        let (sent, dropped) = rx.push(frames);
+        self.stats.tx_frames += sent;
+        self.stats.tx_dropped += dropped;
+        self.stats.tx_bytes += self
+            .frames
+            .iter()
+            .take(sent as usize)
+            .map(|&(_, l)| l as u64)
+            .sum::<u64>();
+    }
+
     fn flush_tap(&mut self) -> io::Result<()> {
         let fd = self.fd.as_raw_fd();
         let mut i = 0;
@@ -443,6 +474,8 @@ pub struct Link {
     /// STREAM: bytes of a partial frame carried at the start of `rx`.
     carry: usize,
     rx_lens: [usize; RX_SLOTS],
+    /// VhostUser: the control channel and transmit ring.
+    vhost: Option<Box<crate::vhost_user::Backend>>,
     pub tx: Tx,
 }
 
@@ -459,6 +492,7 @@ impl Link {
             Kind::Dgram => vec![0; RX_SLOTS * (MAX_FRAME + 1)],
             Kind::Stream => vec![0; RX_STREAM + MAX_FRAME + 4],
             Kind::Tap => vec![0; MAX_FRAME + 1],
+            Kind::VhostUser => vec![0; crate::wire::virtio_net::HEADER_LEN + MAX_FRAME + 1],
         };
         Ok(Link {
             kind,
@@ -466,8 +500,24 @@ impl Link {
             rx,
             carry: 0,
             rx_lens: [0; RX_SLOTS],
+            vhost: None,
             tx: Tx::new(txfd, kind),
         })
+    }
+
+    /// `--vhost-user`: be the virtio-net backend on a connected vhost-user
+    /// socket, offering `mtu` in the device's config space.
+    pub fn vhost_user(stream: std::os::unix::net::UnixStream, mtu: u16) -> io::Result<Link> {
+        let backend = crate::vhost_user::Backend::new(stream, mtu)?;
+        let mut link = Link::new(backend.poll_fd()?, Kind::VhostUser)?;
+        link.tx.vhost = Some(crate::vhost_user::Rx::new(backend.device()));
+        link.vhost = Some(Box::new(backend));
+        Ok(link)
+    }
+
+    /// The vhost-user device's counters, for `--debug`.
+    pub fn vhost_stats(&self) -> Option<crate::vhost_user::Stats> {
+        self.vhost.as_ref().map(|b| b.stats())
     }
 
     /// A connected UNIX socket inherited from the VMM: its type says the framing.
@@ -503,7 +553,34 @@ impl Link {
             Kind::Dgram => self.recv_dgram(&mut on_frame),
             Kind::Stream => self.recv_stream(&mut on_frame),
             Kind::Tap => self.recv_tap(&mut on_frame),
+            Kind::VhostUser => self.recv_vhost(&mut on_frame),
         }
+    }
+
+    fn recv_vhost(&mut self, on_frame: &mut impl FnMut(&[u8], &mut Tx)) -> Result<Recv, Closed> {
+        let Some(backend) = self.vhost.as_mut() else {
+            return Ok(Recv::Drained);
+        };
+        backend.service()?;
+        let mut n = 0;
+        while n < RX_TAP_BURST {
+            let Some((start, end)) = backend.next_frame(&mut self.rx) else {
+                break;
+            };
+            n += 1;
+            if end - start > MAX_FRAME {
+                self.tx.stats.rx_oversize += 1;
+                continue;
+            }
+            Self::deliver(&mut self.tx, &self.rx[start..end], on_frame);
+        }
+        backend.end_batch();
+        // A full burst leaves the kick unread: the link stays readable.
+        Ok(if n == RX_TAP_BURST {
+            Recv::More
+        } else {
+            Recv::Drained
+        })
     }
 
     fn deliver(tx: &mut Tx, frame: &[u8], on_frame: &mut impl FnMut(&[u8], &mut Tx)) {

@@ -52,6 +52,7 @@ pub mod ipv6;
 pub mod ndp;
 pub mod tcp;
 pub mod udp;
+pub mod virtio_net;
 
 /// Why a buffer could not be parsed or emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
