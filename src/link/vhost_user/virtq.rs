@@ -75,9 +75,12 @@ pub fn walk<M: GuestMemoryBackend>(
 ) -> Result<u32, Fault> {
     let mut idx = head;
     let mut total: u32 = 0;
-    for _ in 0..size {
+    for n in 0..=size {
         if idx >= size {
             return Err(Fault::Index(idx));
+        }
+        if n == size {
+            break;
         }
         let at = table
             .checked_add(u64::from(idx) * 16)

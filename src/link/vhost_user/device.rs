@@ -1,40 +1,26 @@
-//! `--vhost-user`: airlock as the vhost-user backend of a virtio-net device.
-//!
-//! The VMM shares guest memory (memfd regions, mapped `MAP_SHARED`, never
-//! executable) and the two virtqueues; frames are read from the guest's
-//! transmit buffers and written into its receive buffers in place, with no
-//! syscall per frame and no socket in between. The protocol messages are
-//! parsed and answered by rust-vmm's `vhost` crate (the code Cloud
-//! Hypervisor and other VMMs use), the rings kept by `virtio-queue`, the
-//! memory by `vm-memory`; this module is the device behind them, and
-//! [`virtq`] the checked descriptor walker.
-//!
-//! Everything runs on airlock's one thread: the control socket and the
-//! transmit queue's kick eventfd sit in a small epoll set of their own
-//! whose descriptor is the link's, so the engine sees one readable link as
-//! with any other framing. The receive queue's kick is only read while a
-//! flush waits for buffers (bounded, as a slow VMM's socket is).
+//! The virtio-net device behind the vhost-user protocol: what the
+//! control requests set up (features, memory table, rings, eventfds) and
+//! what the data path does with it (frames out of the transmit ring, into
+//! the receive ring). rust-vmm's `vhost` crate parses and answers the
+//! messages, `virtio-queue` keeps the rings, `vm-memory` maps the memfd
+//! regions `MAP_SHARED` without `PROT_EXEC`.
 //!
 //! A driver that breaks the rules (a chain that loops or leaves guest
 //! memory, rings outside it, a header too short) gets its device reset:
 //! both rings stop, the error eventfds fire, and nothing of the chain is
 //! used. The VMM brings the rings back by setting them up again.
 //!
-//! #syscalls: recvmsg sendmsg epoll_wait|epoll_pwait|epoll_pwait2 epoll_ctl read write
-//! #syscalls: poll|ppoll mmap(2&PROT_EXEC=0) munmap newfstatat|fstat|statx close
+//! #syscalls: read write poll|ppoll mmap(2&PROT_EXEC=0) munmap newfstatat|fstat|statx close
 #![forbid(unsafe_code)]
 
-pub mod virtq;
-
-use crate::link::{Closed, MAX_FRAME};
+use super::virtq;
 use crate::wire::virtio_net as vnet;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::os::fd::AsFd;
+use std::sync::Arc;
 use vhost::vhost_user::message::{
     VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags, VhostUserInflight,
     VhostUserLog, VhostUserMemoryRegion, VhostUserProtocolFeatures, VhostUserShMemConfig,
@@ -42,7 +28,7 @@ use vhost::vhost_user::message::{
     VhostUserVringAddrFlags, VhostUserVringState,
 };
 use vhost::vhost_user::{
-    Backend as BackendChannel, BackendReqHandler, Error as VuError, GpuBackend, Result as VuResult,
+    Backend as BackendChannel, Error as VuError, GpuBackend, Result as VuResult,
     VhostUserBackendReqHandlerMut,
 };
 use vhost::VhostUserMemoryRegionBase;
@@ -52,7 +38,7 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
-pub use virtq::Fault;
+use virtq::Fault;
 
 /// Receive queue (device to driver) and transmit queue.
 pub const RXQ: usize = 0;
@@ -178,7 +164,8 @@ pub struct Device {
     heads: Vec<(u16, u32)>,
 }
 
-const TOKEN_SOCKET: u64 = 0;
+/// Tokens in the link's own epoll set.
+pub(super) const TOKEN_SOCKET: u64 = 0;
 const TOKEN_KICK: u64 = 1;
 
 fn bad(msg: &'static str) -> VuError {
@@ -186,7 +173,7 @@ fn bad(msg: &'static str) -> VuError {
 }
 
 impl Device {
-    fn new(mtu: u16, epoll: Arc<Epoll>) -> Device {
+    pub(super) fn new(mtu: u16, epoll: Arc<Epoll>) -> Device {
         Device {
             features: 0,
             protocol: 0,
@@ -197,6 +184,11 @@ impl Device {
             stats: Stats::default(),
             heads: Vec::with_capacity(MAX_MERGE),
         }
+    }
+
+    /// The transmit ring's kick eventfd, drained when the link wakes.
+    pub(super) fn tx_kick(&self) -> Option<&File> {
+        self.rings[TXQ].kick.as_ref()
     }
 
     fn has(&self, bit: u32) -> bool {
@@ -661,153 +653,5 @@ impl VhostUserBackendReqHandlerMut for Device {
     }
     fn set_log_base(&mut self, _: &VhostUserLog, _: File) -> VuResult<()> {
         Err(bad("LOG_SHMFD not offered"))
-    }
-}
-
-/// The link side of the device: the control channel and the epoll set the
-/// engine polls as the link's descriptor.
-pub struct Backend {
-    handler: BackendReqHandler<Mutex<Device>>,
-    dev: Arc<Mutex<Device>>,
-    epoll: Arc<Epoll>,
-}
-
-/// Lock the device; only airlock's one thread ever does.
-pub fn lock(dev: &Mutex<Device>) -> MutexGuard<'_, Device> {
-    dev.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Backend {
-    /// Serve the VMM on `stream`, a connected vhost-user socket.
-    pub fn new(stream: UnixStream, mtu: u16) -> std::io::Result<Backend> {
-        let epoll = Arc::new(Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?);
-        epoll.add(&stream, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SOCKET))?;
-        let dev = Arc::new(Mutex::new(Device::new(mtu, epoll.clone())));
-        let handler = BackendReqHandler::from_stream(stream, dev.clone());
-        Ok(Backend {
-            handler,
-            dev,
-            epoll,
-        })
-    }
-
-    /// The device, shared with the transmit queue.
-    pub fn device(&self) -> Arc<Mutex<Device>> {
-        self.dev.clone()
-    }
-
-    /// A descriptor for the engine's epoll set: readable when the VMM sent
-    /// a request or kicked the transmit ring.
-    pub fn poll_fd(&self) -> std::io::Result<OwnedFd> {
-        self.epoll.0.try_clone()
-    }
-
-    /// Answer the VMM's pending requests and consume a transmit kick.
-    /// Call once per link wakeup, before taking frames.
-    pub fn service(&mut self) -> Result<(), Closed> {
-        let mut events = [EpollEvent::empty(); 2];
-        let n = self
-            .epoll
-            .wait(&mut events, EpollTimeout::ZERO)
-            .unwrap_or(0);
-        let mut control = false;
-        for ev in &events[..n] {
-            if ev.data() == TOKEN_SOCKET {
-                control = true;
-            } else {
-                let d = lock(&self.dev);
-                if let Some(k) = &d.rings[TXQ].kick {
-                    let mut b = [0u8; 8];
-                    let _ = (&*k).read(&mut b);
-                }
-            }
-        }
-        if control {
-            match self.handler.handle_request() {
-                Ok(()) => {}
-                Err(
-                    VuError::Disconnected
-                    | VuError::PartialMessage
-                    | VuError::SocketBroken(_)
-                    | VuError::SocketError(_),
-                ) => return Err(Closed::Hangup),
-                Err(e) => {
-                    // The whole message was read: the channel stays in step.
-                    let mut d = lock(&self.dev);
-                    d.stats.bad_requests += 1;
-                    log::warn!("vhost-user request refused: {e}");
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The next guest frame into `buf`, as a range of it; `None` when the
-    /// ring is empty. A fault resets the device and ends the batch.
-    pub fn next_frame(&mut self, buf: &mut [u8]) -> Option<(usize, usize)> {
-        let mut d = lock(&self.dev);
-        match d.pop_tx(buf) {
-            Ok(f) => f,
-            Err(f) => {
-                d.fault(f);
-                None
-            }
-        }
-    }
-
-    pub fn end_batch(&mut self) {
-        lock(&self.dev).notify_tx();
-    }
-
-    pub fn stats(&self) -> Stats {
-        lock(&self.dev).stats.clone()
-    }
-}
-
-impl AsFd for Backend {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.epoll.0.as_fd()
-    }
-}
-
-/// Frames to the guest: the transmit queue's flush for this framing.
-pub struct Rx {
-    dev: Arc<Mutex<Device>>,
-}
-
-impl Rx {
-    pub fn new(dev: Arc<Mutex<Device>>) -> Rx {
-        Rx { dev }
-    }
-
-    /// Place every frame; returns (frames placed, frames dropped).
-    pub fn push<'a>(&mut self, frames: impl Iterator<Item = &'a [u8]>) -> (u64, u64) {
-        let mut d = lock(&self.dev);
-        let (mut sent, mut dropped) = (0u64, 0u64);
-        let mut running = d.rx_running();
-        for f in frames {
-            if !running || f.len() > MAX_FRAME {
-                dropped += 1;
-                continue;
-            }
-            match d.push_rx(f) {
-                Ok(true) => sent += 1,
-                Ok(false) => {
-                    // No buffers in time: the rest would wait as long.
-                    dropped += 1;
-                    running = false;
-                }
-                Err(fault) => {
-                    d.fault(fault);
-                    dropped += 1;
-                    running = false;
-                }
-            }
-        }
-        if sent > 0 {
-            d.notify_rx();
-        }
-        d.stats.rx_dropped += dropped;
-        (sent, dropped)
     }
 }
