@@ -162,6 +162,8 @@ pub struct Device {
     /// Per-frame scratch: (head, bytes written) of the buffers one frame
     /// takes, kept to avoid an allocation per frame.
     heads: Vec<(u16, u32)>,
+    /// How long a flush waits for receive buffers ([`RX_STALL_MS`]).
+    stall_ms: u16,
 }
 
 /// Tokens in the link's own epoll set.
@@ -183,6 +185,7 @@ impl Device {
             epoll,
             stats: Stats::default(),
             heads: Vec::with_capacity(MAX_MERGE),
+            stall_ms: RX_STALL_MS,
         }
     }
 
@@ -363,7 +366,7 @@ impl Device {
                 return Err(Fault::Ring);
             }
             if pending.0 == 0 {
-                if !wait_for_buffers(q, &mem.guest, r.kick.as_ref())? {
+                if !wait_for_buffers(q, &mem.guest, r.kick.as_ref(), self.stall_ms)? {
                     for _ in 0..self.heads.len() {
                         q.go_to_previous_position();
                     }
@@ -426,23 +429,59 @@ impl Device {
 }
 
 /// The driver has no receive buffers: ask for a kick and wait for it, at
-/// most [`RX_STALL_MS`]. True when there may be buffers now.
+/// most `stall_ms`. True when there may be buffers now.
 fn wait_for_buffers(
     q: &mut Queue,
     mem: &GuestMemoryMmap,
     kick: Option<&File>,
+    stall_ms: u16,
 ) -> Result<bool, Fault> {
     if q.enable_notification(mem).map_err(|_| Fault::Ring)? {
         return Ok(true);
     }
     let Some(kick) = kick else { return Ok(false) };
     let mut fds = [PollFd::new(kick.as_fd(), PollFlags::POLLIN)];
-    let ready = matches!(poll(&mut fds, PollTimeout::from(RX_STALL_MS)), Ok(n) if n > 0);
+    let ready = matches!(poll(&mut fds, PollTimeout::from(stall_ms)), Ok(n) if n > 0);
     if ready {
         let mut b = [0u8; 8];
         let _ = (&*kick).read(&mut b);
     }
     Ok(ready)
+}
+
+#[cfg(feature = "fuzzing")]
+impl Device {
+    /// A device on `guest` as a VMM would leave it set up: identity
+    /// address map, ring `q` at `q * 0x3000` (descriptors, then avail at
+    /// +0x1000, used at +0x2000) with `sizes[q]` entries, both enabled, no
+    /// waiting for buffers. For `fuzz_api`.
+    pub fn fuzz(guest: GuestMemoryMmap, sizes: [u16; 2], features: u64) -> Option<Device> {
+        use vm_memory::GuestMemoryBackend;
+        let epoll = Arc::new(Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).ok()?);
+        let mut d = Device::new(65520, epoll);
+        d.stall_ms = 0;
+        let size = guest.last_addr().0 + 1;
+        d.mem = Some(Memory {
+            guest,
+            table: vec![(0, size, 0)],
+        });
+        d.set_features(features & VIRTIO_FEATURES).ok()?;
+        for (q, &n) in sizes.iter().enumerate() {
+            let base = q as u64 * 0x3000;
+            let r = &mut d.rings[q];
+            r.queue.try_set_size(n).ok()?;
+            r.addrs = Some((base, base + 0x1000, base + 0x2000));
+            r.enabled = true;
+            let efd = nix::sys::eventfd::EventFd::from_value_and_flags(
+                0,
+                nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+            )
+            .ok()?;
+            r.kick = Some(File::from(std::os::fd::OwnedFd::from(efd)));
+            d.apply_addrs(q);
+        }
+        Some(d)
+    }
 }
 
 /// Map one region the VMM sent; the file must hold all of it (a mapping
