@@ -453,3 +453,106 @@ fn print_capabilities_says_net_and_the_other_modes_list_vhost_user() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{o:?}");
 }
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = s
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 of stat, counted after the ")" of the name.
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// The lead's benchmark (ignored by default, run on a quiet machine):
+/// `AIRLOCK_BENCH_MB` (default 1000) each way through the test front-end,
+/// throughput and the backend's CPU per GB. With `AIRLOCK_BENCH_PASST` set
+/// to a passt binary, the same through passt's `--vhost-user` instead.
+///
+/// `cargo test --release --test vhost_user bench_vhost_user -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_vhost_user() {
+    let mb: u64 = std::env::var("AIRLOCK_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let bytes = mb * 1000 * 1000;
+    let passt = std::env::var("AIRLOCK_BENCH_PASST").ok();
+    let t = Topology::new();
+    let sock = t.dir().join("vhost.sock");
+    let s = sock.to_string_lossy().into_owned();
+    let (name, argv, peer): (&str, Vec<&str>, &str) = match &passt {
+        Some(p) => (
+            "passt",
+            vec![
+                p,
+                "--vhost-user",
+                "--socket",
+                &s,
+                "-f",
+                "-q",
+                "-4",
+                "-t",
+                "18080:8080",
+            ],
+            "192.0.2.1",
+        ),
+        None => (
+            "airlock",
+            vec![
+                AIRLOCK,
+                "--vhost-user",
+                "--socket",
+                &s,
+                "--foreground",
+                "--hostfwd",
+                "tcp::18080-:8080",
+            ],
+            "10.0.2.2",
+        ),
+    };
+    let a = Daemon::spawn(name, &mut t.host_cmd(&argv), &t.dir().join("backend.log"));
+    let mut r = Rig { a, t, sock };
+    let _fe = r.guest_up();
+    let size = bytes.to_string();
+    let pid = r.a.pid();
+
+    let mut sink = r.spawn_tool(false, "up", &["sink", "127.0.0.1", "9000", "0"]);
+    let c0 = cpu_secs(pid);
+    let c = r.tool(
+        true,
+        &["send", peer, "9000", &size],
+        Duration::from_secs(900),
+    );
+    let up_cpu = cpu_secs(pid) - c0;
+    assert!(sink
+        .wait_exit(Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+    assert_eq!(last_json(&sink.log()).unwrap()["sha"], c["sha"]);
+    let up_s = c["secs"].as_f64().unwrap_or(0.0);
+
+    let mut sink = r.spawn_tool(true, "down", &["sink", "0.0.0.0", "8080", "0"]);
+    let c0 = cpu_secs(pid);
+    let c = r.tool(
+        false,
+        &["send", "127.0.0.1", "18080", &size],
+        Duration::from_secs(900),
+    );
+    let down_cpu = cpu_secs(pid) - c0;
+    assert!(sink
+        .wait_exit(Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+    assert_eq!(last_json(&sink.log()).unwrap()["sha"], c["sha"]);
+    let down_s = c["secs"].as_f64().unwrap_or(0.0);
+    let gb = bytes as f64 / 1e9;
+    eprintln!(
+        "{name} vhost-user: g2h {:.2} Gbit/s, {:.2} CPU s/GB; h2g {:.2} Gbit/s, {:.2} CPU s/GB",
+        gb * 8.0 / up_s.max(1e-9),
+        up_cpu / gb,
+        gb * 8.0 / down_s.max(1e-9),
+        down_cpu / gb
+    );
+}
