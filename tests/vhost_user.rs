@@ -556,3 +556,28 @@ fn bench_vhost_user() {
         down_cpu / gb
     );
 }
+
+/// A VMM that stops in the middle of a request is taken for gone after
+/// 200 ms: airlock does not hang on it and serves the next one.
+#[test]
+fn a_stalled_request_costs_the_connection_not_the_loop() {
+    use std::io::Write;
+    let mut r = Rig::new(&[]);
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut s = loop {
+        match std::os::unix::net::UnixStream::connect(&r.sock) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    // Half of a GET_FEATURES header, then silence.
+    s.write_all(&[1, 0, 0, 0, 1, 0]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(r.a.is_running(), "{}", r.a.diagnose());
+    let fe = r.connect();
+    assert!(arp_round_trip(&fe), "{}", r.a.diagnose());
+    drop(s);
+    let log = r.stop();
+    assert_eq!(log.matches("VMM connected").count(), 2, "{log}");
+}

@@ -575,7 +575,9 @@ impl VhostUserBackendReqHandlerMut for Device {
         r.addrs = Some((descriptor, available, used));
         r.broken = false;
         self.apply_addrs(index as usize);
-        if self.rings[index as usize].queue.ready() {
+        // Before a memory table the addresses wait for one; after, rings
+        // outside guest memory are refused.
+        if self.mem.is_none() || self.rings[index as usize].queue.ready() {
             Ok(())
         } else {
             Err(VuError::InvalidParam)

@@ -12,7 +12,8 @@
 //! - `device.rs`: the device and its request handler;
 //! - `virtq.rs`: the checked descriptor-chain walker.
 //!
-//! #syscalls: recvmsg sendmsg epoll_wait|epoll_pwait|epoll_pwait2 epoll_ctl read
+//! #syscalls: recvmsg sendmsg epoll_create1 epoll_wait|epoll_pwait|epoll_pwait2 epoll_ctl read
+//! #syscalls: setsockopt recvfrom nanosleep|clock_nanosleep
 #![forbid(unsafe_code)]
 
 mod device;
@@ -32,10 +33,17 @@ use vhost::vhost_user::{BackendReqHandler, Error as VuError};
 
 /// Frames taken from the transmit ring per link wakeup.
 const RX_BURST: usize = 32;
+/// How long a request begun may take to arrive whole, or a reply to go.
+const CONTROL_WAIT_MS: u64 = 200;
+/// The protocol's largest request body.
+const MAX_MSG_SIZE: usize = 0x1000;
 
 /// The link side of the device: the control channel and the epoll set the
 /// engine polls as the link's descriptor.
 pub(super) struct Backend {
+    /// The control socket, to peek at requests before the handler reads.
+    sock: UnixStream,
+    peek: Vec<u8>,
     handler: BackendReqHandler<Mutex<Device>>,
     dev: Arc<Mutex<Device>>,
     epoll: Arc<Epoll>,
@@ -49,11 +57,16 @@ pub fn lock(dev: &Mutex<Device>) -> MutexGuard<'_, Device> {
 impl Backend {
     /// Serve the VMM on `stream`, a connected vhost-user socket.
     pub fn new(stream: UnixStream, mtu: u16) -> std::io::Result<Backend> {
+        // A VMM that stops reading replies must not hold the loop either.
+        stream.set_write_timeout(Some(std::time::Duration::from_millis(CONTROL_WAIT_MS)))?;
         let epoll = Arc::new(Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?);
         epoll.add(&stream, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SOCKET))?;
         let dev = Arc::new(Mutex::new(Device::new(mtu, epoll.clone())));
+        let sock = stream.try_clone()?;
         let handler = BackendReqHandler::from_stream(stream, dev.clone());
         Ok(Backend {
+            sock,
+            peek: vec![0; 12 + MAX_MSG_SIZE],
             handler,
             dev,
             epoll,
@@ -91,7 +104,7 @@ impl Backend {
                 }
             }
         }
-        if control {
+        if control && self.request_ready()? {
             match self.handler.handle_request() {
                 Ok(()) => {}
                 Err(
@@ -100,6 +113,11 @@ impl Backend {
                     | VuError::SocketBroken(_)
                     | VuError::SocketError(_),
                 ) => return Err(Closed::Hangup),
+                Err(e @ (VuError::InvalidMessage | VuError::OversizedMsg)) => {
+                    // A header that cannot be trusted: the channel is out of step.
+                    log::warn!("vhost-user: {e}: closing the connection");
+                    return Err(Closed::Hangup);
+                }
                 Err(e) => {
                     // The whole message was read: the channel stays in step.
                     let mut d = lock(&self.dev);
@@ -109,6 +127,36 @@ impl Backend {
             }
         }
         Ok(())
+    }
+
+    /// Whether a whole request is waiting. The `vhost` crate reads a
+    /// request with blocking calls and retries forever on a short read, so
+    /// it is only called once the header and body are all there: a VMM that
+    /// stops in the middle of one is waited for [`CONTROL_WAIT_MS`] at
+    /// most, then taken for gone.
+    fn request_ready(&mut self) -> Result<bool, Closed> {
+        use nix::sys::socket::{recv, MsgFlags};
+        use std::os::fd::AsRawFd;
+        const HDR: usize = 12;
+        for _ in 0..CONTROL_WAIT_MS {
+            let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+            let n = match recv(self.sock.as_raw_fd(), &mut self.peek, flags) {
+                Ok(0) => return Err(Closed::Hangup),
+                Ok(n) => n,
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => return Ok(false),
+                Err(_) => return Err(Closed::Hangup),
+            };
+            if let Some(h) = self.peek.get(8..HDR).filter(|_| n >= HDR) {
+                let size = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+                // An oversized request is left to the handler to refuse.
+                if size > MAX_MSG_SIZE || n >= HDR + size {
+                    return Ok(true);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        log::warn!("vhost-user: a request stopped half-way for {CONTROL_WAIT_MS} ms: closing the connection");
+        Err(Closed::Hangup)
     }
 
     /// The next guest frame into `buf`, as a range of it; `None` when the
