@@ -496,6 +496,17 @@ pub fn parse_port_spec(
 }
 
 impl Config {
+    /// Unit tests' configuration: `airlock ARGS...`, no resolv.conf.
+    #[cfg(test)]
+    pub(crate) fn for_test(args: &[&str]) -> Config {
+        let argv = std::iter::once("airlock").chain(args.iter().copied());
+        Config::from_options(
+            &<Options as clap::Parser>::try_parse_from(argv).unwrap(),
+            None,
+        )
+        .unwrap()
+    }
+
     /// Resolve options; `resolv_conf` is the text of /etc/resolv.conf (read
     /// by the caller before the sandbox), used when no upstream is given.
     pub fn from_options(o: &Options, resolv_conf: Option<&str>) -> Result<Config, ConfigError> {

@@ -167,13 +167,11 @@ pub fn bind_forwards(cfg: &Config) -> io::Result<Vec<Listener>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Options;
-    use clap::Parser;
 
     fn cfg(args: &[&str]) -> Config {
-        let mut v = vec!["airlock", "--dns-upstream", "127.0.0.1:5353"];
+        let mut v = vec!["--dns-upstream", "127.0.0.1:5353"];
         v.extend_from_slice(args);
-        Config::from_options(&Options::try_parse_from(v).unwrap(), None).unwrap()
+        Config::for_test(&v)
     }
 
     /// A port free right now on loopback (for both UDP and TCP, likely).

@@ -16,10 +16,12 @@
 //! addresses itself.
 //!
 //! #syscalls: socket(0=AF_INET|AF_INET6) bind connect setsockopt sendto|sendmsg recvmmsg recvmsg close
+//! #syscalls: getegid
 #![forbid(unsafe_code)]
 
 use super::dgram::{self, HostError, Quote, RxHeaders};
-use super::{Ctx, Key, Token, Verdict};
+use super::{nat, Ctx, Flow, Key, Table, Token, Verdict};
+use crate::config::Config;
 use crate::counters::Counters;
 use crate::frame;
 use crate::wire::{checksum, ip_proto};
@@ -64,6 +66,70 @@ pub fn echo_request_ident(msg: &[u8], v6: bool) -> Option<u16> {
     match msg {
         [t, 0, _, _, a, b, _, _, ..] if *t == want => Some(u16::from_be_bytes([*a, *b])),
         _ => None,
+    }
+}
+
+/// An echo request from the guest to `dst` (not a virtual address): to
+/// its flow, or through a new ping socket. False when no flow can carry
+/// it (ping sockets refused, or no destination), so the caller counts it
+/// dropped.
+#[allow(clippy::too_many_arguments)]
+pub fn on_guest_echo(
+    table: &mut Table,
+    ctx: &mut Ctx<'_>,
+    cfg: &Config,
+    counters: &mut Counters,
+    ping_denied: &mut bool,
+    dst: IpAddr,
+    key: Key,
+    msg: &[u8],
+    ttl: u8,
+) -> bool {
+    let now = ctx.now;
+    if let Some(i) = table.lookup(&key) {
+        if let Some((_, Flow::Icmp(c))) = table.at(i) {
+            if c.on_guest(now, msg, ttl).is_err() {
+                counters.icmp_dropped += 1;
+            }
+        }
+        return true;
+    }
+    if *ping_denied {
+        counters.icmp_ping_denied += 1;
+        return false;
+    }
+    let Some(host_dst) = nat::outbound(cfg, SocketAddr::new(dst, 0)) else {
+        return false;
+    };
+    let Ok(token) = table.vacant() else {
+        counters.flows_full += 1;
+        return true;
+    };
+    match Echo::open(ctx, token, key, host_dst.ip()) {
+        Ok(mut c) => {
+            if c.on_guest(now, msg, ttl).is_err() {
+                counters.icmp_dropped += 1;
+            }
+            table.insert(token, key, Flow::Icmp(c));
+            counters.flows_opened += 1;
+            true
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+            *ping_denied = true;
+            counters.icmp_ping_denied += 1;
+            log::warn!(
+                "ping sockets are not allowed for group {}: the guest can ping only the \
+                 virtual addresses; to let it ping the outside, include that group in \
+                 net.ipv4.ping_group_range (e.g. sysctl -w net.ipv4.ping_group_range='0 2147483647')",
+                nix::unistd::getegid()
+            );
+            false
+        }
+        Err(e) => {
+            log::debug!("ping {dst} -> {host_dst}: {e}");
+            counters.icmp_dropped += 1;
+            true
+        }
     }
 }
 

@@ -49,9 +49,7 @@ pub fn handle(cfg: &Config, _l2: &L2, payload: &[u8], tx: &mut Tx, counters: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Options;
     use crate::link::Link;
-    use clap::Parser;
     use std::net::Ipv4Addr;
     use std::os::fd::OwnedFd;
     use std::os::unix::net::UnixDatagram;
@@ -59,8 +57,7 @@ mod tests {
     const GUEST: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
 
     fn ask(target: Ipv4Addr, op: arp::Operation) -> Option<arp::Repr> {
-        let cfg =
-            Config::from_options(&Options::try_parse_from(["airlock"]).unwrap(), None).unwrap();
+        let cfg = Config::for_test(&[]);
         let (vmm, ours) = UnixDatagram::pair().unwrap();
         vmm.set_nonblocking(true).unwrap();
         let mut link = Link::from_socket(OwnedFd::from(ours)).unwrap();

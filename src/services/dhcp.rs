@@ -12,8 +12,8 @@ use crate::counters::Counters;
 use crate::frame::{self, L2};
 use crate::link::Tx;
 use crate::wire::dhcpv4::{self, MessageType, OptionRepr, Reply};
-use crate::wire::{ip_proto, udp};
-use std::net::{IpAddr, Ipv4Addr};
+use crate::wire::udp;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// slirp's lease time.
 pub const LEASE_SECS: u32 = 24 * 3600;
@@ -177,19 +177,16 @@ impl Server {
             let Ok(len) = r.buffer_len(opts) else {
                 return 0;
             };
-            let off = frame::write_ip(buf, &l2, from, to, ip_proto::UDP, udp::HEADER_LEN + len, 64);
-            if off == 0 {
+            let at = frame::l4_offset(from) + udp::HEADER_LEN;
+            let Some(msg) = buf.get_mut(at..at + len) else {
+                return 0;
+            };
+            if r.emit(msg, opts).is_err() {
                 return 0;
             }
-            let msg = &mut buf[off..off + udp::HEADER_LEN + len];
-            if r.emit(&mut msg[udp::HEADER_LEN..], opts).is_err() {
-                return 0;
-            }
-            msg[0..2].copy_from_slice(&dhcpv4::SERVER_PORT.to_be_bytes());
-            msg[2..4].copy_from_slice(&dhcpv4::CLIENT_PORT.to_be_bytes());
-            msg[4..6].copy_from_slice(&((udp::HEADER_LEN + len) as u16).to_be_bytes());
-            frame::fill_l4_checksum(msg, from, to, ip_proto::UDP, 6);
-            off + udp::HEADER_LEN + len
+            let from = SocketAddr::new(from, dhcpv4::SERVER_PORT);
+            let to = SocketAddr::new(to, dhcpv4::CLIENT_PORT);
+            frame::write_udp(buf, &l2, from, to, len)
         });
     }
 }
@@ -197,11 +194,9 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Options;
     use crate::counters::Counters;
     use crate::link::Link;
     use crate::wire::{ethernet, ipv4};
-    use clap::Parser;
     use std::os::fd::OwnedFd;
     use std::os::unix::net::UnixDatagram;
 
@@ -230,9 +225,7 @@ mod tests {
 
     /// Run one client message through the server; the reply's DHCP part.
     fn exchange(args: &[&str], msg: &[u8]) -> Option<Vec<u8>> {
-        let mut v = vec!["airlock"];
-        v.extend_from_slice(args);
-        let cfg = Config::from_options(&Options::try_parse_from(v).unwrap(), None).unwrap();
+        let cfg = Config::for_test(args);
         let (vmm, ours) = UnixDatagram::pair().unwrap();
         vmm.set_nonblocking(true).unwrap();
         let mut link = Link::from_socket(OwnedFd::from(ours)).unwrap();
