@@ -3,7 +3,7 @@
 //! from host socket events back to flows.
 #![forbid(unsafe_code)]
 
-use crate::config::{router_mac4, router_mac6, Config};
+use crate::config::Config;
 use crate::flow::{self, dgram, forward, icmp, tcp, udp, Flow, Key};
 use crate::frag;
 use crate::frame::L2;
@@ -46,12 +46,12 @@ impl Stack {
         let router4 = cfg
             .net4
             .as_ref()
-            .map(|n| router_mac4(n.host))
+            .map(|n| cfg.mac4(n.host))
             .unwrap_or([0x52, 0x55, 0, 0, 0, 2]);
         let router6 = cfg
             .net6
             .as_ref()
-            .map(|n| router_mac6(n.host))
+            .map(|n| cfg.mac6(n.host))
             .unwrap_or([0x52, 0x56, 0, 0, 0, 2]);
         let flows = flow::Table::new(cfg.max_flows);
         let dhcp = services::dhcp::Server::new(&cfg);

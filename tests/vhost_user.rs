@@ -439,7 +439,7 @@ fn print_capabilities_says_net_and_the_other_modes_list_vhost_user() {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["type"], "slirp-helper");
     assert!(
-        v["features"]
+        v["airlock-features"]
             .as_array()
             .unwrap()
             .iter()

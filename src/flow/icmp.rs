@@ -24,7 +24,7 @@ use super::{nat, Ctx, Flow, Key, Table, Token, Verdict};
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::frame;
-use crate::wire::{checksum, ip_proto};
+use crate::wire::{icmpv4, icmpv6, ip_proto};
 use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{
     self as sock, sockopt, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
@@ -40,10 +40,10 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Batches read per host event.
 const BATCHES_PER_EVENT: usize = 2;
 
-const ECHO_REQUEST_V4: u8 = 8;
-const ECHO_REPLY_V4: u8 = 0;
-const ECHO_REQUEST_V6: u8 = 128;
-const ECHO_REPLY_V6: u8 = 129;
+const ECHO_REQUEST_V4: u8 = icmpv4::msg_type::ECHO_REQUEST;
+const ECHO_REPLY_V4: u8 = icmpv4::msg_type::ECHO_REPLY;
+const ECHO_REQUEST_V6: u8 = icmpv6::msg_type::ECHO_REQUEST;
+const ECHO_REPLY_V6: u8 = icmpv6::msg_type::ECHO_REPLY;
 
 /// The flow key of an echo request: the guest's address and identifier,
 /// and the destination (port 0).
@@ -259,17 +259,28 @@ impl Echo {
                     let Some(m) = f.get_mut(off..off + len).filter(|_| off != 0 && len >= 8) else {
                         return 0;
                     };
-                    if m[0] != reply {
-                        return 0;
-                    }
                     // The host's identifier back to the guest's.
-                    m[4..6].copy_from_slice(&ident.to_be_bytes());
-                    if v6 {
-                        frame::fill_l4_checksum(m, src, dst, proto, 2);
-                    } else {
-                        m[2..4].copy_from_slice(&[0, 0]);
-                        let c = checksum::checksum(m);
-                        m[2..4].copy_from_slice(&c.to_be_bytes());
+                    match (src, dst) {
+                        (IpAddr::V6(s), IpAddr::V6(d)) => {
+                            let Ok(mut p) = icmpv6::Packet::new_checked(&mut *m) else {
+                                return 0;
+                            };
+                            if p.msg_type() != reply {
+                                return 0;
+                            }
+                            p.set_echo_ident(ident);
+                            p.fill_checksum(s, d);
+                        }
+                        _ => {
+                            let Ok(mut p) = icmpv4::Packet::new_checked(&mut *m) else {
+                                return 0;
+                            };
+                            if p.msg_type() != reply {
+                                return 0;
+                            }
+                            p.set_echo_ident(ident);
+                            p.fill_checksum();
+                        }
                     }
                     off + len
                 },
@@ -291,10 +302,20 @@ impl Echo {
         // The echo request as the guest sent it: its type, its identifier,
         // the host's sequence number (the kernel keeps the guest's).
         let mut head = e.head;
-        head[0] = if v6 { ECHO_REQUEST_V6 } else { ECHO_REQUEST_V4 };
-        head[1] = 0;
-        head[2..4].copy_from_slice(&[0, 0]);
-        head[4..6].copy_from_slice(&self.key.guest.port().to_be_bytes());
+        let ident = self.key.guest.port();
+        if v6 {
+            if let Ok(mut p) = icmpv6::Packet::new_checked(&mut head[..]) {
+                p.set_msg_type(ECHO_REQUEST_V6);
+                p.set_code(0);
+                p.set_checksum(0);
+                p.set_echo_ident(ident);
+            }
+        } else if let Ok(mut p) = icmpv4::Packet::new_checked(&mut head[..]) {
+            p.set_msg_type(ECHO_REQUEST_V4);
+            p.set_code(0);
+            p.set_checksum(0);
+            p.set_echo_ident(ident);
+        }
         let quote = Quote {
             src: self.key.guest.ip(),
             dst: self.key.remote.ip(),

@@ -53,8 +53,9 @@ pub fn outbound(cfg: &Config, dst: SocketAddr) -> Option<SocketAddr> {
         };
         return Some(SocketAddr::new(lo, dst.port()));
     }
-    if in_net {
-        // Other virtual addresses have nothing behind them.
+    if in_net && cfg.virtual_subnet {
+        // Other virtual addresses have nothing behind them (slirp's view;
+        // passt's subnet is the host's, reached as addressed).
         return None;
     }
     if ip.is_multicast() || ip.is_unspecified() || is_broadcast(ip) {

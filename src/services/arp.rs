@@ -3,7 +3,7 @@
 //! `52:55` + that address, never the guest's MAC.
 #![forbid(unsafe_code)]
 
-use crate::config::{router_mac4, Config};
+use crate::config::Config;
 use crate::counters::Counters;
 use crate::frame::L2;
 use crate::link::Tx;
@@ -27,7 +27,7 @@ pub fn handle(cfg: &Config, _l2: &L2, payload: &[u8], tx: &mut Tx, counters: &mu
         counters.arp_ignored += 1;
         return;
     }
-    let mac = router_mac4(repr.target_ip);
+    let mac = cfg.mac4(repr.target_ip);
     let reply = arp::Repr {
         op: arp::Operation::Reply,
         sender_mac: mac,

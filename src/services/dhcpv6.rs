@@ -16,7 +16,7 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use super::ndp::{self, Incoming};
-use crate::config::{router_mac6, Config, Net6};
+use crate::config::{Config, Net6};
 use crate::counters::Counters;
 use crate::frame::{self, L2};
 use crate::link::Tx;
@@ -69,7 +69,7 @@ impl Server {
         let mac = cfg
             .net6
             .as_ref()
-            .map(|n| router_mac6(n.host))
+            .map(|n| cfg.mac6(n.host))
             .unwrap_or_default();
         let mut duid = [0, 3, 0, 1, 0, 0, 0, 0, 0, 0];
         if let Some(d) = duid.get_mut(4..) {
@@ -311,8 +311,8 @@ impl Server {
         let (src, dst) = (net.router_link_local(), pkt.src);
         let l2 = L2 {
             guest: pkt.eth_src,
-            router4: router_mac6(net.host),
-            router6: router_mac6(net.host),
+            router4: cfg.mac6(net.host),
+            router6: cfg.mac6(net.host),
         };
         let s = SocketAddr::new(IpAddr::V6(src), dhcpv6::SERVER_PORT);
         let d = SocketAddr::new(IpAddr::V6(dst), client_port);

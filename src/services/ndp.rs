@@ -90,6 +90,8 @@ pub struct Router {
     /// Addresses the guest claimed by duplicate address detection.
     guest_addrs: [Option<Ipv6Addr>; GUEST_ADDRS],
     guest_next: usize,
+    /// One MAC for every address (passt's view), else slirp's per address.
+    mac: Option<Mac>,
 }
 
 impl Router {
@@ -106,6 +108,7 @@ impl Router {
             rng: seed ^ 0x9e37_79b9_7f4a_7c15,
             guest_addrs: [None; GUEST_ADDRS],
             guest_next: 0,
+            mac: cfg.mac,
         }
     }
 
@@ -278,7 +281,14 @@ impl Router {
                 return 0;
             }
             // It claims an address airlock holds: defend it, to all nodes.
-            return write_na(target, ALL_NODES, multicast_mac(ALL_NODES), flags, buf);
+            return write_na(
+                self.mac,
+                target,
+                ALL_NODES,
+                multicast_mac(ALL_NODES),
+                flags,
+                buf,
+            );
         }
         let addressed = pkt.dst == target || pkt.dst == solicited_node(target);
         if !addressed || !net.is_virtual(target) || self.is_guest_addr(target) {
@@ -287,6 +297,7 @@ impl Router {
         }
         let mac = sllao.unwrap_or(pkt.eth_src);
         write_na(
+            self.mac,
             target,
             pkt.src,
             mac,
@@ -319,14 +330,28 @@ impl Router {
             options: Options::Wire(&self.ra_options),
         };
         let src = net.router_link_local();
-        write_ndp(&ra, src, dst, router_mac6(net.host), dst_mac, buf)
+        write_ndp(
+            &ra,
+            src,
+            dst,
+            self.mac.unwrap_or_else(|| router_mac6(net.host)),
+            dst_mac,
+            buf,
+        )
     }
 }
 
 /// A neighbour advertisement for `target`, from `target` itself with
 /// slirp's MAC for it.
-fn write_na(target: Ipv6Addr, dst: Ipv6Addr, dst_mac: Mac, flags: u8, buf: &mut [u8]) -> usize {
-    let mac = router_mac6(target);
+fn write_na(
+    mac: Option<Mac>,
+    target: Ipv6Addr,
+    dst: Ipv6Addr,
+    dst_mac: Mac,
+    flags: u8,
+    buf: &mut [u8],
+) -> usize {
+    let mac = mac.unwrap_or_else(|| router_mac6(target));
     let opts = [NdpOption::TargetLinkAddr(mac)];
     let na = ndp::Repr::NeighborAdvert {
         flags,
@@ -363,7 +388,7 @@ fn ra_options(cfg: &Config, net: &Net6) -> Vec<u8> {
     let dns = [net.dns];
     let search = fitting_names(&cfg.dns_suffixes, MAX_OPTION_LEN - 8);
     let mut opts = vec![
-        NdpOption::SourceLinkAddr(router_mac6(net.host)),
+        NdpOption::SourceLinkAddr(cfg.mac6(net.host)),
         NdpOption::Mtu(u32::from(cfg.mtu)),
         NdpOption::PrefixInfo(PrefixInfo {
             prefix_len: net.prefix_len,
