@@ -53,6 +53,10 @@ pub struct Options {
     /// Tap device name for --netns.
     #[arg(long, short = 'I', value_name = "NAME", default_value = "tap0")]
     pub interface: String,
+    /// Be the vhost-user backend of a virtio-net device on --socket PATH
+    /// (a listener) or --fd N (a connected vhost-user socket).
+    #[arg(long)]
+    pub vhost_user: bool,
     /// With --socket: exit when the VMM disconnects.
     #[arg(long, short = '1')]
     pub one_off: bool,

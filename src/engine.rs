@@ -185,6 +185,12 @@ impl Engine {
                 p.frames, p.dropped, p.over_size
             ));
         }
+        if let Some(v) = self.link.vhost_stats() {
+            out.push_str(&format!(
+                "vhost-user: device resets {}, refused requests {}, oversize {}, rx dropped {}, calls {}\n",
+                v.faults, v.bad_requests, v.tx_oversize, v.rx_dropped, v.calls
+            ));
+        }
         out.push_str(&self.stack.counters.to_string());
         out
     }

@@ -58,6 +58,12 @@ pub fn run(mut opts: Options) -> i32 {
         };
     }
     if opts.print_capabilities {
+        if opts.vhost_user {
+            return match caps::print_vhost_user_capabilities() {
+                Ok(()) => EXIT_OK,
+                Err(e) => fail(EXIT_FAILURE, e),
+            };
+        }
         return match caps::print_capabilities(&sandbox::kernel_layers()) {
             Ok(()) => EXIT_OK,
             Err(e) => fail(EXIT_FAILURE, e),
@@ -128,8 +134,21 @@ pub fn run(mut opts: Options) -> i32 {
     // 4. The link, and the files that go with --socket.
     let mut keep: Vec<RemoveOnDrop> = Vec::new();
     let mut removable: Vec<PathBuf> = Vec::new();
+    if opts.vhost_user && opts.netns.is_some() {
+        return fail(
+            EXIT_USAGE,
+            "--vhost-user needs --socket or --fd, not --netns",
+        );
+    }
     let source = if let Some(n) = opts.fd {
-        match link::inherit_fd(n).and_then(Link::from_socket) {
+        let open = |fd| {
+            if opts.vhost_user {
+                Link::vhost_user(std::os::unix::net::UnixStream::from(fd), cfg.mtu)
+            } else {
+                Link::from_socket(fd)
+            }
+        };
+        match link::inherit_fd(n).and_then(open) {
             Ok(l) => Source::Link(Box::new(l)),
             Err(e) => return fail(EXIT_USAGE, format!("--fd {n}: {e}")),
         }
@@ -156,7 +175,11 @@ pub fn run(mut opts: Options) -> i32 {
         };
         keep.push(RemoveOnDrop::new(path));
         removable.extend(path.parent().map(|p| p.to_path_buf()));
-        let line = lifecycle::qemu_netdev_line(path);
+        let line = if opts.vhost_user {
+            lifecycle::qemu_vhost_user_line(path)
+        } else {
+            lifecycle::qemu_netdev_line(path)
+        };
         if daemon.is_none() {
             println!("{line}");
         }
@@ -253,7 +276,12 @@ pub fn run(mut opts: Options) -> i32 {
                     Ok(None) => break EXIT_OK,
                     Err(e) => break fail(EXIT_FAILURE, format!("accept: {e}")),
                 };
-                let link = match Link::from_socket(conn) {
+                let link = if opts.vhost_user {
+                    Link::vhost_user(std::os::unix::net::UnixStream::from(conn), cfg.mtu)
+                } else {
+                    Link::from_socket(conn)
+                };
+                let link = match link {
                     Ok(l) => l,
                     Err(e) => break fail(EXIT_FAILURE, format!("VMM connection: {e}")),
                 };

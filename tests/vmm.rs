@@ -941,3 +941,71 @@ fn qemu_netdev_passt_replay() {
     );
     assert!(gone.is_some(), "airlock still running after QEMU exited");
 }
+
+/// `--vhost-user` behind a real QEMU: guest memory a shared memfd on one
+/// NUMA node, the device a vhost-user netdev on airlock's socket; the
+/// guest leases, pings, downloads and resolves as over the other links.
+///
+/// Where QEMU cannot drive a vhost-user-net backend at all (measured on
+/// this project's machines: QEMU 7.2 under TCG segfaults right after the
+/// guest's virtio-net driver enables the rings, with any backend, passt
+/// included; with KVM it aborts on an MSR assertion) the test reports
+/// itself skipped with QEMU's status and stops there. A QEMU that runs
+/// the guest to the end gets every check. tests/vhost_user.rs covers the
+/// backend with rust-vmm's front-end instead.
+#[test]
+fn vhost_user_qemu_guest() {
+    let _l = serial();
+    let ns = HostNs::new("v");
+    let dir = TempDir::new("vhost");
+    let sock = dir.0.join("vhost.sock");
+    let mut airlock = ns
+        .cmd(AIRLOCK)
+        .args(["--vhost-user", "--foreground", "--one-off", "--socket"])
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !sock.exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(sock.exists(), "airlock did not listen");
+    let mut q = qemu(&ns, "vhost-user,chardev=chr0");
+    q.args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
+        .args(["-numa", "node,memdev=mem", "-chardev"])
+        .arg(format!("socket,id=chr0,path={}", sock.display()));
+    let out = q.output().unwrap();
+    let r = GuestReport::parse(&out.stdout);
+    let ended = wait_child(&mut airlock, Duration::from_secs(2));
+    if ended.is_none() {
+        let _ = airlock.kill();
+        let _ = airlock.wait();
+    }
+    let mut airlock_log = String::new();
+    if let Some(mut e) = airlock.stderr.take() {
+        let _ = e.read_to_string(&mut airlock_log);
+    }
+    // A QEMU that died of a signal (SIGSEGV 139, SIGABRT 134 through
+    // `timeout`) before the guest got a lease cannot drive vhost-user here.
+    let code = out.status.code();
+    let qemu_crashed = matches!(code, Some(134) | Some(139)) || code.is_none();
+    if qemu_crashed && r.lease.is_none() {
+        eprintln!(
+            "vhost_user_qemu_guest: skipped: QEMU cannot drive a vhost-user-net backend on this machine \
+             (exit {:?}; QEMU 7.2 TCG segfaults once the guest enables the rings). stderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+        );
+        assert!(
+            !airlock_log.contains("panicked"),
+            "airlock itself failed: {airlock_log}"
+        );
+        return;
+    }
+    r.assert_network(&ns, true);
+    let (st, _) = ended.expect("airlock still running 2 s after QEMU exited");
+    assert_eq!(st.code(), Some(0), "{st:?}\n{airlock_log}");
+}

@@ -28,6 +28,8 @@ pub struct Tx {
     /// STREAM: the unwritten tail of a frame the VMM stopped reading in
     /// the middle of; it goes first next time, so the framing never breaks.
     pub(super) tail: Vec<u8>,
+    /// VhostUser: the device whose receive ring a flush fills.
+    pub(super) vhost: Option<super::vhost_user::Rx>,
     pub stats: Stats,
     /// `--pcap`: sees every frame received and flushed.
     pub pcap: Option<crate::pcap::Pcap>,
@@ -43,6 +45,7 @@ impl Tx {
             used: 0,
             closed: None,
             tail: Vec::new(),
+            vhost: None,
             stats: Stats::default(),
             pcap: None,
         }
@@ -115,6 +118,10 @@ impl Tx {
             Kind::Dgram => self.flush_dgram(),
             Kind::Stream => self.flush_stream(),
             Kind::Tap => self.flush_tap(),
+            Kind::VhostUser => {
+                self.flush_vhost();
+                Ok(())
+            }
         };
         if let Err(e) = r {
             self.closed.get_or_insert(Closed::from_io(e));

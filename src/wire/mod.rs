@@ -55,6 +55,7 @@ pub mod pcap;
 pub mod tcp;
 pub mod tftp;
 pub mod udp;
+pub mod virtio_net;
 
 /// Why a buffer could not be parsed or emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
