@@ -1,6 +1,18 @@
 use clap::Parser;
 
 fn main() {
-    let opts = airlock::cli::Options::parse();
+    let opts = match airlock::cli::Options::try_parse() {
+        Ok(o) => o,
+        // Usage errors are one line naming the option, exit 2; --help and
+        // --version print in full.
+        Err(e) if e.use_stderr() => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("airlock: error: {first}");
+            std::process::exit(airlock::startup::EXIT_USAGE);
+        }
+        Err(e) => e.exit(),
+    };
     std::process::exit(airlock::startup::run(opts));
 }

@@ -43,6 +43,12 @@ enum Source {
     Listener(UnixListener),
 }
 
+/// A usage error found before the logger exists: one line, exit 2.
+fn usage(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("airlock: error: {msg}");
+    EXIT_USAGE
+}
+
 fn fail(code: i32, msg: impl std::fmt::Display) -> i32 {
     log::error!("{msg}");
     code
@@ -57,9 +63,15 @@ pub fn run(opts: Options) -> i32 {
         };
     }
     if let Err(e) = lifecycle::ensure_std_fds() {
-        eprintln!("airlock: {e}");
+        eprintln!("airlock: error: {e}");
         return EXIT_FAILURE;
     }
+    // `--fd` is claimed before airlock opens anything of its own (the
+    // logger, /dev/log, the daemon pipe), so it can never name one of them.
+    let inherited = match opts.fd.map(link::inherit_fd).transpose() {
+        Ok(fd) => fd,
+        Err(e) => return usage(format!("--fd {}: {e}", opts.fd.unwrap_or(-1))),
+    };
     lifecycle::ignore_sigpipe();
     let mut daemon = None;
     if opts.socket.is_some() && !opts.foreground {
@@ -72,8 +84,7 @@ pub fn run(opts: Options) -> i32 {
         }
     }
     if let Err(e) = logging::init(&opts, false) {
-        eprintln!("airlock: {e}");
-        return EXIT_FAILURE;
+        return usage(e);
     }
 
     // 3. Configuration.
@@ -86,6 +97,12 @@ pub fn run(opts: Options) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
+    // Resolved now, so a bad name stops startup before the link is opened.
+    if nix::unistd::geteuid().is_root() {
+        if let Err(e) = sandbox::privileges::resolve(opts.runas.as_deref()) {
+            return fail(EXIT_USAGE, e);
+        }
+    }
     if cfg.dns_forward && cfg.dns_upstream.is_empty() {
         log::warn!("no DNS upstream (no --dns-upstream, nothing usable in /etc/resolv.conf): DNS to the virtual resolver will go unanswered");
     }
@@ -101,8 +118,8 @@ pub fn run(opts: Options) -> i32 {
     // 4. The link, and the files that go with --socket.
     let mut keep: Vec<RemoveOnDrop> = Vec::new();
     let mut removable: Vec<PathBuf> = Vec::new();
-    let source = if let Some(n) = opts.fd {
-        match link::inherit_fd(n).and_then(Link::from_socket) {
+    let source = if let (Some(n), Some(fd)) = (opts.fd, inherited) {
+        match Link::from_socket(fd) {
             Ok(l) => Source::Link(Box::new(l)),
             Err(e) => return fail(EXIT_USAGE, format!("--fd {n}: {e}")),
         }
@@ -169,7 +186,7 @@ pub fn run(opts: Options) -> i32 {
     match sandbox::drop_privileges(opts.runas.as_deref()) {
         Ok(d) if d.changed => log::info!("running as uid {} gid {}", d.uid, d.gid),
         Ok(_) => {}
-        Err(e) => return fail(EXIT_FAILURE, format!("dropping privileges: {e}")),
+        Err(e) => return fail(EXIT_FAILURE, e),
     }
     if let Some(p) = &parent {
         // A change of credentials clears the parent-death signal.

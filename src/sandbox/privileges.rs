@@ -50,7 +50,7 @@ fn resolve_user(user: &str) -> Result<(Uid, Option<Gid>), Error> {
     let uid = user
         .parse::<u32>()
         .map(Uid::from_raw)
-        .map_err(|_| fail(format!("no user {user}")))?;
+        .map_err(|_| fail(format!("--runas: no user {user}")))?;
     let primary = User::from_uid(uid).ok().flatten().map(|u| u.gid);
     Ok((uid, primary))
 }
@@ -64,7 +64,7 @@ fn resolve_group(group: &str) -> Result<Gid, Error> {
         None => group
             .parse::<u32>()
             .map(Gid::from_raw)
-            .map_err(|_| fail(format!("no group {group}"))),
+            .map_err(|_| fail(format!("--runas: no group {group}"))),
     }
 }
 
