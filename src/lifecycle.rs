@@ -21,7 +21,7 @@
 //! Exit codes: [`EXIT_OK`] normal end, [`EXIT_FAILURE`] runtime failure,
 //! [`EXIT_USAGE`] bad options or configuration.
 //!
-//! #syscalls: read getppid close unlink|unlinkat sendto accept4 poll|ppoll
+//! #syscalls: read getppid close unlink|unlinkat sendto(5=0) accept4 poll|ppoll
 //! #syscalls-startup: openat write dup2|dup3 fcntl getpid prctl rt_sigprocmask signalfd4
 //! #syscalls-startup: socket connect bind listen newfstatat|statx|fstat|lstat getcwd
 //! #syscalls-startup: pipe2 clone|clone3|vfork execve wait4 kill setsid chdir exit_group

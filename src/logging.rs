@@ -11,7 +11,7 @@
 //! (the syslog socket, the log file, the stderr reopen) is opened in [`init`],
 //! before the sandbox closes the filesystem.
 //!
-//! #syscalls: write sendto getpid
+//! #syscalls: write sendto(5=0) getpid
 //! #syscalls-startup: socket connect openat close fcntl fstat|statx|newfstatat
 use crate::cli::Options;
 use log::{Level, LevelFilter, Log, Metadata, Record};

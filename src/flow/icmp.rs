@@ -15,7 +15,10 @@
 //! EACCES and the stack warns once and falls back to answering the virtual
 //! addresses itself.
 //!
-//! #syscalls: socket(0=AF_INET|AF_INET6) bind connect setsockopt sendto|sendmsg recvmmsg recvmsg close
+//! Host sockets are ICMP echo sockets (`SOCK_DGRAM`, never `SOCK_RAW`).
+//! #syscalls: socket(0=AF_INET,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=IPPROTO_ICMP)
+//! #syscalls: socket(0=AF_INET6,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=IPPROTO_ICMPV6)
+//! #syscalls: bind connect(2=128) setsockopt sendto(5=0) recvmmsg recvmsg close
 #![forbid(unsafe_code)]
 
 use super::udp::{self, HostError, Quote, RxHeaders};

@@ -10,7 +10,12 @@
 //! transmit queue, many per syscall, and *discarded* (`MSG_TRUNC`) on ACK.
 //! Retransmission rewinds the peek offset. No per-connection buffer exists.
 //!
-//! #syscalls: socket(0=AF_INET|AF_INET6) connect setsockopt getsockopt sendto shutdown close
+//! Host sockets are plain TCP (protocol 0: never MPTCP or raw), written with
+//! no address. `connect` always passes a whole `sockaddr_storage` (128
+//! bytes, as nix does for inet addresses): longer than any `sockaddr_un`
+//! (110), so no UNIX socket can be connected at runtime.
+//! #syscalls: socket(0=AF_INET|AF_INET6,1&SOCK_TYPE_MASK=SOCK_STREAM,2=0)
+//! #syscalls: connect(2=128) setsockopt getsockopt sendto(5=0) shutdown close
 
 use super::Key;
 use crate::engine::{Poller, Token};

@@ -24,7 +24,12 @@
 //! spoken, `--udp-stream-timeout` (120 s) once both have: the kernel's
 //! conntrack defaults.
 //!
-//! #syscalls: socket(0=AF_INET|AF_INET6) bind connect setsockopt sendto|sendmsg recvmmsg recvmsg close
+//! Host sockets are plain UDP (protocol 0), connected with a whole
+//! `sockaddr_storage` (see flow::tcp); `sendto` never carries an address
+//! (replies through a forward's socket go out with `sendmsg`), so neither
+//! can reach a pathname socket.
+//! #syscalls: socket(0=AF_INET|AF_INET6,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=0)
+//! #syscalls: bind connect(2=128) setsockopt sendto(5=0) sendmsg recvmmsg recvmsg close
 #![forbid(unsafe_code)]
 
 use super::{Ctx, Key, Verdict};
@@ -473,11 +478,14 @@ impl Conn {
                 }
                 sock::send(fd.as_raw_fd(), payload, flags)
             }
-            (None, Some(fwd)) => sock::sendto(
+            // sendmsg, not sendto: seccomp allows sendto only without an
+            // address.
+            (None, Some(fwd)) => sock::sendmsg(
                 fwd.as_raw_fd(),
-                payload,
-                &SockaddrStorage::from(self.host),
+                &[std::io::IoSlice::new(payload)],
+                &[],
                 flags,
+                Some(&SockaddrStorage::from(self.host)),
             ),
             (None, None) => Err(Errno::EBADF),
         };

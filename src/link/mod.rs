@@ -12,7 +12,7 @@
 //! Frames to the guest are queued in [`Tx`] and leave in batches: the engine
 //! flushes once per event-loop turn, or earlier when the queue fills.
 //!
-//! #syscalls: recvmmsg recvfrom read write sendmsg sendto sendmmsg poll|ppoll
+//! #syscalls: recvmmsg recvfrom read write sendmsg sendto(5=0) sendmmsg poll|ppoll
 //! #syscalls: fcntl(1=F_DUPFD_CLOEXEC)
 //! #syscalls-startup: getsockopt fcntl dup
 
