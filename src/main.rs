@@ -1,6 +1,10 @@
 use clap::Parser;
 
 fn main() {
+    if std::env::var_os(airlock::lifecycle::REMOVER_ENV).is_some() {
+        let paths: Vec<_> = std::env::args_os().skip(1).collect();
+        std::process::exit(airlock::lifecycle::run_remover(&paths));
+    }
     let opts = match airlock::cli::Options::try_parse() {
         Ok(o) => o,
         // Usage errors are one line naming the option, exit 2; --help and

@@ -22,7 +22,7 @@ use crate::cli::Options;
 use crate::config::Config;
 use crate::engine::{self, Engine, Exit};
 use crate::flow::forward;
-use crate::lifecycle::{self, Daemon, Notifier, ParentWatch, PidFile, RemoveOnDrop};
+use crate::lifecycle::{self, Daemon, Notifier, ParentWatch, PidFile, Remover};
 use crate::link::{self, Link};
 use crate::logging;
 use crate::sandbox;
@@ -98,11 +98,14 @@ pub fn run(opts: Options) -> i32 {
         Err(e) => return fail(EXIT_USAGE, e),
     };
     // Resolved now, so a bad name stops startup before the link is opened.
-    if nix::unistd::geteuid().is_root() {
-        if let Err(e) = sandbox::privileges::resolve(opts.runas.as_deref()) {
-            return fail(EXIT_USAGE, e);
+    let runas = if nix::unistd::geteuid().is_root() {
+        match sandbox::privileges::resolve(opts.runas.as_deref()) {
+            Ok(ids) => Some(ids),
+            Err(e) => return fail(EXIT_USAGE, e),
         }
-    }
+    } else {
+        None
+    };
     if cfg.dns_forward && cfg.dns_upstream.is_empty() {
         log::warn!("no DNS upstream (no --dns-upstream, nothing usable in /etc/resolv.conf): DNS to the virtual resolver will go unanswered");
     }
@@ -116,7 +119,8 @@ pub fn run(opts: Options) -> i32 {
     };
 
     // 4. The link, and the files that go with --socket.
-    let mut keep: Vec<RemoveOnDrop> = Vec::new();
+    // The files the remover deletes at exit, as absolute paths (the
+    // daemon changes to `/`).
     let mut removable: Vec<PathBuf> = Vec::new();
     let source = if let (Some(n), Some(fd)) = (opts.fd, inherited) {
         match Link::from_socket(fd) {
@@ -144,8 +148,10 @@ pub fn run(opts: Options) -> i32 {
             Ok(l) => l,
             Err(e) => return fail(EXIT_USAGE, e),
         };
-        keep.push(RemoveOnDrop::new(path));
-        removable.extend(path.parent().map(|p| p.to_path_buf()));
+        removable.push(std::path::absolute(path).unwrap_or_else(|_| path.clone()));
+        if let Err(e) = lifecycle::chown_to(path, runas) {
+            return fail(EXIT_FAILURE, format!("--socket {e}"));
+        }
         let line = lifecycle::qemu_netdev_line(path);
         if daemon.is_none() {
             println!("{line}");
@@ -158,7 +164,10 @@ pub fn run(opts: Options) -> i32 {
     let _pidfile: Option<PidFile> = match &opts.pid {
         Some(p) => match PidFile::create(p) {
             Ok(f) => {
-                removable.extend(p.parent().map(|d| d.to_path_buf()));
+                removable.push(std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+                if let Err(e) = lifecycle::chown_to(p, runas) {
+                    return fail(EXIT_FAILURE, format!("--pid {e}"));
+                }
                 Some(f)
             }
             Err(e) => return fail(EXIT_USAGE, e),
@@ -201,12 +210,22 @@ pub fn run(opts: Options) -> i32 {
         }
     }
 
+    // Before the sandbox, which keeps no right to remove files.
+    let _remover = if removable.is_empty() {
+        None
+    } else {
+        match Remover::spawn(&removable) {
+            Ok(r) => Some(r),
+            Err(e) => return fail(EXIT_FAILURE, e),
+        }
+    };
+
     // 7. Signals, then 8. the sandbox.
     let mut signals = match engine::block_exit_signals() {
         Ok(s) => s,
         Err(e) => return fail(EXIT_FAILURE, format!("signals: {e}")),
     };
-    if let Err(e) = sandbox::lock_down(opts.sandbox, &removable) {
+    if let Err(e) = sandbox::lock_down(opts.sandbox) {
         return fail(EXIT_FAILURE, format!("sandbox: {e}"));
     }
 
@@ -244,7 +263,6 @@ pub fn run(opts: Options) -> i32 {
             }
         }
     };
-    drop(keep);
     code
 }
 

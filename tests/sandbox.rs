@@ -127,7 +127,7 @@ fn enforce_kills_a_forbidden_syscall_with_sigsys() {
         if sandbox::drop_privileges(None).is_err() {
             return 2;
         }
-        if sandbox::lock_down(SandboxMode::Enforce, &[]).is_err() {
+        if sandbox::lock_down(SandboxMode::Enforce).is_err() {
             return 3;
         }
         tell(fd, b"locked");
@@ -156,7 +156,7 @@ fn log_mode_lets_landlock_refuse_a_file_and_a_tcp_bind() {
         if sandbox::drop_privileges(None).is_err() {
             return 3;
         }
-        let Ok(report) = sandbox::lock_down(SandboxMode::Log, &[]) else {
+        let Ok(report) = sandbox::lock_down(SandboxMode::Log) else {
             return 4;
         };
         if report.seccomp.mode != sandbox::seccomp::Mode::Log {
@@ -216,7 +216,7 @@ fn locked_down_process_is_nobody_without_privileges() {
         let Ok(dropped) = sandbox::drop_privileges(None) else {
             return 2;
         };
-        if !dropped.changed || sandbox::lock_down(SandboxMode::Enforce, &[]).is_err() {
+        if !dropped.changed || sandbox::lock_down(SandboxMode::Enforce).is_err() {
             return 3;
         }
         tell(fd, b"R");
@@ -262,7 +262,7 @@ fn sigterm_handler_works_under_the_filter() {
             return 2;
         }
         if sandbox::drop_privileges(None).is_err()
-            || sandbox::lock_down(SandboxMode::Enforce, &[]).is_err()
+            || sandbox::lock_down(SandboxMode::Enforce).is_err()
         {
             return 3;
         }
@@ -292,7 +292,7 @@ fn strict_succeeds_exactly_when_the_kernel_has_every_layer() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     require_root();
     let complete = sandbox::kernel_layers() == sandbox::ALL_LAYERS;
-    let (child, rx) = spawn(|fd| match sandbox::lock_down(SandboxMode::Strict, &[]) {
+    let (child, rx) = spawn(|fd| match sandbox::lock_down(SandboxMode::Strict) {
         Ok(report) => {
             tell(fd, &[report.layers().len() as u8]);
             0
@@ -314,7 +314,7 @@ fn strict_succeeds_exactly_when_the_kernel_has_every_layer() {
 fn off_changes_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (child, rx) = spawn(|fd| {
-        let Ok(report) = sandbox::lock_down(SandboxMode::Off, &[]) else {
+        let Ok(report) = sandbox::lock_down(SandboxMode::Off) else {
             return 2;
         };
         tell(fd, &[report.layers().len() as u8]);
@@ -422,7 +422,7 @@ fn probe_after_lockdown(probe: fn(i32)) -> (String, WaitStatus) {
             return 2;
         }
         if sandbox::drop_privileges(None).is_err()
-            || sandbox::lock_down(SandboxMode::Enforce, &[]).is_err()
+            || sandbox::lock_down(SandboxMode::Enforce).is_err()
         {
             return 3;
         }
@@ -530,7 +530,7 @@ fn unix_probe(what: &str, probe: fn(&std::os::unix::net::UnixDatagram, &std::pat
         let Ok(spare) = std::os::unix::net::UnixDatagram::unbound() else {
             return 2;
         };
-        if sandbox::lock_down(SandboxMode::Enforce, &[]).is_err() {
+        if sandbox::lock_down(SandboxMode::Enforce).is_err() {
             return 3;
         }
         let _ = connected.send(b"connected");
@@ -614,7 +614,7 @@ fn unprivileged_start_with_capabilities_keeps_none() {
         }
         tell(fd, b"C");
         if sandbox::drop_privileges(None).is_err()
-            || sandbox::lock_down(SandboxMode::Enforce, &[]).is_err()
+            || sandbox::lock_down(SandboxMode::Enforce).is_err()
         {
             return 5;
         }
@@ -646,4 +646,36 @@ fn unprivileged_start_with_capabilities_keeps_none() {
     for caps in ["CapInh", "CapPrm", "CapEff", "CapAmb", "CapBnd"] {
         assert_eq!(status_field(&status, caps), "0000000000000000", "{caps}");
     }
+}
+
+/// The sandbox keeps no right to remove files: a removal rule would cover
+/// every file beside the socket and pid file ($XDG_RUNTIME_DIR, /tmp), so
+/// those two are removed by a process outside it (finding 5).
+#[test]
+fn locked_down_process_cannot_remove_files() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let dir = std::env::temp_dir().join(format!("airlock-unlink-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let victim = dir.join("users-file");
+    std::fs::write(&victim, "keep me").unwrap();
+    let path = std::ffi::CString::new(victim.as_os_str().as_encoded_bytes()).unwrap();
+    let (child, rx) = spawn(move |fd| {
+        // Log mode: seccomp lets unlink through, landlock alone decides.
+        if sandbox::lock_down(SandboxMode::Log).is_err() {
+            return 3;
+        }
+        // SAFETY: a NUL-terminated path; the result is only inspected.
+        let rc = unsafe { libc::unlinkat(libc::AT_FDCWD, path.as_ptr(), 0) };
+        tell_i32(fd, if rc < 0 { errno() } else { 0 });
+        0
+    });
+    let status = wait(child);
+    let results = i32s(&output(rx));
+    let still_there = victim.exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status, WaitStatus::Exited(child, 0));
+    assert_eq!(results, [libc::EACCES]);
+    assert!(still_there);
 }

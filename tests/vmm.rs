@@ -702,3 +702,61 @@ fn guest_report_parses_markers() {
     assert!(alive(std::process::id() as i32));
     assert!(!alive(i32::MAX));
 }
+
+/// Started as root with `--runas nobody`, the socket and the pid file
+/// belong to nobody: a VMM running as nobody can connect, and both are gone
+/// when `--one-off` ends, even from a sticky directory like /tmp where
+/// only a file's owner may remove it (finding 10; they used to stay behind,
+/// root-owned, with a socket only root could connect to).
+#[test]
+fn socket_cycle_as_root_with_runas() {
+    let _l = serial();
+    let ns = HostNs::new("r");
+    let dir = TempDir::new("runas");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let sock = dir.0.join("airlock.sock");
+    let pidfile = dir.0.join("airlock.pid");
+    let out = ns
+        .cmd(AIRLOCK)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--one-off")
+        .arg("--pid")
+        .arg(&pidfile)
+        .args(["--runas", "nobody"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _guard = KillOnDrop(pid);
+    for f in [&sock, &pidfile] {
+        let m = std::fs::symlink_metadata(f).unwrap();
+        assert_eq!(m.uid(), nobody.uid.as_raw(), "{} owner", f.display());
+    }
+    // The VMM, as nobody: connect, then leave.
+    use std::os::unix::process::CommandExt;
+    let vmm = Command::new("python3")
+        .args([
+            "-c",
+            "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.close()",
+        ])
+        .arg(&sock)
+        .uid(nobody.uid.as_raw())
+        .gid(nobody.gid.as_raw())
+        .output()
+        .unwrap();
+    assert!(vmm.status.success(), "nobody cannot connect: {vmm:?}");
+    assert!(
+        wait_gone(pid, Duration::from_secs(2)).is_some(),
+        "airlock still running after its one VMM left"
+    );
+    assert!(!sock.exists(), "socket left behind");
+    assert!(!pidfile.exists(), "pid file left behind");
+}

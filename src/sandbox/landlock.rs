@@ -15,9 +15,7 @@
 //! #syscalls-startup: landlock_restrict_self prctl close
 
 use super::Error;
-use landlock::{
-    Access, AccessFs, AccessNet, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
-};
+use landlock::{Access, AccessFs, AccessNet, RulesetAttr, RulesetStatus, Scope, ABI};
 use std::fmt;
 
 /// `landlock_create_ruleset` flag: return the ABI version.
@@ -88,10 +86,10 @@ pub fn kernel_abi() -> i32 {
 }
 
 /// Applies the ruleset to the calling thread (airlock is single-threaded)
-/// and its future children. The one right kept: removing files directly in
-/// `removable_dirs` (the directories of airlock's own `--socket` and
-/// `--pid` files, which it deletes on exit).
-pub fn restrict(removable_dirs: &[std::path::PathBuf]) -> Result<Enforced, Error> {
+/// and its future children. No right is kept, not even removal: a removal
+/// rule covers a whole directory, so the `--socket` and `--pid` files are
+/// removed by [`crate::lifecycle::Remover`], outside the sandbox.
+pub fn restrict() -> Result<Enforced, Error> {
     let abi = kernel_abi();
     if abi < 1 {
         return Ok(Enforced {
@@ -108,13 +106,6 @@ pub fn restrict(removable_dirs: &[std::path::PathBuf]) -> Result<Enforced, Error
         .scope(Scope::from_all(RULESET_ABI))
         .map_err(err)?
         .create()
-        .map_err(err)?
-        .add_rules(removable_dirs.iter().filter_map(|d| {
-            // A directory that cannot be opened simply gets no rule.
-            landlock::PathFd::new(d)
-                .ok()
-                .map(|fd| Ok(landlock::PathBeneath::new(fd, AccessFs::RemoveFile)))
-        }))
         .map_err(err)?
         .restrict_self()
         .map_err(err)?;

@@ -170,10 +170,7 @@ fn missing(have: &[&'static str]) -> Vec<&'static str> {
 /// changing anything) when a layer is missing; `Log` is `Enforce` with a
 /// seccomp filter that logs instead of killing; `Off` only warns.
 /// Logs the [`Report`] as one line.
-pub fn lock_down(
-    mode: SandboxMode,
-    removable_dirs: &[std::path::PathBuf],
-) -> Result<Report, Error> {
+pub fn lock_down(mode: SandboxMode) -> Result<Report, Error> {
     if mode == SandboxMode::Off {
         log::warn!("--sandbox=off: no landlock, no seccomp; a compromised airlock keeps every right of uid {}", nix::unistd::getuid());
         return Ok(Report::off(mode));
@@ -193,7 +190,7 @@ pub fn lock_down(
         .map_err(|e| Error::Prctl(format!("PR_SET_NO_NEW_PRIVS: {e}")))?;
     nix::sys::prctl::set_dumpable(false)
         .map_err(|e| Error::Prctl(format!("PR_SET_DUMPABLE: {e}")))?;
-    let landlock = landlock::restrict(removable_dirs)?;
+    let landlock = landlock::restrict()?;
     let seccomp = if seccomp::available(filter_mode) {
         seccomp::install(filter_mode)?
     } else {
