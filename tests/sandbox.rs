@@ -679,3 +679,28 @@ fn locked_down_process_cannot_remove_files() {
     assert_eq!(results, [libc::EACCES]);
     assert!(still_there);
 }
+
+/// landlock's signal scope (ABI 6): after lockdown, a signal to a process
+/// outside the domain (here the parent, even with signal 0) is refused.
+#[test]
+fn landlock_scope_refuses_signals_outside_the_domain() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let scoped = sandbox::kernel_layers().contains(&"landlock-scope");
+    let parent = std::process::id() as i32;
+    let (child, rx) = spawn(move |fd| {
+        // SAFETY: signal 0 only checks permission.
+        let before = unsafe { libc::kill(parent, 0) };
+        tell_i32(fd, if before < 0 { errno() } else { 0 });
+        if sandbox::lock_down(SandboxMode::Log).is_err() {
+            return 3;
+        }
+        // SAFETY: as above.
+        let after = unsafe { libc::kill(parent, 0) };
+        tell_i32(fd, if after < 0 { errno() } else { 0 });
+        0
+    });
+    assert_eq!(wait(child), WaitStatus::Exited(child, 0));
+    let expected_after = if scoped { libc::EPERM } else { 0 };
+    assert_eq!(i32s(&output(rx)), [0, expected_after]);
+}

@@ -439,6 +439,13 @@ fn print_capabilities_matches_schema() {
     let schema: serde_json::Value = serde_json::from_str(&schema_text).unwrap();
     airlock::caps::check_against_schema(&doc, &schema).unwrap();
     assert_eq!(doc, airlock::caps::capabilities(&layers_in(&doc)));
+    // Every layer this kernel enforces is listed: landlock ABI 4 adds the
+    // network layer, ABI 6 the scopes.
+    assert_eq!(layers_in(&doc), airlock::sandbox::kernel_layers());
+    let abi = airlock::sandbox::landlock::kernel_abi();
+    for (layer, since) in [("landlock-net", 4), ("landlock-scope", 6)] {
+        assert_eq!(layers_in(&doc).contains(&layer), abi >= since, "{layer}");
+    }
 }
 
 fn layers_in(doc: &serde_json::Value) -> Vec<&'static str> {
