@@ -69,6 +69,29 @@ pub struct Net6 {
 }
 
 impl Net6 {
+    /// `fe80::/64` with the interface identifier of `a`: slirp's router is
+    /// `fe80::2` for the host `fec0::2`.
+    pub fn link_local(a: Ipv6Addr) -> Ipv6Addr {
+        Ipv6Addr::from((0xfe80u128 << 112) | (u128::from(a) & u128::from(u64::MAX)))
+    }
+    /// The router's link-local address: its source in NDP and DHCPv6.
+    pub fn router_link_local(&self) -> Ipv6Addr {
+        Net6::link_local(self.host)
+    }
+    /// Addresses airlock itself holds: the virtual host and DNS addresses
+    /// and their link-local forms.
+    pub fn is_own(&self, a: Ipv6Addr) -> bool {
+        a == self.host
+            || a == self.dns
+            || a == Net6::link_local(self.host)
+            || a == Net6::link_local(self.dns)
+    }
+    /// Addresses airlock answers for (neighbour discovery, echo): its own,
+    /// and, as ARP for IPv4, every other address of the prefix except the
+    /// guest's leased address and the subnet-router anycast address.
+    pub fn is_virtual(&self, a: Ipv6Addr) -> bool {
+        self.is_own(a) || (self.contains(a) && a != self.guest && a != self.prefix)
+    }
     pub fn contains(&self, a: Ipv6Addr) -> bool {
         let m = if self.prefix_len == 0 {
             0

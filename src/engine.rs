@@ -6,84 +6,19 @@
 //! frame for the guest lands in the link's transmit queue, flushed once per
 //! loop turn, so one turn costs one write to the VMM however many flows spoke.
 //!
-//! #syscalls: epoll_create1 epoll_ctl epoll_wait|epoll_pwait|epoll_pwait2 read
+//! #syscalls: read
 //! #syscalls-startup: signalfd4 rt_sigprocmask
 
 use crate::config::Config;
 use crate::lifecycle::ParentWatch;
 use crate::link::{Closed, Link, Recv};
+pub use crate::poller::{Poller, Token};
 use crate::stack::Stack;
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::epoll::{EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
-
-/// What an epoll event is about: the low byte of its token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Token {
-    Link,
-    Signal,
-    /// A forward's listening socket, by index.
-    Listener(u32),
-    /// A flow's host socket: slot index and generation (stale events for a
-    /// slot that was freed and reused carry the old generation).
-    Flow(u32, u32),
-}
-
-impl Token {
-    pub fn encode(self) -> u64 {
-        match self {
-            Token::Link => 0,
-            Token::Signal => 1,
-            Token::Listener(i) => 2 | (i as u64) << 8,
-            Token::Flow(i, g) => 3 | ((i as u64) & 0xff_ffff) << 8 | (g as u64) << 32,
-        }
-    }
-
-    pub fn decode(v: u64) -> Token {
-        match v & 0xff {
-            0 => Token::Link,
-            1 => Token::Signal,
-            2 => Token::Listener((v >> 8) as u32),
-            _ => Token::Flow(((v >> 8) & 0xff_ffff) as u32, (v >> 32) as u32),
-        }
-    }
-}
-
-/// The epoll set, shared by everything that owns a host socket.
-pub struct Poller {
-    epoll: Epoll,
-}
-
-impl Poller {
-    pub fn new() -> std::io::Result<Poller> {
-        Ok(Poller {
-            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
-        })
-    }
-
-    pub fn add(&self, fd: BorrowedFd<'_>, token: Token, flags: EpollFlags) -> std::io::Result<()> {
-        self.epoll
-            .add(fd, EpollEvent::new(flags, token.encode()))
-            .map_err(Into::into)
-    }
-
-    pub fn modify(
-        &self,
-        fd: BorrowedFd<'_>,
-        token: Token,
-        flags: EpollFlags,
-    ) -> std::io::Result<()> {
-        let mut ev = EpollEvent::new(flags, token.encode());
-        self.epoll.modify(fd, &mut ev).map_err(Into::into)
-    }
-
-    /// Closing an fd removes it from epoll; this is for sockets kept open.
-    pub fn delete(&self, fd: BorrowedFd<'_>) {
-        let _ = self.epoll.delete(fd);
-    }
-}
 
 /// Why the loop ended.
 #[derive(Debug)]
@@ -169,7 +104,7 @@ impl Engine {
             let now = Instant::now();
             let wait = next_tick.saturating_duration_since(now);
             let timeout = EpollTimeout::try_from(wait).unwrap_or(EpollTimeout::ZERO);
-            let n = match self.stack.poller().epoll.wait(&mut events, timeout) {
+            let n = match self.stack.poller().wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => 0,
                 Err(e) => return Exit::Link(Closed::Error(e.into())),

@@ -1,4 +1,5 @@
-//! Fuzzing entry points: one `pub fn` per cargo-fuzz target in `fuzz/`,
+//! Fuzzing entry points (cargo feature `fuzzing`, off in the product
+//! build): one `pub fn` per cargo-fuzz target in `fuzz/`,
 //! shared with `tests/fuzz_replay.rs`, which replays every committed
 //! corpus and regression input through the same function under plain
 //! `cargo test`. See `docs/fuzzing.md`.
@@ -23,8 +24,8 @@
 
 use crate::cli::Options;
 use crate::config::Config;
-use crate::engine::{Poller, Token};
 use crate::link::{Closed, Kind, Link, Recv, Tx, MAX_FRAME, MIN_FRAME};
+use crate::poller::{Poller, Token};
 use crate::stack::Stack;
 use crate::wire::checksum::PseudoHeader;
 use crate::wire::{

@@ -4,13 +4,17 @@
 pub mod caps;
 pub mod cli;
 pub mod config;
+pub mod counters;
 pub mod engine;
 pub mod flow;
+pub mod frag;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
 pub mod fuzz_api;
 pub mod lifecycle;
 pub mod link;
 pub mod logging;
+pub mod poller;
 pub mod sandbox;
 pub mod services;
 pub mod stack;

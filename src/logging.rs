@@ -332,6 +332,14 @@ mod tests {
     use nix::unistd::pipe;
     use std::io::Read;
 
+    /// As `lifecycle::ignore_sigpipe` does for airlock (logging must not
+    /// depend on lifecycle, which uses it).
+    fn block_sigpipe() {
+        let mut set = nix::sys::signal::SigSet::empty();
+        set.add(nix::sys::signal::Signal::SIGPIPE);
+        set.thread_block().unwrap();
+    }
+
     fn tmp(name: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("airlock-log-{}-{name}", std::process::id()));
         let _ = std::fs::remove_file(&d);
@@ -385,7 +393,7 @@ mod tests {
         let l = Logger::new(LevelFilter::Info, false, w.as_fd(), None, &sock_path).unwrap();
         drop(r);
         // SIGPIPE must not kill the test process: block it like airlock does.
-        crate::lifecycle::ignore_sigpipe();
+        block_sigpipe();
         l.write_line(Level::Error, format_args!("lost {}", "peer"));
         assert_eq!(l.target(), Target::Syslog);
         let mut buf = [0u8; 256];
@@ -404,7 +412,7 @@ mod tests {
         let (r, w) = pipe().unwrap();
         drop(r);
         let l = Logger::new(LevelFilter::Info, false, w.as_fd(), None, &tmp("none")).unwrap();
-        crate::lifecycle::ignore_sigpipe();
+        block_sigpipe();
         // Reopening an anonymous pipe without a reader may succeed (the
         // first write then fails with EPIPE) or fail with ENXIO: either way
         // the first line moves logging to syslog, and without a syslog

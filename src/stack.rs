@@ -6,81 +6,20 @@
 #![forbid(unsafe_code)]
 
 use crate::config::{router_mac4, router_mac6, Config};
-use crate::engine::{Poller, Token};
-use crate::flow::{self, forward, frag, icmp, nat, tcp, udp, Flow, Key};
+use crate::flow::{self, dgram, forward, icmp, nat, tcp, udp, Flow, Key};
+use crate::frag;
 use crate::frame::L2;
 use crate::link::Tx;
+use crate::poller::{Poller, Token};
 use crate::services;
 use crate::wire::{
     self, ethernet, ethertype, icmpv6, ip_proto, ipv4, ipv6, tcp as tcpw, udp as udpw, Mac,
 };
 use nix::sys::epoll::EpollFlags;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-macro_rules! counters {
-    ($($(#[$m:meta])* $name:ident),* $(,)?) => {
-        /// Why frames were dropped or refused, by reason.
-        #[derive(Debug, Default, Clone)]
-        pub struct Counters { $($(#[$m])* pub $name: u64,)* }
-        impl fmt::Display for Counters {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                $(if self.$name != 0 { writeln!(f, "{}: {}", stringify!($name), self.$name)?; })*
-                Ok(())
-            }
-        }
-    };
-}
-
-counters! {
-    /// Frames with an EtherType airlock does not speak.
-    eth_unknown_type,
-    arp_malformed,
-    /// ARP for addresses that are not airlock's to answer.
-    arp_ignored,
-    ipv4_malformed,
-    ipv4_bad_checksum,
-    /// IPv4 when IPv4 is disabled, or from the wrong source.
-    ipv4_ignored,
-    ipv6_malformed,
-    /// IPv6 when IPv6 is disabled, or of a kind airlock does not carry.
-    ipv6_ignored,
-    /// IPv6 fragments (no reassembly yet).
-    /// NDP with a bad checksum, length, option, or a hop limit not 255.
-    ndp_malformed,
-    /// NDP airlock has no answer for (the guest's own addresses among them).
-    ndp_ignored,
-    tcp_malformed,
-    tcp_bad_checksum,
-    /// Guest connections refused: nothing there, restricted, or host error.
-    tcp_refused,
-    udp_malformed,
-    udp_bad_checksum,
-    udp_dropped,
-    icmp_malformed,
-    icmp_dropped,
-    dhcp_malformed,
-    dhcp_ignored,
-    dhcpv6_malformed,
-    dhcpv6_ignored,
-    /// A new flow found the table full.
-    flows_full,
-    flows_opened,
-    flows_closed,
-    /// Datagrams from the host larger than the MTU lets through.
-    udp_host_oversize,
-    /// ICMP errors relayed from the host's error queues.
-    icmp_errors_to_guest,
-    /// Echo requests not carried: ping sockets are not allowed.
-    icmp_ping_denied,
-    frag_reassembled,
-    /// Fragments dropped: overlap, oversize, malformed.
-    frag_dropped,
-    /// Incomplete datagrams that timed out.
-    frag_expired,
-    forward_accept_failed,
-}
+pub use crate::counters::Counters;
 
 pub struct Stack {
     pub cfg: Config,
@@ -100,7 +39,7 @@ pub struct Stack {
     // UDP, ICMP echo, fragments, forwards:
     frags: frag::Reassembler,
     listeners: Vec<forward::Listener>,
-    udp_rx: udp::RxHeaders,
+    udp_rx: dgram::RxHeaders,
     /// Ping sockets were refused (EACCES): warned once, not tried again.
     ping_denied: bool,
 }
@@ -140,7 +79,7 @@ impl Stack {
             scratch: Vec::new(),
             frags: frag::Reassembler::new(),
             listeners: Vec::new(),
-            udp_rx: udp::RxHeaders::default(),
+            udp_rx: dgram::RxHeaders::default(),
             ping_denied: false,
         }
     }
@@ -165,8 +104,8 @@ impl Stack {
         mtu: u16,
         tx: &'a mut Tx,
         now: Instant,
-    ) -> tcp::Ctx<'a> {
-        tcp::Ctx {
+    ) -> flow::Ctx<'a> {
+        flow::Ctx {
             tx,
             poller,
             l2,
@@ -328,7 +267,7 @@ impl Stack {
             if let Some((token, Flow::Tcp(conn))) = self.flows.at(i) {
                 let verdict = conn.on_segment(&mut ctx, &seg);
                 let wants_ack = conn.wants_ack();
-                if verdict == tcp::Verdict::Close {
+                if verdict == flow::Verdict::Close {
                     self.flows.remove(token);
                     self.counters.flows_closed += 1;
                 } else if wants_ack {
@@ -388,7 +327,7 @@ impl Stack {
                     }
                     None => return,
                 };
-                if verdict == tcp::Verdict::Close {
+                if verdict == flow::Verdict::Close {
                     self.flows.remove(token);
                     self.counters.flows_closed += 1;
                 }
@@ -416,7 +355,7 @@ impl Stack {
                 Some(Flow::Icmp(c)) => c.on_tick(now),
                 None => continue,
             };
-            if v == tcp::Verdict::Close {
+            if v == flow::Verdict::Close {
                 self.flows.remove(t);
                 self.counters.flows_closed += 1;
             }
@@ -432,7 +371,7 @@ impl Stack {
         let mut ctx = Self::tcp_ctx(&self.poller, &self.l2, self.epoch, self.cfg.mtu, tx, now);
         for t in self.dirty.drain(..) {
             if let Some(Flow::Tcp(c)) = self.flows.get_mut(t) {
-                if c.end_of_turn(&mut ctx) == tcp::Verdict::Close {
+                if c.end_of_turn(&mut ctx) == flow::Verdict::Close {
                     self.flows.remove(t);
                     self.counters.flows_closed += 1;
                 }
@@ -567,7 +506,7 @@ impl Stack {
                             .handle(&self.cfg, &pkt, l4, now, tx, &mut self.counters);
                         true
                     }
-                    icmpv6::msg_type::ECHO_REQUEST if services::ndp::is_virtual(net, repr.dst) => {
+                    icmpv6::msg_type::ECHO_REQUEST if net.is_virtual(repr.dst) => {
                         services::echo::reply_v6(
                             eth_src,
                             repr.src,
@@ -856,7 +795,7 @@ impl Stack {
         let (cfg, flows, l2, guest6) = (&self.cfg, &mut self.flows, self.l2, self.guest6);
         let (mut oversize, mut full, mut opened) = (0, 0, 0);
         for _ in 0..4 {
-            let n = udp::recv_frames(
+            let n = dgram::recv_frames(
                 tx,
                 l.as_fd(),
                 &mut self.udp_rx,
@@ -884,7 +823,7 @@ impl Stack {
                     udp::write_frame(f, &l2, key.remote, key.guest, len)
                 },
             );
-            if n < udp::BATCH {
+            if n < dgram::BATCH {
                 break;
             }
         }

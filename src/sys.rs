@@ -1,13 +1,20 @@
-//! The few socket calls no safe wrapper offers, kept in one small place.
+//! The system calls no safe wrapper offers, kept in one small place: every
+//! `unsafe` block outside `sandbox` is here.
 //!
 //! The TCP translation keeps data the guest has not acknowledged in the host
 //! socket itself (peeking with `SO_PEEK_OFF`, discarding with `MSG_TRUNC`
-//! once acknowledged), as passt does: these calls are that mechanism.
+//! once acknowledged), as passt does. The link moves batches of frames with
+//! `sendmmsg`/`recvmmsg`/`sendmsg` and opens tap devices with `ioctl`.
 //!
 //! #syscalls: recvmsg recvfrom setsockopt getsockopt
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// Most messages one `sendmmsg`/`recvmmsg` call takes here (the link's
+/// transmit queue holds at most this many frames).
+pub const BATCH_MAX: usize = 128;
 
 fn cvt(r: isize) -> io::Result<usize> {
     if r < 0 {
@@ -93,4 +100,213 @@ pub fn set_peek_off(fd: BorrowedFd<'_>, off: i32) -> io::Result<()> {
 /// turn's worth of the guest's segments leaves as full-sized ones.
 pub fn set_cork(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_CORK, on as i32)
+}
+
+/// `sendmmsg`: buffer `i` is message `i`. Returns how many went out.
+pub fn send_each(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], flags: i32) -> io::Result<usize> {
+    let n = bufs.len().min(BATCH_MAX);
+    // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+    let mut msgs: [libc::mmsghdr; BATCH_MAX] = unsafe { std::mem::zeroed() };
+    for (m, b) in msgs.iter_mut().zip(&bufs[..n]) {
+        // IoSlice is ABI-compatible with iovec; the kernel only reads it.
+        m.msg_hdr.msg_iov = (b as *const IoSlice<'_>).cast_mut().cast();
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: msgs[..n] point at iovecs whose buffers outlive the call.
+    let r = unsafe { libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), n as u32, flags) };
+    cvt(r as isize)
+}
+
+/// `recvmmsg`: message `i` lands in buffer `i` and its length in `lens[i]`
+/// (`usize::MAX` when it did not fit). Returns how many arrived.
+pub fn recv_each(
+    fd: BorrowedFd<'_>,
+    bufs: &mut [IoSliceMut<'_>],
+    lens: &mut [usize],
+    flags: i32,
+) -> io::Result<usize> {
+    let n = bufs.len().min(lens.len()).min(BATCH_MAX);
+    // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+    let mut msgs: [libc::mmsghdr; BATCH_MAX] = unsafe { std::mem::zeroed() };
+    for (m, b) in msgs.iter_mut().zip(bufs[..n].iter_mut()) {
+        // IoSliceMut is ABI-compatible with iovec.
+        m.msg_hdr.msg_iov = (b as *mut IoSliceMut<'_>).cast();
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: msgs[..n] point at iovecs over buffers that outlive the call.
+    let r = unsafe {
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            n as u32,
+            flags,
+            std::ptr::null_mut(),
+        )
+    };
+    let got = cvt(r as isize)?;
+    for (len, m) in lens.iter_mut().zip(&msgs[..got]) {
+        *len = if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            usize::MAX
+        } else {
+            m.msg_len as usize
+        };
+    }
+    Ok(got)
+}
+
+/// `sendmsg` of several buffers as one run of bytes.
+pub fn send_vectored(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], flags: i32) -> io::Result<usize> {
+    // SAFETY: msghdr is plain old data; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+    msg.msg_iovlen = bufs.len();
+    // SAFETY: the iovecs (ABI-compatible IoSlices) and their buffers outlive
+    // the call, which only reads them.
+    let r = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags) };
+    cvt(r)
+}
+
+/// `send` of one buffer.
+pub fn send(fd: BorrowedFd<'_>, buf: &[u8], flags: i32) -> io::Result<usize> {
+    // SAFETY: the kernel reads at most buf.len() bytes from buf.
+    let r = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
+    cvt(r)
+}
+
+/// `recv` into one buffer.
+pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8], flags: i32) -> io::Result<usize> {
+    // SAFETY: the kernel writes at most buf.len() bytes into buf.
+    let r = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
+    cvt(r)
+}
+
+/// `read` into one buffer.
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the kernel writes at most buf.len() bytes into buf.
+    let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    cvt(r)
+}
+
+/// `write` of one buffer.
+pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: the kernel reads at most buf.len() bytes from buf.
+    let r = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+    cvt(r)
+}
+
+/// Wait until `fd` is writable, at most `ms` milliseconds.
+pub fn wait_writable(fd: BorrowedFd<'_>, ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd on the stack, count 1.
+    let r = unsafe { libc::poll(&mut p, 1, ms) };
+    r > 0 && p.revents & libc::POLLOUT != 0
+}
+
+/// Set `O_NONBLOCK` on a descriptor we own.
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fcntl with integer arguments on an open descriptor.
+    let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if fl < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Take ownership of descriptor `n` inherited from the VMM (`--fd N`),
+/// after checking that it is open. It becomes close-on-exec: it is ours now.
+pub fn inherit_fd(n: RawFd) -> io::Result<OwnedFd> {
+    if n < 3 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a VMM socket: 0, 1 and 2 are the standard streams",
+        ));
+    }
+    // SAFETY: F_GETFD only queries the descriptor table.
+    let flags = unsafe { libc::fcntl(n, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above; sets the close-on-exec flag of an open descriptor.
+    unsafe { libc::fcntl(n, libc::F_SETFD, flags | libc::FD_CLOEXEC) };
+    // SAFETY: the descriptor is open (checked above) and, by the --fd
+    // contract, handed to airlock alone; nothing else in airlock owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// Move this thread into the network namespace `ns` refers to.
+pub fn enter_netns(ns: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: setns on a valid namespace fd; affects only this thread.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// An interface name as the kernel takes it: 1..IFNAMSIZ bytes, no NUL, no '/'.
+pub fn if_name(name: &str) -> io::Result<[u8; libc::IFNAMSIZ]> {
+    let b = name.as_bytes();
+    if b.is_empty() || b.len() >= libc::IFNAMSIZ || b.contains(&0) || b.contains(&b'/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("'{name}' is not an interface name"),
+        ));
+    }
+    let mut n = [0; libc::IFNAMSIZ];
+    n[..b.len()].copy_from_slice(b);
+    Ok(n)
+}
+
+/// Attach `/dev/net/tun` (opened as `tun`) to tap device `name`, without
+/// packet information headers, creating the device if needed.
+pub fn tun_attach_tap(tun: BorrowedFd<'_>, name: [u8; libc::IFNAMSIZ]) -> io::Result<()> {
+    let mut req = IfReq {
+        name,
+        flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short,
+        _pad: [0; 22],
+    };
+    // SAFETY: TUNSETIFF reads and writes one ifreq that we own.
+    if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Bring interface `name` up (best effort, as slirp4netns and pasta do).
+pub fn set_if_up(name: [u8; libc::IFNAMSIZ]) {
+    // SAFETY: plain socket(2) call; the fd is wrapped right away.
+    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return;
+    }
+    // SAFETY: s is a fresh fd we own.
+    let s = unsafe { OwnedFd::from_raw_fd(s) };
+    let mut f = IfReq {
+        name,
+        flags: 0,
+        _pad: [0; 22],
+    };
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write one ifreq we own.
+    unsafe {
+        if libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut f as *mut IfReq) == 0 {
+            f.flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS as _, &mut f as *mut IfReq);
+        }
+    }
 }

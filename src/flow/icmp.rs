@@ -21,10 +21,10 @@
 //! #syscalls: bind connect(2=128) setsockopt sendto(5=0) recvmmsg recvmsg close
 #![forbid(unsafe_code)]
 
-use super::udp::{self, HostError, Quote, RxHeaders};
+use super::dgram::{self, HostError, Quote, RxHeaders};
 use super::{Ctx, Key, Token, Verdict};
+use crate::counters::Counters;
 use crate::frame;
-use crate::stack::Counters;
 use crate::wire::{checksum, ip_proto};
 use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{
@@ -167,7 +167,7 @@ impl Echo {
         let v6 = self.key.guest.is_ipv6();
         let proto = self.key.proto;
         if ev.contains(EpollFlags::EPOLLERR) {
-            while let Some(e) = udp::next_host_error(self.sock.as_fd()) {
+            while let Some(e) = dgram::next_host_error(self.sock.as_fd()) {
                 self.relay_error(ctx, &e, counters);
             }
         }
@@ -184,7 +184,7 @@ impl Echo {
         let max = (ctx.mtu as usize).saturating_sub(if v6 { 40 } else { 20 });
         let reply = if v6 { ECHO_REPLY_V6 } else { ECHO_REPLY_V4 };
         for _ in 0..BATCHES_PER_EVENT {
-            let n = udp::recv_frames(
+            let n = dgram::recv_frames(
                 ctx.tx,
                 self.sock.as_fd(),
                 rx,
@@ -215,7 +215,7 @@ impl Echo {
                 break;
             }
             self.last_seen = ctx.now;
-            if n < udp::BATCH {
+            if n < dgram::BATCH {
                 break;
             }
         }
@@ -224,7 +224,7 @@ impl Echo {
 
     fn relay_error(&self, ctx: &mut Ctx<'_>, e: &HostError, counters: &mut Counters) {
         let v6 = self.key.guest.is_ipv6();
-        let from = udp::error_source(e.offender, self.key.remote.ip(), self.host_dst);
+        let from = dgram::error_source(e.offender, self.key.remote.ip(), self.host_dst);
         // The echo request as the guest sent it: its type, its identifier,
         // the host's sequence number (the kernel keeps the guest's).
         let mut head = e.head;
@@ -240,7 +240,7 @@ impl Echo {
             l4_len: self.last_len.max(8) as usize,
             l4_head: head,
         };
-        if udp::send_icmp_error(ctx.tx, ctx.l2, from, e, &quote) {
+        if dgram::send_icmp_error(ctx.tx, ctx.l2, from, e, &quote) {
             counters.icmp_errors_to_guest += 1;
         }
     }

@@ -8,20 +8,40 @@
 //! what is in flight stays in the kernel socket.
 #![forbid(unsafe_code)]
 
+pub mod dgram;
 pub mod forward;
-pub mod frag;
 pub mod icmp;
 pub mod nat;
 pub mod tcp;
 pub mod udp;
 
 /// What every flow gets from the stack for one call, and what it answers.
-pub use tcp::{Ctx, Verdict};
-
-use crate::engine::Token;
+use crate::frame::L2;
+use crate::link::Tx;
+use crate::poller::{Poller, Token};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Everything a flow needs from its surroundings for one call.
+pub struct Ctx<'a> {
+    pub tx: &'a mut Tx,
+    pub poller: &'a Poller,
+    pub l2: &'a L2,
+    pub now: Instant,
+    /// Milliseconds since start, for timestamps.
+    pub clock_ms: u32,
+    /// MTU of the virtual link.
+    pub mtu: u16,
+}
+
+/// What the caller should do with the flow after a call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Keep,
+    Close,
+}
 
 /// A flow as the guest sees it: protocol, its own address and port, and the
 /// remote address and port (before translation).

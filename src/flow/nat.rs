@@ -37,7 +37,7 @@ pub fn outbound(cfg: &Config, dst: SocketAddr) -> Option<SocketAddr> {
             if cfg
                 .net6
                 .as_ref()
-                .is_some_and(|n| a == crate::services::ndp::link_local(n.host)) =>
+                .is_some_and(|n| a == n.router_link_local()) =>
         {
             host
         }

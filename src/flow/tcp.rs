@@ -17,9 +17,9 @@
 //! #syscalls: socket(0=AF_INET|AF_INET6,1&SOCK_TYPE_MASK=SOCK_STREAM,2=0)
 //! #syscalls: connect(2=128) setsockopt getsockopt sendto(5=0) shutdown close
 
-use super::Key;
-use crate::engine::{Poller, Token};
+use super::{Ctx, Key, Verdict};
 use crate::frame::{self, L2};
+use crate::poller::Token;
 use crate::sys;
 use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{self as sock, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
@@ -74,25 +74,6 @@ impl Segment<'_> {
     fn seq_len(&self) -> u32 {
         self.payload.len() as u32 + (self.flags & SYN != 0) as u32 + (self.flags & FIN != 0) as u32
     }
-}
-
-/// Everything a flow needs from its surroundings for one call.
-pub struct Ctx<'a> {
-    pub tx: &'a mut crate::link::Tx,
-    pub poller: &'a Poller,
-    pub l2: &'a L2,
-    pub now: Instant,
-    /// Milliseconds since start, for timestamps.
-    pub clock_ms: u32,
-    /// MTU of the virtual link.
-    pub mtu: u16,
-}
-
-/// What the caller should do with the flow after a call.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Keep,
-    Close,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -481,7 +462,6 @@ impl Conn {
         let hdr = self.hdr_len();
         let mss = self.mss as usize;
         let frame_len = hdr + mss;
-        let stride = frame_len + 4;
         let mut window = None;
         let (l2, clock) = (*ctx.l2, ctx.clock_ms);
         loop {
@@ -491,15 +471,15 @@ impl Conn {
                 break;
             }
             let want = avail.div_ceil(mss).min(BATCH);
-            let region = ctx.tx.reserve(want, frame_len);
-            let k = (region.len() / stride).min(want);
+            let mut slots = ctx.tx.reserve(want, frame_len);
+            let k = slots.count().min(want);
             // One peek fills the payload of up to BATCH segments in place.
             let mut iov: [IoSliceMut<'_>; BATCH] =
                 std::array::from_fn(|_| IoSliceMut::new(&mut []));
             let mut asked = 0;
-            for (i, chunk) in region.chunks_mut(stride).take(k).enumerate() {
+            for (i, frame) in slots.iter_mut().take(k).enumerate() {
                 let n = mss.min(avail - i * mss);
-                iov[i] = IoSliceMut::new(&mut chunk[4 + hdr..4 + hdr + n]);
+                iov[i] = IoSliceMut::new(&mut frame[hdr..hdr + n]);
                 asked += n;
             }
             let got = match sys::peek_into(self.sock.as_fd(), &mut iov[..k]) {
@@ -528,18 +508,18 @@ impl Conn {
             let mut count = 0;
             let mut left = got;
             let mut seq = self.snd_nxt;
-            for (i, chunk) in region.chunks_mut(stride).take(k).enumerate() {
+            for (i, frame) in slots.iter_mut().take(k).enumerate() {
                 if left == 0 {
                     break;
                 }
                 let n = left.min(mss);
                 let flags = if left == n { ACK | PSH } else { ACK };
-                lens[i] = self.write_segment(&l2, clock, &mut chunk[4..], flags, seq, n, window);
+                lens[i] = self.write_segment(&l2, clock, frame, flags, seq, n, window);
                 count = i + 1;
                 seq = seq.wrapping_add(n as u32);
                 left -= n;
             }
-            ctx.tx.commit(&lens[..count], frame_len);
+            slots.commit(&lens[..count]);
             self.snd_nxt = self.snd_nxt.wrapping_add(got as u32);
             self.ack_pending = false;
             self.note_window(ctx, window);

@@ -1,94 +1,100 @@
-//! `--netns`: a tap device inside another network namespace is the link.
+//! `--netns`: a tap device inside another network namespace is the link,
+//! one frame per `read`/`write`.
 //!
 //! airlock enters the namespace only long enough to open (or create) the
 //! tap device, then returns to its own: the tap fd keeps working across
 //! namespaces, and every host socket airlock opens later belongs to the
 //! namespace it was started in.
 //!
+//! #syscalls: read write
 //! #syscalls-startup: openat setns ioctl(1=TUNSETIFF|SIOCGIFFLAGS|SIOCSIFFLAGS) socket close
 
+use super::tx::TX_STALL_MS;
+use super::{would_block, Closed, Link, Recv, Tx, MAX_FRAME};
+use crate::sys;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-
-#[repr(C)]
-struct IfReq {
-    name: [u8; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
-
-fn ifreq(name: &str) -> io::Result<IfReq> {
-    let b = name.as_bytes();
-    if b.is_empty() || b.len() >= libc::IFNAMSIZ || b.contains(&0) || b.contains(&b'/') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("'{name}' is not an interface name"),
-        ));
-    }
-    let mut r = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        flags: 0,
-        _pad: [0; 22],
-    };
-    r.name[..b.len()].copy_from_slice(b);
-    Ok(r)
-}
-
-fn enter(ns: &File) -> io::Result<()> {
-    // SAFETY: setns on a valid namespace fd; affects only this thread.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
+/// One byte more than a frame, so an oversized one shows.
+pub(super) const RX_BYTES: usize = MAX_FRAME + 1;
+/// Frames read from a tap device per wakeup before others get a turn.
+const RX_TAP_BURST: usize = 32;
 
 /// Open (creating it if needed) tap device `name` in the network namespace
 /// at `netns`, bring it up, and return its fd (close-on-exec).
 pub fn open_tap_in_netns(netns: &Path, name: &str) -> io::Result<OwnedFd> {
-    let mut req = ifreq(name)?;
+    let name = sys::if_name(name)?;
     let home = File::open("/proc/self/ns/net")?;
     let target = File::open(netns)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", netns.display())))?;
-    enter(&target)?;
-    let result = open_and_up(&mut req);
+    sys::enter_netns(target.as_fd())?;
+    let result = open_and_up(name);
     // Always come home, even when opening failed.
-    enter(&home)?;
+    sys::enter_netns(home.as_fd())?;
     result
 }
 
-fn open_and_up(req: &mut IfReq) -> io::Result<OwnedFd> {
+fn open_and_up(name: [u8; libc::IFNAMSIZ]) -> io::Result<OwnedFd> {
     let tun = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/net/tun")?;
-    req.flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
-    // SAFETY: TUNSETIFF reads and writes one ifreq that we own.
-    if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF as _, req as *mut IfReq) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    sys::tun_attach_tap(tun.as_fd(), name)?;
     // Bring the interface up, as slirp4netns and pasta do, so the guest
     // namespace only has to ask for an address.
-    // SAFETY: plain socket(2) call; the fd is wrapped right away.
-    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if s >= 0 {
-        // SAFETY: s is a fresh fd we own.
-        let s = unsafe { OwnedFd::from_raw_fd(s) };
-        let mut f = IfReq {
-            name: req.name,
-            flags: 0,
-            _pad: [0; 22],
-        };
-        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write one ifreq we own.
-        unsafe {
-            if libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut f as *mut IfReq) == 0 {
-                f.flags |= libc::IFF_UP as libc::c_short;
-                libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS as _, &mut f as *mut IfReq);
-            }
-        }
-    }
+    sys::set_if_up(name);
     Ok(OwnedFd::from(tun))
+}
+
+impl Link {
+    pub(super) fn recv_tap(
+        &mut self,
+        on_frame: &mut impl FnMut(&[u8], &mut Tx),
+    ) -> Result<Recv, Closed> {
+        for _ in 0..RX_TAP_BURST {
+            let len = match sys::read(self.fd.as_fd(), &mut self.rx) {
+                Ok(len) => len,
+                Err(e) if would_block(&e) => return Ok(Recv::Drained),
+                Err(e) => return Err(Closed::Error(e)),
+            };
+            if len > MAX_FRAME {
+                self.tx.stats.rx_oversize += 1;
+                continue;
+            }
+            let frame = &self.rx[..len];
+            Self::deliver(&mut self.tx, frame, on_frame);
+        }
+        Ok(Recv::More)
+    }
+}
+
+impl Tx {
+    pub(super) fn flush_tap(&mut self) -> io::Result<()> {
+        let mut i = 0;
+        while i < self.frames.len() {
+            let (off, len) = self.frames[i];
+            match sys::write(self.fd.as_fd(), &self.buf[off + 4..off + 4 + len]) {
+                Ok(_) => self.account(len),
+                Err(e) if would_block(&e) => {
+                    if !sys::wait_writable(self.fd.as_fd(), TX_STALL_MS) {
+                        self.stats.tx_dropped += (self.frames.len() - i) as u64;
+                        return Ok(());
+                    }
+                    continue;
+                }
+                // EIO: the tap is down; EINVAL: a frame it refuses.
+                Err(e) => {
+                    self.stats.tx_dropped += 1;
+                    if e.raw_os_error() != Some(libc::EIO) && e.raw_os_error() != Some(libc::EINVAL)
+                    {
+                        return Err(e);
+                    }
+                }
+            }
+            i += 1;
+        }
+        Ok(())
+    }
 }

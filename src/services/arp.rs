@@ -4,9 +4,9 @@
 #![forbid(unsafe_code)]
 
 use crate::config::{router_mac4, Config};
+use crate::counters::Counters;
 use crate::frame::L2;
 use crate::link::Tx;
-use crate::stack::Counters;
 use crate::wire::{arp, ethernet, ethertype};
 
 pub fn handle(cfg: &Config, _l2: &L2, payload: &[u8], tx: &mut Tx, counters: &mut Counters) {

@@ -8,9 +8,9 @@
 #![forbid(unsafe_code)]
 
 use crate::config::Config;
+use crate::counters::Counters;
 use crate::frame::{self, L2};
 use crate::link::Tx;
-use crate::stack::Counters;
 use crate::wire::dhcpv4::{self, MessageType, OptionRepr, Reply};
 use crate::wire::{ip_proto, udp};
 use std::net::{IpAddr, Ipv4Addr};
@@ -198,8 +198,8 @@ impl Server {
 mod tests {
     use super::*;
     use crate::cli::Options;
+    use crate::counters::Counters;
     use crate::link::Link;
-    use crate::stack::Counters;
     use crate::wire::{ethernet, ipv4};
     use clap::Parser;
     use std::os::fd::OwnedFd;

@@ -17,9 +17,9 @@
 
 use super::ndp::{self, Incoming};
 use crate::config::{router_mac6, Config, Net6};
+use crate::counters::Counters;
 use crate::frame::{self, L2};
 use crate::link::Tx;
-use crate::stack::Counters;
 use crate::wire::checksum::PseudoHeader;
 use crate::wire::dhcpv6::{self, opt, status, IaAddress, MessageType, OptionRepr, Reply};
 use crate::wire::{domain, ip_proto, udp};
@@ -114,7 +114,7 @@ impl Server {
             counters.ipv6_ignored += 1;
             return 0;
         };
-        if (pkt.dst != ALL_SERVERS && !ndp::is_own(net, pkt.dst))
+        if (pkt.dst != ALL_SERVERS && !net.is_own(pkt.dst))
             || pkt.src.is_unspecified()
             || pkt.src.is_multicast()
         {
@@ -312,7 +312,7 @@ impl Server {
         let Ok(udp_len16) = u16::try_from(udp_len) else {
             return 0;
         };
-        let (src, dst) = (ndp::link_local(net.host), pkt.src);
+        let (src, dst) = (net.router_link_local(), pkt.src);
         let l2 = L2 {
             guest: pkt.eth_src,
             router4: router_mac6(net.host),

@@ -4,9 +4,9 @@
 #![forbid(unsafe_code)]
 
 use crate::config::router_mac6;
+use crate::counters::Counters;
 use crate::frame::{self, L2};
 use crate::link::Tx;
-use crate::stack::Counters;
 use crate::wire::{icmpv4, icmpv6, ip_proto, ipv4, Mac};
 use std::net::{IpAddr, Ipv6Addr};
 

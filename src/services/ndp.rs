@@ -18,9 +18,9 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use crate::config::{router_mac6, Config, Net6};
+use crate::counters::Counters;
 use crate::frame::{self, L2};
 use crate::link::Tx;
-use crate::stack::Counters;
 use crate::wire::ndp::{self, AddrList, NameList, NdpOption, Options, PrefixInfo};
 use crate::wire::{domain, icmpv6, ip_proto, Mac};
 use std::net::{IpAddr, Ipv6Addr};
@@ -54,12 +54,6 @@ const MAX_OPTION_LEN: usize = 255 * 8;
 /// detection) are remembered.
 const GUEST_ADDRS: usize = 8;
 
-/// `fe80::/64` with the interface identifier of `a`: slirp's router is
-/// `fe80::2` for the host `fec0::2`.
-pub fn link_local(a: Ipv6Addr) -> Ipv6Addr {
-    Ipv6Addr::from((0xfe80u128 << 112) | (u128::from(a) & u128::from(u64::MAX)))
-}
-
 /// The Ethernet address of an IPv6 multicast group (RFC 2464 §7).
 pub fn multicast_mac(a: Ipv6Addr) -> Mac {
     let o = a.octets();
@@ -69,19 +63,6 @@ pub fn multicast_mac(a: Ipv6Addr) -> Mac {
 /// The solicited-node multicast group of `a` (RFC 4291 §2.7.1).
 pub fn solicited_node(a: Ipv6Addr) -> Ipv6Addr {
     Ipv6Addr::from(0xff02_0000_0000_0000_0000_0001_ff00_0000u128 | (u128::from(a) & 0xff_ffff))
-}
-
-/// Addresses airlock itself holds: the virtual host and DNS addresses and
-/// their link-local forms.
-pub fn is_own(net: &Net6, a: Ipv6Addr) -> bool {
-    a == net.host || a == net.dns || a == link_local(net.host) || a == link_local(net.dns)
-}
-
-/// Addresses airlock answers for (neighbour discovery, echo): its own, and,
-/// as ARP for IPv4, every other address of the prefix except the guest's
-/// leased address and the subnet-router anycast address.
-pub fn is_virtual(net: &Net6, a: Ipv6Addr) -> bool {
-    is_own(net, a) || (net.contains(a) && a != net.guest && a != net.prefix)
 }
 
 /// What the stack knows of an incoming IPv6 packet.
@@ -246,7 +227,7 @@ impl Router {
             counters.ndp_malformed += 1; // RFC 4861 §6.1.1
             return 0;
         }
-        if pkt.dst != ALL_ROUTERS && pkt.dst != ALL_NODES && !is_own(net, pkt.dst) {
+        if pkt.dst != ALL_ROUTERS && pkt.dst != ALL_NODES && !net.is_own(pkt.dst) {
             counters.ndp_ignored += 1;
             return 0;
         }
@@ -290,7 +271,7 @@ impl Router {
                 counters.ndp_malformed += 1;
                 return 0;
             }
-            if !is_own(net, target) {
+            if !net.is_own(target) {
                 // The guest claims `target`: leave it undisturbed.
                 self.learn_guest_addr(target);
                 counters.ndp_ignored += 1;
@@ -300,7 +281,7 @@ impl Router {
             return write_na(target, ALL_NODES, multicast_mac(ALL_NODES), flags, buf);
         }
         let addressed = pkt.dst == target || pkt.dst == solicited_node(target);
-        if !addressed || !is_virtual(net, target) || self.is_guest_addr(target) {
+        if !addressed || !net.is_virtual(target) || self.is_guest_addr(target) {
             counters.ndp_ignored += 1;
             return 0;
         }
@@ -337,7 +318,7 @@ impl Router {
             retrans_timer: 0,
             options: Options::Wire(&self.ra_options),
         };
-        let src = link_local(net.host);
+        let src = net.router_link_local();
         write_ndp(&ra, src, dst, router_mac6(net.host), dst_mac, buf)
     }
 }
@@ -488,18 +469,18 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(link_local(a("fec0::2")), a("fe80::2"));
-        assert_eq!(link_local(a("2001:db8::1:2:3:4")), a("fe80::1:2:3:4"));
+        assert_eq!(Net6::link_local(a("fec0::2")), a("fe80::2"));
+        assert_eq!(Net6::link_local(a("2001:db8::1:2:3:4")), a("fe80::1:2:3:4"));
         assert_eq!(solicited_node(a("fec0::12:3456")), a("ff02::1:ff12:3456"));
         assert_eq!(multicast_mac(ALL_NODES), [0x33, 0x33, 0, 0, 0, 1]);
         let c = cfg(&[]);
         let n = c.net6.as_ref().unwrap();
         for own in ["fec0::2", "fec0::3", "fe80::2", "fe80::3"] {
-            assert!(is_own(n, a(own)) && is_virtual(n, a(own)), "{own}");
+            assert!(n.is_own(a(own)) && n.is_virtual(a(own)), "{own}");
         }
-        assert!(is_virtual(n, a("fec0::99")) && !is_own(n, a("fec0::99")));
+        assert!(n.is_virtual(a("fec0::99")) && !n.is_own(a("fec0::99")));
         for not in ["fec0::15", "fec0::", "fe80::99", "2001:db8::2", "ff02::1"] {
-            assert!(!is_virtual(n, a(not)), "{not}");
+            assert!(!n.is_virtual(a(not)), "{not}");
         }
     }
 

@@ -1,0 +1,264 @@
+//! What UDP and ICMP echo flows share: datagrams received in batches
+//! straight into frames in the transmit queue, and the socket error queue
+//! (`IP_RECVERR`) turned into ICMP errors to the guest.
+//!
+//! #syscalls: recvmmsg recvmsg
+#![forbid(unsafe_code)]
+
+use crate::frame::{self, L2};
+use crate::link::{Tx, MAX_FRAME};
+use crate::wire::{checksum, ip_proto};
+use nix::sys::socket::{self as sock, MsgFlags, MultiHeaders, SockaddrStorage};
+use std::io::IoSliceMut;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// Datagrams per `recvmmsg`.
+pub const BATCH: usize = 16;
+
+/// The `recvmmsg` headers (with room for each sender's address), allocated
+/// once and reused for every call.
+pub struct RxHeaders(MultiHeaders<SockaddrStorage>);
+
+impl Default for RxHeaders {
+    fn default() -> Self {
+        RxHeaders(MultiHeaders::preallocate(BATCH, None))
+    }
+}
+
+/// Convert a socket address from the kernel.
+pub fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+/// Receive up to [`BATCH`] datagrams from `fd` straight into frames in the
+/// transmit queue. Each frame has `hdr` bytes of headers before the payload
+/// and room for `max` payload bytes; `finish(frame, len, sender)` writes the
+/// headers around the `len` payload bytes at `frame[hdr..]` and returns the
+/// frame's length (0 drops it). Datagrams longer than `max` are dropped and
+/// counted in `oversize`. Returns how many datagrams were read: 0 when the
+/// socket has nothing (or reports an error, which the error queue explains).
+pub fn recv_frames(
+    tx: &mut Tx,
+    fd: BorrowedFd<'_>,
+    rx: &mut RxHeaders,
+    hdr: usize,
+    max: usize,
+    oversize: &mut u64,
+    mut finish: impl FnMut(&mut [u8], usize, Option<SocketAddr>) -> usize,
+) -> usize {
+    let frame_len = (hdr + max).min(MAX_FRAME);
+    let max = frame_len.saturating_sub(hdr);
+    let mut slots = tx.reserve(BATCH, frame_len);
+    let k = slots.count().min(BATCH);
+    let mut got = [(0usize, false, None::<SocketAddr>); BATCH];
+    let n = {
+        let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
+            std::array::from_fn(|_| [IoSliceMut::new(&mut [])]);
+        for (slot, frame) in iovs.iter_mut().zip(slots.iter_mut()).take(k) {
+            if let Some(p) = frame.get_mut(hdr..hdr + max) {
+                *slot = [IoSliceMut::new(p)];
+            }
+        }
+        match sock::recvmmsg(
+            fd.as_raw_fd(),
+            &mut rx.0,
+            iovs[..k].iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        ) {
+            Ok(msgs) => {
+                let mut n = 0;
+                for (slot, m) in got.iter_mut().zip(msgs) {
+                    *slot = (
+                        m.bytes,
+                        m.flags.contains(MsgFlags::MSG_TRUNC),
+                        m.address.as_ref().and_then(to_std),
+                    );
+                    n += 1;
+                }
+                n
+            }
+            Err(_) => 0,
+        }
+    };
+    if n == 0 {
+        return 0;
+    }
+    let mut lens = [0usize; BATCH];
+    for ((len, frame), &(bytes, truncated, peer)) in lens
+        .iter_mut()
+        .zip(slots.iter_mut())
+        .zip(got.iter())
+        .take(n)
+    {
+        if truncated || bytes > max {
+            *oversize += 1;
+            continue;
+        }
+        *len = finish(frame, bytes, peer);
+    }
+    slots.commit(&lens[..n]);
+    n
+}
+
+/// One error from a socket's error queue (`IP_RECVERR`).
+#[derive(Debug, Clone, Copy)]
+pub struct HostError {
+    /// ICMP or ICMPv6 type and code as the host received them.
+    pub icmp_type: u8,
+    pub code: u8,
+    /// The next-hop MTU for "fragmentation needed" / "packet too big".
+    pub info: u32,
+    /// Who sent the ICMP error, if known.
+    pub offender: Option<IpAddr>,
+    /// The first bytes of the offending datagram's payload as sent (for a
+    /// ping socket: the echo request header).
+    pub head: [u8; 8],
+}
+
+const SO_EE_ORIGIN_ICMP: u8 = 2;
+const SO_EE_ORIGIN_ICMP6: u8 = 3;
+
+/// Take the next ICMP-originated error from `fd`'s error queue. Errors of
+/// other origins (local ones) are consumed and skipped. `None` when empty.
+pub fn next_host_error(fd: BorrowedFd<'_>) -> Option<HostError> {
+    for _ in 0..64 {
+        let mut head = [0u8; 8];
+        let mut cmsg = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in6);
+        let found = {
+            let mut iov = [IoSliceMut::new(&mut head)];
+            let msg = sock::recvmsg::<SockaddrStorage>(
+                fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+            )
+            .ok()?;
+            let mut found = None;
+            for c in msg.cmsgs().into_iter().flatten() {
+                match c {
+                    sock::ControlMessageOwned::Ipv4RecvErr(e, off)
+                        if e.ee_origin == SO_EE_ORIGIN_ICMP =>
+                    {
+                        let ip = off
+                            .map(|s| IpAddr::V4(Ipv4Addr::from(u32::from_be(s.sin_addr.s_addr))));
+                        found = Some((e, ip));
+                    }
+                    sock::ControlMessageOwned::Ipv6RecvErr(e, off)
+                        if e.ee_origin == SO_EE_ORIGIN_ICMP6 =>
+                    {
+                        let ip = off.map(|s| IpAddr::V6(Ipv6Addr::from(s.sin6_addr.s6_addr)));
+                        found = Some((e, ip));
+                    }
+                    _ => {}
+                }
+            }
+            found
+        };
+        if let Some((e, offender)) = found {
+            return Some(HostError {
+                icmp_type: e.ee_type,
+                code: e.ee_code,
+                info: e.ee_info,
+                offender: offender.filter(|a| !a.is_unspecified()),
+                head,
+            });
+        }
+    }
+    None
+}
+
+/// How the guest should see the sender of an ICMP error about a flow to
+/// `remote` (as the guest addressed it) that the host sent to `host_dst`.
+pub fn error_source(offender: Option<IpAddr>, remote: IpAddr, host_dst: IpAddr) -> IpAddr {
+    match offender {
+        Some(o) if o == host_dst || o.is_loopback() => remote,
+        Some(o) if o.is_ipv4() == remote.is_ipv4() => o,
+        _ => remote,
+    }
+}
+
+/// The datagram an ICMP error quotes, rebuilt from a flow's addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct Quote {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub ttl: u8,
+    /// Length of the original transport message (header included).
+    pub l4_len: usize,
+    /// Its first 8 bytes (ports, or the echo header).
+    pub l4_head: [u8; 8],
+}
+
+/// Send the guest an ICMP (or ICMPv6) error from `from` about the datagram
+/// in `quote`. Returns false if the families do not match.
+pub fn send_icmp_error(tx: &mut Tx, l2: &L2, from: IpAddr, err: &HostError, quote: &Quote) -> bool {
+    let v6 = quote.src.is_ipv6();
+    if from.is_ipv6() != v6 || quote.dst.is_ipv6() != v6 {
+        return false;
+    }
+    let ip_len = if v6 { 40 } else { 20 };
+    let msg_len = 8 + ip_len + 8;
+    let proto = if v6 { ip_proto::ICMPV6 } else { ip_proto::ICMP };
+    let mut ok = false;
+    tx.send_with(|buf| {
+        let off = frame::write_ip(buf, l2, from, quote.src, proto, msg_len, 64);
+        let Some(m) = buf.get_mut(off..off + msg_len).filter(|_| off != 0) else {
+            return 0;
+        };
+        m[0] = err.icmp_type;
+        m[1] = err.code;
+        m[2..4].copy_from_slice(&[0, 0]);
+        // Next-hop MTU (RFC 1191: low 16 bits; RFC 4443: all 32), else 0.
+        let info = if v6 && err.icmp_type == 2 {
+            err.info
+        } else if !v6 && err.icmp_type == 3 && err.code == 4 {
+            err.info & 0xffff
+        } else {
+            0
+        };
+        m[4..8].copy_from_slice(&info.to_be_bytes());
+        let q = &mut m[8..8 + ip_len];
+        match (quote.src, quote.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                q[0] = 0x45;
+                q[1] = 0;
+                let total = (20 + quote.l4_len).min(u16::MAX as usize) as u16;
+                q[2..4].copy_from_slice(&total.to_be_bytes());
+                q[4..8].copy_from_slice(&[0, 0, 0x40, 0]);
+                q[8] = quote.ttl;
+                q[9] = quote.proto;
+                q[10..12].copy_from_slice(&[0, 0]);
+                q[12..16].copy_from_slice(&s.octets());
+                q[16..20].copy_from_slice(&d.octets());
+                let c = checksum::checksum(q);
+                q[10..12].copy_from_slice(&c.to_be_bytes());
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                q[0..4].copy_from_slice(&0x6000_0000u32.to_be_bytes());
+                let plen = quote.l4_len.min(u16::MAX as usize) as u16;
+                q[4..6].copy_from_slice(&plen.to_be_bytes());
+                q[6] = quote.proto;
+                q[7] = quote.ttl;
+                q[8..24].copy_from_slice(&s.octets());
+                q[24..40].copy_from_slice(&d.octets());
+            }
+            _ => return 0,
+        }
+        m[8 + ip_len..].copy_from_slice(&quote.l4_head);
+        if v6 {
+            frame::fill_l4_checksum(m, from, quote.src, proto, 2);
+        } else {
+            let c = checksum::checksum(m);
+            m[2..4].copy_from_slice(&c.to_be_bytes());
+        }
+        ok = true;
+        off + msg_len
+    });
+    ok
+}

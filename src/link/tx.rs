@@ -1,0 +1,169 @@
+//! The queue of frames on their way to the guest.
+//!
+//! Frames sit in one buffer, each behind a 4-byte slot for the STREAM length
+//! prefix, so that every framing flushes without copying.
+//!
+//! #syscalls: poll|ppoll
+
+use super::{Closed, Kind, Stats, MAX_FRAME};
+use std::os::fd::OwnedFd;
+
+/// Transmit queue: bytes and frames held before a flush.
+const TX_BYTES: usize = 1024 * 1024;
+pub(super) const TX_FRAMES: usize = 128;
+/// How long a flush waits for a VMM that is slow to read before dropping
+/// the rest of the batch (a paused VM must not stall the loop: TCP data
+/// stays in the host socket and is sent again; timers and signals go on).
+pub(super) const TX_STALL_MS: i32 = 200;
+
+/// The queue of frames on their way to the guest.
+pub struct Tx {
+    pub(super) fd: OwnedFd,
+    kind: Kind,
+    pub(super) buf: Vec<u8>,
+    /// (offset of the 4-byte prefix, frame length)
+    pub(super) frames: Vec<(usize, usize)>,
+    used: usize,
+    closed: Option<Closed>,
+    /// STREAM: the unwritten tail of a frame the VMM stopped reading in
+    /// the middle of; it goes first next time, so the framing never breaks.
+    pub(super) tail: Vec<u8>,
+    pub stats: Stats,
+}
+
+impl Tx {
+    pub(super) fn new(fd: OwnedFd, kind: Kind) -> Tx {
+        Tx {
+            fd,
+            kind,
+            buf: vec![0; TX_BYTES + MAX_FRAME + 4],
+            frames: Vec::with_capacity(TX_FRAMES),
+            used: 0,
+            closed: None,
+            tail: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Whether the link has failed on the way out; the engine then stops.
+    pub fn closed(&mut self) -> Option<Closed> {
+        self.closed.take()
+    }
+
+    /// Queue one frame built in place by `build`, which gets a buffer of
+    /// [`MAX_FRAME`] bytes and returns the frame's length (0: no frame).
+    pub fn send_with(&mut self, build: impl FnOnce(&mut [u8]) -> usize) {
+        let mut slots = self.reserve(1, MAX_FRAME);
+        let len = slots.iter_mut().next().map_or(0, build).min(MAX_FRAME);
+        slots.commit(&[len]);
+    }
+
+    /// Queue a frame already built elsewhere.
+    pub fn send(&mut self, frame: &[u8]) {
+        self.send_with(|b| {
+            let n = frame.len().min(b.len());
+            b[..n].copy_from_slice(&frame[..n]);
+            n
+        });
+    }
+
+    /// How many frames of up to `frame_len` bytes fit before the queue must
+    /// be flushed.
+    pub fn room(&self, frame_len: usize) -> usize {
+        let stride = frame_len + 4;
+        ((self.buf.len() - self.used) / stride).min(TX_FRAMES - self.frames.len())
+    }
+
+    /// Slots for up to `count` frames of up to `frame_len` bytes each,
+    /// flushing first if none fits; at least one. The caller builds frames
+    /// in them and hands their lengths to [`Slots::commit`].
+    pub fn reserve(&mut self, count: usize, frame_len: usize) -> Slots<'_> {
+        let frame_len = frame_len.min(MAX_FRAME);
+        if self.room(frame_len) == 0 {
+            self.flush();
+        }
+        let count = count.clamp(1, self.room(frame_len).max(1));
+        Slots {
+            tx: self,
+            frame_len,
+            count,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Send everything queued. Waits (bounded) for a VMM that is slow to
+    /// read rather than dropping: the link is lossless and so is airlock.
+    pub fn flush(&mut self) {
+        if self.frames.is_empty() {
+            self.used = 0;
+            if !self.tail.is_empty() {
+                if let Err(e) = self.flush_tail() {
+                    self.closed.get_or_insert(Closed::Error(e));
+                }
+            }
+            return;
+        }
+        self.stats.tx_flushes += 1;
+        let r = match self.kind {
+            Kind::Dgram => self.flush_dgram(),
+            Kind::Stream => self.flush_stream(),
+            Kind::Tap => self.flush_tap(),
+        };
+        if let Err(e) = r {
+            self.closed.get_or_insert(Closed::from_io(e));
+        }
+        self.frames.clear();
+        self.used = 0;
+    }
+
+    pub(super) fn account(&mut self, len: usize) {
+        self.stats.tx_frames += 1;
+        self.stats.tx_bytes += len as u64;
+    }
+}
+
+/// Room for a batch of frames in the transmit queue, from [`Tx::reserve`].
+/// Nothing is queued until [`Slots::commit`].
+pub struct Slots<'a> {
+    tx: &'a mut Tx,
+    frame_len: usize,
+    count: usize,
+}
+
+impl Slots<'_> {
+    /// How many frames fit.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The frames' buffers, `frame_len` bytes each, in order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
+        let stride = self.frame_len + 4;
+        let start = self.tx.used;
+        self.tx.buf[start..start + self.count * stride]
+            .chunks_exact_mut(stride)
+            .map(|c| &mut c[4..])
+    }
+
+    /// Queue the first `lens.len()` frames with these lengths (0 skips one).
+    pub fn commit(self, lens: &[usize]) {
+        let tx = self.tx;
+        let stride = self.frame_len + 4;
+        let lens = &lens[..lens.len().min(self.count)];
+        for (i, &len) in lens.iter().enumerate() {
+            let off = tx.used + i * stride;
+            if len == 0 || len > self.frame_len {
+                continue;
+            }
+            tx.buf[off..off + 4].copy_from_slice(&(len as u32).to_be_bytes());
+            tx.frames.push((off, len));
+        }
+        tx.used += lens.len() * stride;
+        if tx.room(MAX_FRAME) == 0 {
+            tx.flush();
+        }
+    }
+}
