@@ -641,6 +641,10 @@ impl Stack {
         // --disable-dns all end here.
         let Some(host_dst) = nat::outbound(&self.cfg, key.remote) else {
             self.counters.udp_dropped += 1;
+            if nat::refused(dst) {
+                let quote = dgram::Quote::of(src, dst, ip_proto::UDP, ttl, l4);
+                dgram::send_refusal(tx, &self.l2, &quote);
+            }
             return;
         };
         let Ok(token) = self.flows.vacant() else {
@@ -700,7 +704,17 @@ impl Stack {
             return false;
         }
         let Some(host_dst) = nat::outbound(&self.cfg, SocketAddr::new(dst, 0)) else {
-            return false;
+            if !nat::refused(dst) {
+                return false;
+            }
+            let proto = if src.is_ipv6() {
+                ip_proto::ICMPV6
+            } else {
+                ip_proto::ICMP
+            };
+            dgram::send_refusal(tx, &self.l2, &dgram::Quote::of(src, dst, proto, ttl, l4));
+            self.counters.icmp_dropped += 1;
+            return true;
         };
         let Ok(token) = self.flows.vacant() else {
             self.counters.flows_full += 1;
