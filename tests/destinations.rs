@@ -147,3 +147,31 @@ fn host_internal_destinations_are_refused() {
         drop(a);
     }
 }
+
+/// A guest's UDP source port is not bound on the host (finding 8): the
+/// host's own WireGuard or VXLAN can still bind 51820 or 4789 while the
+/// guest sends from them, and the peer sees an ephemeral port.
+#[test]
+fn guest_source_ports_are_not_squatted_on_the_host() {
+    support::require_root();
+    let t = Topology::new();
+    let a = Helper::airlock(&t, LinkMode::Dgram, &[]);
+    let mac = t.guest().mac_bytes();
+    let server = in_netns(t.host_ns(), || UdpSocket::bind("127.0.0.1:5396")).unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let host = Ipv4Addr::new(10, 0, 2, 2);
+    for port in [51820u16, 4789] {
+        let udp = frames::udp4(GUEST4, port, host, 5396, b"squat?");
+        a.inject(&frames::ethernet(router_mac(), mac, ETH_IPV4, &udp))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = server.recv_from(&mut buf).expect("datagram via 10.0.2.2");
+        assert_eq!(&buf[..n], b"squat?");
+        assert_ne!(from.port(), port, "guest port {port} used on the host");
+        // The flow is alive; the host's own service can still have its port.
+        let bound = in_netns(t.host_ns(), move || UdpSocket::bind(("0.0.0.0", port)));
+        assert!(bound.is_ok(), "host cannot bind {port}: {bound:?}");
+    }
+}

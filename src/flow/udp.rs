@@ -2,9 +2,12 @@
 //!
 //! One flow per (guest address:port, remote address:port) as the guest
 //! addressed it. Outbound, a flow owns a connected, non-blocking host
-//! socket bound to the guest's own source port when that port is free on
-//! the host (an ephemeral one otherwise), so that port-sensitive protocols
-//! see the port the guest chose. Forwarded flows (a datagram that arrived
+//! socket on an ephemeral port the kernel picks at `connect`, as any NAT
+//! does: binding the guest's own port would squat it on the host
+//! (0.0.0.0:51820, 4789, 5353 block the host's WireGuard, VXLAN, mDNS for as
+//! long as the guest keeps sending), and an ephemeral port is never one a
+//! forward holds. No guest port is kept: a protocol that needs a fixed
+//! source port towards the host gets a forward instead. Forwarded flows (a datagram that arrived
 //! on a `--hostfwd udp:` socket) own no socket: the guest's replies leave
 //! through the forward's socket with `sendto` to the original peer.
 //!
@@ -29,7 +32,7 @@
 //! (replies through a forward's socket go out with `sendmsg`), so neither
 //! can reach a pathname socket.
 //! #syscalls: socket(0=AF_INET|AF_INET6,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=0)
-//! #syscalls: bind connect(2=128) setsockopt sendto(5=0) sendmsg recvmmsg recvmsg close
+//! #syscalls: connect(2=128) setsockopt sendto(5=0) sendmsg recvmmsg recvmsg close
 #![forbid(unsafe_code)]
 
 use super::dgram::{
@@ -123,7 +126,7 @@ const HOST_TTL: u8 = 64;
 
 impl Conn {
     /// A guest datagram for a new flow: open a host socket connected to
-    /// `host_dst`, bound to the guest's source port if that is free.
+    /// `host_dst` from an ephemeral port.
     pub fn open(
         ctx: &mut Ctx<'_>,
         token: super::Token,
@@ -141,16 +144,6 @@ impl Conn {
         } else {
             sock::setsockopt(&fd, sockopt::Ipv4RecvErr, &true)?;
         }
-        let any = if host_dst.is_ipv6() {
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-        } else {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        };
-        // The guest's port if free; otherwise connect picks an ephemeral one.
-        let _ = sock::bind(
-            fd.as_raw_fd(),
-            &SockaddrStorage::from(SocketAddr::new(any, key.guest.port())),
-        );
         sock::connect(fd.as_raw_fd(), &SockaddrStorage::from(host_dst))?;
         ctx.poller.add(fd.as_fd(), token, EpollFlags::EPOLLIN)?;
         Ok(Conn {
