@@ -1,35 +1,36 @@
 //! `--print-capabilities`: what this build of airlock really does, in the
 //! vhost-user backend convention libvirt probes slirp-helpers with:
-//! `{"type": "slirp-helper", "features": [...]}`. The shape is
-//! `docs/capabilities.schema.json`; every feature listed names the test that
-//! shows it works, and a unit test checks that test exists.
+//! `{"type": "slirp-helper", "features": [...], "airlock-features": [...]}`.
+//! `features` holds only words libvirt's `qemuSlirpNewForHelper` knows
+//! (any other word costs a warning in libvirtd's log at every domain
+//! start); airlock's other capabilities go under `airlock-features`, which
+//! libvirt does not read. The shape is `docs/capabilities.schema.json`;
+//! every word listed names the test that shows it works, and a unit test
+//! checks that test exists. In passt's personality the answer is a
+//! vhost-user `net` backend's, as passt's.
 //!
 //! #syscalls: write
 use serde_json::{json, Value};
 use std::io::Write;
 
-/// Features this build provides, each with the test that covers it
+/// The feature words libvirt's slirp-helper code knows
+/// (`qemuSlirpFeature` in libvirt's `src/qemu/qemu_slirp.c`).
+pub const LIBVIRT_WORDS: &[&str] = &[
+    "ipv4",
+    "ipv6",
+    "tftp",
+    "dbus-address",
+    "dbus-p2p",
+    "migrate",
+    "restrict",
+    "exit-with-parent",
+];
+
+/// Features in libvirt's vocabulary, each with the test that covers it
 /// (`FILE::FUNCTION`). Add a word only together with its test.
 pub const FEATURES: &[(&str, &str)] = &[
     // The guest leases an IPv4 address and talks to the host through it.
     ("ipv4", "tests/vmm.rs::libvirt_launch_dgram"),
-    // --fd with a SOCK_DGRAM socket (libvirt's -netdev socket / dgram).
-    ("link-dgram", "tests/vmm.rs::libvirt_launch_dgram"),
-    // --fd with a SOCK_STREAM socket (QEMU -netdev stream,addr.type=fd).
-    ("link-stream", "tests/vmm.rs::stream_fd_link"),
-    // --socket PATH, daemonizing once it listens (passt's contract).
-    ("socket-path", "tests/vmm.rs::socket_daemon_one_off"),
-    // --pid FILE written by the daemon, removed at exit.
-    ("pid-file", "tests/vmm.rs::socket_daemon_one_off"),
-    // --exit-with-parent ends airlock when its parent dies.
-    (
-        "exit-with-parent",
-        "tests/vmm.rs::exit_with_parent_ends_airlock",
-    ),
-    // sd_notify READY=1 on $NOTIFY_SOCKET once the link is up.
-    ("notify-socket", "tests/vmm.rs::notify_socket_ready"),
-    // The virtual DNS address forwards to the host's resolver.
-    ("dns-forward", "tests/vmm.rs::libvirt_launch_dgram"),
     // SLAAC, DHCPv6, NDP and TCP over IPv6 (fec0::/64, slirp's defaults).
     (
         "ipv6",
@@ -40,6 +41,27 @@ pub const FEATURES: &[(&str, &str)] = &[
         "restrict",
         "tests/udp_icmp_dns.rs::restrict_keeps_dns_and_forwards_only",
     ),
+    // --exit-with-parent ends airlock when its parent dies.
+    (
+        "exit-with-parent",
+        "tests/vmm.rs::exit_with_parent_ends_airlock",
+    ),
+];
+
+/// airlock's own capabilities, under `airlock-features`, each with its test.
+pub const AIRLOCK_FEATURES: &[(&str, &str)] = &[
+    // --fd with a SOCK_DGRAM socket (libvirt's -netdev socket / dgram).
+    ("link-dgram", "tests/vmm.rs::libvirt_launch_dgram"),
+    // --fd with a SOCK_STREAM socket (QEMU -netdev stream,addr.type=fd).
+    ("link-stream", "tests/vmm.rs::stream_fd_link"),
+    // --socket PATH, daemonizing once it listens (passt's contract).
+    ("socket-path", "tests/vmm.rs::socket_daemon_one_off"),
+    // --pid FILE written by the daemon, removed at exit.
+    ("pid-file", "tests/vmm.rs::socket_daemon_one_off"),
+    // sd_notify READY=1 on $NOTIFY_SOCKET once the link is up.
+    ("notify-socket", "tests/vmm.rs::notify_socket_ready"),
+    // The virtual DNS address forwards to the host's resolver.
+    ("dns-forward", "tests/vmm.rs::libvirt_launch_dgram"),
     // --hostfwd and -t/-u forwards from host ports into the guest.
     (
         "hostfwd",
@@ -50,6 +72,8 @@ pub const FEATURES: &[(&str, &str)] = &[
         "netns",
         "tests/foundation.rs::lease_netns_space_separated_options",
     ),
+    // passt's command line, addressing and lifecycle (argv[0] `passt`).
+    ("passt-compat", "tests/passt.rs::differential_against_passt"),
 ];
 
 /// The sandbox layers, each with the test that shows it enforced; listed
@@ -77,13 +101,28 @@ pub const LAYER_TESTS: &[(&str, &str)] = &[
 /// on this kernel (`airlock::sandbox::kernel_layers()`); words outside
 /// [`LAYER_TESTS`] are left out so the output always matches the schema.
 pub fn capabilities(kernel_layers: &[&str]) -> Value {
-    let mut features: Vec<&str> = FEATURES.iter().map(|(f, _)| *f).collect();
+    let features: Vec<&str> = FEATURES.iter().map(|(f, _)| *f).collect();
+    let mut own: Vec<&str> = AIRLOCK_FEATURES.iter().map(|(f, _)| *f).collect();
     for layer in kernel_layers {
-        if LAYER_TESTS.iter().any(|(l, _)| l == layer) && !features.contains(layer) {
-            features.push(layer);
+        if LAYER_TESTS.iter().any(|(l, _)| l == layer) && !own.contains(layer) {
+            own.push(layer);
         }
     }
-    json!({ "type": "slirp-helper", "features": features })
+    json!({ "type": "slirp-helper", "features": features, "airlock-features": own })
+}
+
+/// passt's answer (`passt --print-capabilities`): a vhost-user `net`
+/// backend with no optional features.
+pub fn vhost_user_capabilities() -> Value {
+    json!({ "type": "net" })
+}
+
+/// Print [`vhost_user_capabilities`] on stdout.
+pub fn print_vhost_user_capabilities() -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", vhost_user_capabilities())
+        .and_then(|_| out.flush())
+        .map_err(|e| format!("--print-capabilities: {e}"))
 }
 
 /// Print [`capabilities`] on stdout, one line. An error (stdout closed)
@@ -226,8 +265,22 @@ mod tests {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        assert!(f.contains(&"landlock") && !f.contains(&"seccomp"));
-        assert!(f.contains(&"link-dgram"));
+        let own: Vec<&str> = c["airlock-features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(own.contains(&"landlock") && !own.contains(&"seccomp"));
+        assert!(own.contains(&"link-dgram") && !f.contains(&"link-dgram"));
+        // libvirt warns about any other word at every domain start.
+        for w in &f {
+            assert!(LIBVIRT_WORDS.contains(w), "{w} is not a word libvirt knows");
+        }
+        for (w, _) in AIRLOCK_FEATURES.iter().chain(LAYER_TESTS) {
+            assert!(!f.contains(w));
+        }
+        assert_eq!(vhost_user_capabilities().to_string(), r#"{"type":"net"}"#);
     }
 
     #[test]
@@ -237,6 +290,8 @@ mod tests {
             json!({"type": "vhost-user", "features": []}),
             json!({"type": "slirp-helper"}),
             json!({"type": "slirp-helper", "features": ["ipv4", "ipv4"]}),
+            json!({"type": "slirp-helper", "features": ["link-dgram"]}),
+            json!({"type": "slirp-helper", "features": [], "airlock-features": ["ipv4"]}),
             json!({"type": "slirp-helper", "features": ["IPv4"]}),
             json!({"type": "slirp-helper", "features": ["ipv4-"]}),
             json!({"type": "slirp-helper", "features": ["warp-drive"]}),
@@ -253,12 +308,19 @@ mod tests {
     #[test]
     fn schema_vocabulary_is_kebab() {
         let s = schema();
-        for w in s["properties"]["features"]["items"]["enum"]
+        for key in ["features", "airlock-features"] {
+            for w in s["properties"][key]["items"]["enum"].as_array().unwrap() {
+                assert!(is_kebab(w.as_str().unwrap()), "{w}");
+            }
+        }
+        // The schema's `features` vocabulary is libvirt's, exactly.
+        let words: Vec<&str> = s["properties"]["features"]["items"]["enum"]
             .as_array()
             .unwrap()
-        {
-            assert!(is_kebab(w.as_str().unwrap()), "{w}");
-        }
+            .iter()
+            .map(|w| w.as_str().unwrap())
+            .collect();
+        assert_eq!(words, LIBVIRT_WORDS);
         for (l, _) in LAYER_TESTS {
             assert!(s.to_string().contains(&format!("\"{l}\"")));
         }
@@ -267,7 +329,7 @@ mod tests {
     #[test]
     fn every_feature_has_its_test() {
         let root = env!("CARGO_MANIFEST_DIR");
-        for (feature, test) in FEATURES.iter().chain(LAYER_TESTS) {
+        for (feature, test) in FEATURES.iter().chain(AIRLOCK_FEATURES).chain(LAYER_TESTS) {
             let (file, func) = test.split_once("::").unwrap();
             let text = std::fs::read_to_string(format!("{root}/{file}"))
                 .unwrap_or_else(|e| panic!("{feature}: {file}: {e}"));

@@ -171,4 +171,8 @@ pub struct Options {
     /// Log every frame (very verbose).
     #[arg(long)]
     pub trace: bool,
+
+    /// Set by [`crate::passt`] when started with passt's personality.
+    #[arg(skip)]
+    pub passt: Option<Box<crate::passt::Passt>>,
 }

@@ -53,7 +53,10 @@ impl Net4 {
     /// An address airlock itself answers for (ARP, echo): every address of
     /// the virtual network except the guest's, the network and broadcast.
     pub fn is_virtual(&self, a: Ipv4Addr) -> bool {
-        self.contains(a) && a != self.guest && a != self.network && a != self.broadcast()
+        // The router may lie outside the subnet (passt copies the host's
+        // gateway; DHCP then gives the guest a host route to it).
+        a == self.host
+            || (self.contains(a) && a != self.guest && a != self.network && a != self.broadcast())
     }
 }
 
@@ -117,6 +120,10 @@ pub struct Forward {
     pub bind: SocketAddr,
     pub guest_addr: Option<IpAddr>,
     pub guest_port: u16,
+    /// Bind to this host interface too (passt's `ADDR%DEV/`).
+    pub device: Option<String>,
+    /// Skip the port quietly if it cannot be bound (passt's `all`).
+    pub best_effort: bool,
 }
 
 /// The whole resolved configuration of the virtual network.
@@ -127,6 +134,8 @@ pub struct Config {
     pub mtu: u16,
     pub hostname: Option<String>,
     pub domainname: Option<String>,
+    /// DHCP option 81 (passt's `--fqdn`).
+    pub fqdn: Option<String>,
     pub dns_suffixes: Vec<String>,
     pub host_loopback: bool,
     pub restrict: bool,
@@ -136,6 +145,25 @@ pub struct Config {
     pub max_flows: usize,
     pub udp_timeout_s: u64,
     pub udp_stream_timeout_s: u64,
+    /// One MAC for every address airlock answers for (passt's view); `None`
+    /// is slirp's per-address MACs ([`router_mac4`], [`router_mac6`]).
+    pub mac: Option<[u8; 6]>,
+    /// Addresses of the subnet other than the guest's are airlock's own
+    /// (slirp); `false` when they are the host network's (passt).
+    pub virtual_subnet: bool,
+    /// DHCP option 26 even at 1500 (passt sends it always; slirp never).
+    pub mtu_option_always: bool,
+}
+
+impl Config {
+    /// The MAC that answers for IPv4 address `a`.
+    pub fn mac4(&self, a: Ipv4Addr) -> [u8; 6] {
+        self.mac.unwrap_or_else(|| router_mac4(a))
+    }
+    /// The MAC that answers for IPv6 address `a`.
+    pub fn mac6(&self, a: Ipv6Addr) -> [u8; 6] {
+        self.mac.unwrap_or_else(|| router_mac6(a))
+    }
 }
 
 /// The MAC address the virtual router answers with: slirp's `52:55` plus the
@@ -428,6 +456,8 @@ pub fn parse_hostfwd(s: &str) -> Result<Forward, ConfigError> {
         bind: SocketAddr::new(haddr, hport),
         guest_addr: gaddr,
         guest_port: gport,
+        device: None,
+        best_effort: false,
     })
 }
 
@@ -489,6 +519,8 @@ pub fn parse_port_spec(
                 bind: SocketAddr::new(bind, h.0 + i),
                 guest_addr: None,
                 guest_port: g.0 + i,
+                device: None,
+                best_effort: false,
             });
         }
     }
@@ -496,9 +528,23 @@ pub fn parse_port_spec(
 }
 
 impl Config {
+    /// Unit tests' configuration: `airlock ARGS...`, no resolv.conf.
+    #[cfg(test)]
+    pub(crate) fn for_test(args: &[&str]) -> Config {
+        let argv = std::iter::once("airlock").chain(args.iter().copied());
+        Config::from_options(
+            &<Options as clap::Parser>::try_parse_from(argv).unwrap(),
+            None,
+        )
+        .unwrap()
+    }
+
     /// Resolve options; `resolv_conf` is the text of /etc/resolv.conf (read
     /// by the caller before the sandbox), used when no upstream is given.
     pub fn from_options(o: &Options, resolv_conf: Option<&str>) -> Result<Config, ConfigError> {
+        if let Some(p) = &o.passt {
+            return crate::passt::config(o, p, resolv_conf);
+        }
         if !(576..=65520).contains(&o.mtu) {
             return Err(err("--mtu", format!("{} is outside 576..=65520", o.mtu)));
         }
@@ -529,13 +575,7 @@ impl Config {
             .chain(o.domainname.iter())
             .chain(o.hostname.iter())
         {
-            if s.is_empty()
-                || s.len() > 253
-                || s.split('.').any(|l| l.len() > 63)
-                || !s
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
-            {
+            if !is_domain_name(s) {
                 return Err(err("--dns-suffixes", format!("'{s}' is not a domain name")));
             }
         }
@@ -558,6 +598,7 @@ impl Config {
             mtu: o.mtu as u16,
             hostname: o.hostname.clone(),
             domainname: o.domainname.clone(),
+            fqdn: None,
             dns_suffixes,
             host_loopback: !o.disable_host_loopback,
             restrict: o.restrict,
@@ -567,8 +608,21 @@ impl Config {
             max_flows: o.max_flows,
             udp_timeout_s: o.udp_timeout.max(1),
             udp_stream_timeout_s: o.udp_stream_timeout.max(1),
+            mac: None,
+            virtual_subnet: true,
+            mtu_option_always: false,
         })
     }
+}
+
+/// A DNS name airlock will put in DHCP: 1..=253 bytes of letters, digits,
+/// `-`, `_` and dots, labels of at most 63.
+pub fn is_domain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| l.len() <= 63)
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
 }
 
 #[cfg(test)]

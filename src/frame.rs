@@ -5,12 +5,12 @@
 //! the link's transmit queue, never copied.
 #![forbid(unsafe_code)]
 
-use crate::wire::{checksum, ethernet, ethertype, Mac};
-use std::net::IpAddr;
+use crate::wire::{checksum, ethernet, ethertype, ip_proto, ipv4, ipv6, udp, Mac};
+use std::net::{IpAddr, SocketAddr};
 
-pub const ETH_LEN: usize = 14;
-pub const IPV4_LEN: usize = 20;
-pub const IPV6_LEN: usize = 40;
+pub const ETH_LEN: usize = ethernet::HEADER_LEN;
+pub const IPV4_LEN: usize = ipv4::HEADER_LEN;
+pub const IPV6_LEN: usize = ipv6::HEADER_LEN;
 
 /// Who is who on the virtual Ethernet.
 #[derive(Clone, Copy, Debug)]
@@ -44,43 +44,50 @@ pub fn write_ip(
     if buf.len() < off + l4_len {
         return 0;
     }
-    match (src, dst) {
+    let Ok(len) = u16::try_from(l4_len) else {
+        return 0;
+    };
+    let (router, ethertype, ip) = match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let total = IPV4_LEN + l4_len;
-            if total > u16::MAX as usize {
-                return 0;
-            }
-            let _ = ethernet::emit_header(buf, l2.guest, l2.router4, ethertype::IPV4);
-            let h = &mut buf[ETH_LEN..ETH_LEN + IPV4_LEN];
-            h[0] = 0x45;
-            h[1] = 0;
-            h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-            h[4..6].copy_from_slice(&[0, 0]);
-            h[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
-            h[8] = ttl;
-            h[9] = proto;
-            h[10..12].copy_from_slice(&[0, 0]);
-            h[12..16].copy_from_slice(&s.octets());
-            h[16..20].copy_from_slice(&d.octets());
-            let c = checksum::checksum(h);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
+            let ip = ipv4::Repr {
+                ttl,
+                ..ipv4::Repr::new(s, d, proto, len)
+            };
+            (l2.router4, ethertype::IPV4, ip.emit(&mut buf[ETH_LEN..]))
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            if l4_len > u16::MAX as usize {
-                return 0;
-            }
-            let _ = ethernet::emit_header(buf, l2.guest, l2.router6, ethertype::IPV6);
-            let h = &mut buf[ETH_LEN..ETH_LEN + IPV6_LEN];
-            h[0..4].copy_from_slice(&0x6000_0000u32.to_be_bytes());
-            h[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-            h[6] = proto;
-            h[7] = ttl;
-            h[8..24].copy_from_slice(&s.octets());
-            h[24..40].copy_from_slice(&d.octets());
+            let ip = ipv6::Repr {
+                hop_limit: ttl,
+                ..ipv6::Repr::new(s, d, proto, len)
+            };
+            (l2.router6, ethertype::IPV6, ip.emit(&mut buf[ETH_LEN..]))
         }
         _ => return 0,
+    };
+    if ip.is_err() || ethernet::emit_header(buf, l2.guest, router, ethertype).is_err() {
+        return 0;
     }
     off
+}
+
+/// Write Ethernet, IP and UDP headers from `src` to `dst` in front of `n`
+/// payload bytes already at `buf[l4_offset(src) + 8..]`; returns the
+/// frame's length (0 if it does not fit or the families differ).
+pub fn write_udp(buf: &mut [u8], l2: &L2, src: SocketAddr, dst: SocketAddr, n: usize) -> usize {
+    let repr = udp::Repr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+        payload_len: n,
+    };
+    let l4_len = repr.buffer_len();
+    let off = write_ip(buf, l2, src.ip(), dst.ip(), ip_proto::UDP, l4_len, 64);
+    let Some(p) = pseudo(src.ip(), dst.ip()).filter(|_| off != 0) else {
+        return 0;
+    };
+    match repr.emit(&mut buf[off..], &p) {
+        Ok(len) => off + len,
+        Err(_) => 0,
+    }
 }
 
 /// The pseudo header for an upper-layer checksum between `src` and `dst`.
@@ -100,7 +107,7 @@ pub fn fill_l4_checksum(l4: &mut [u8], src: IpAddr, dst: IpAddr, proto: u8, csum
     }
     l4[csum_at..csum_at + 2].copy_from_slice(&[0, 0]);
     let mut c = p.checksum(proto, l4);
-    if c == 0 && proto == 17 {
+    if c == 0 && proto == ip_proto::UDP {
         c = 0xffff;
     }
     l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());

@@ -872,7 +872,7 @@ pub fn verify_guest_frame(f: &[u8], stack: &Stack) {
             assert_eq!(r.sender_mac, eth.src());
         }
         ethertype::IPV4 => {
-            assert_eq!(eth.src(), stack.l2.router4, "IPv4 from the router MAC");
+            assert_eq!(eth.src(), stack.env.l2.router4, "IPv4 from the router MAC");
             let ip = ipv4::Packet::new_checked(p).expect("IPv4 header and lengths");
             assert_eq!(usize::from(ip.total_len()), p.len(), "IPv4 total length");
             let r = ipv4::Repr::parse(&ip).expect("IPv4 header checksum");
@@ -916,7 +916,7 @@ fn verify_ipv6(eth: &ethernet::Frame<&[u8]>, stack: &Stack) {
     // The router, or another virtual address answering neighbour
     // discovery for itself: slirp's 52:56 + the address's last four bytes.
     assert!(
-        eth.src() == stack.l2.router6 || eth.src()[..2] == [0x52, 0x56],
+        eth.src() == stack.env.l2.router6 || eth.src()[..2] == [0x52, 0x56],
         "IPv6 from a virtual MAC"
     );
     let p = eth.payload();

@@ -11,9 +11,11 @@ pub mod frag;
 pub mod frame;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz_api;
+pub mod hostif;
 pub mod lifecycle;
 pub mod link;
 pub mod logging;
+pub mod passt;
 pub mod poller;
 pub mod sandbox;
 pub mod services;

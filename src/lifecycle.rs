@@ -29,8 +29,7 @@
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd as NixSignalFd};
+use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::socket::{
     bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
 };
@@ -39,7 +38,7 @@ use nix::unistd::{getpid, getppid, pipe2, Pid};
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -92,7 +91,7 @@ pub fn ignore_sigpipe() {
 /// `--exit-with-parent`: the parent airlock was started by, and how to tell
 /// it has gone.
 ///
-/// `PR_SET_PDEATHSIG` delivers SIGTERM (seen on the [`SignalFd`]) when the
+/// `PR_SET_PDEATHSIG` delivers SIGTERM (seen on the engine's signalfd) when the
 /// parent dies. libvirt starts its helper through a double fork, so the
 /// parent is already PID 1 (or a subreaper) at start-up: that is not a
 /// dead parent and must never end airlock. A parent that died before
@@ -162,57 +161,6 @@ impl ParentWatch {
     }
 }
 
-/// SIGTERM, SIGINT and SIGHUP as readable events for the event loop.
-#[derive(Debug)]
-pub struct SignalFd {
-    fd: NixSignalFd,
-}
-
-/// The signals airlock ends on.
-pub fn exit_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGTERM);
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGHUP);
-    set
-}
-
-/// Block SIGTERM, SIGINT and SIGHUP and return a non-blocking, close-on-exec
-/// signalfd that reports them. Call from the main thread before any other
-/// thread exists. (libvirt resets dispositions before exec; a signal that an
-/// odd launcher left *ignored* is discarded by the kernel and never reaches
-/// a signalfd.)
-pub fn block_signals() -> Result<SignalFd, String> {
-    let set = exit_signals();
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
-        .map_err(|e| format!("sigprocmask: {e}"))?;
-    let fd = NixSignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| format!("signalfd: {e}"))?;
-    Ok(SignalFd { fd })
-}
-
-impl SignalFd {
-    /// The next pending signal, or `None` when there is none (EAGAIN).
-    pub fn read_signal(&self) -> Option<Signal> {
-        match self.fd.read_signal() {
-            Ok(Some(info)) => Signal::try_from(info.ssi_signo as i32).ok(),
-            _ => None,
-        }
-    }
-}
-
-impl AsFd for SignalFd {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
-impl AsRawFd for SignalFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
-
 /// Environment variable that makes airlock the [`Remover`] of its paths.
 pub const REMOVER_ENV: &str = "AIRLOCK_REMOVER";
 
@@ -268,7 +216,11 @@ impl Drop for Remover {
 pub fn run_remover(paths: &[std::ffi::OsString]) -> i32 {
     use std::os::unix::fs::MetadataExt;
     // A terminal's ^C reaches the whole group: outlive airlock, not die with it.
-    let _ = exit_signals().thread_block();
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(s);
+    }
+    let _ = set.thread_block();
     let files: Vec<(PathBuf, u64, u64)> = paths
         .iter()
         .filter_map(|p| {
@@ -408,26 +360,11 @@ impl Notifier {
         self.send("READY=1")
     }
 
-    /// Send `STOPPING=1` (airlock is shutting down).
-    pub fn stopping(&self) -> Result<(), String> {
-        self.send("STOPPING=1")
-    }
-
     fn send(&self, msg: &str) -> Result<(), String> {
         self.sock
             .send(msg.as_bytes())
             .map(|_| ())
             .map_err(|e| format!("NOTIFY_SOCKET: {e}"))
-    }
-}
-
-/// One-shot sd_notify `READY=1` on `$NOTIFY_SOCKET`: `Ok(false)` when unset.
-/// Prefer [`Notifier::from_env`] before the sandbox and
-/// [`Notifier::ready`] after it.
-pub fn notify_ready() -> Result<bool, String> {
-    match Notifier::from_env()? {
-        Some(n) => n.ready().map(|_| true),
-        None => Ok(false),
     }
 }
 
@@ -669,23 +606,5 @@ mod tests {
         let k = server.recv(&mut buf).unwrap();
         assert_eq!(&buf[..k], b"READY=1");
         assert!(Notifier::connect(std::ffi::OsStr::new("/nonexistent/notify")).is_err());
-    }
-
-    #[test]
-    fn signalfd_reports_sigterm() {
-        // Block in this thread only; raise() targets this thread, so the
-        // signal is queued here and never reaches another test thread.
-        let sfd = block_signals().unwrap();
-        assert_eq!(sfd.read_signal(), None);
-        nix::sys::signal::raise(Signal::SIGHUP).unwrap();
-        let mut got = None;
-        for _ in 0..100 {
-            got = sfd.read_signal();
-            if got.is_some() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert_eq!(got, Some(Signal::SIGHUP));
     }
 }

@@ -5,18 +5,29 @@ fn main() {
         let paths: Vec<_> = std::env::args_os().skip(1).collect();
         std::process::exit(airlock::lifecycle::run_remover(&paths));
     }
-    let opts = match airlock::cli::Options::try_parse() {
-        Ok(o) => o,
-        // Usage errors are one line naming the option, exit 2; --help and
-        // --version print in full.
-        Err(e) if e.use_stderr() => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or_default();
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("airlock: error: {first}");
-            std::process::exit(airlock::startup::EXIT_USAGE);
-        }
-        Err(e) => e.exit(),
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let opts = match airlock::passt::wants_passt(&args) {
+        Some(rest) => match airlock::passt::parse(rest) {
+            Ok(airlock::passt::Parsed::Run(o)) => *o,
+            Ok(airlock::passt::Parsed::Done) => std::process::exit(0),
+            Err(e) => {
+                eprintln!("passt (airlock): {}", e.0);
+                std::process::exit(airlock::startup::EXIT_USAGE);
+            }
+        },
+        None => match airlock::cli::Options::try_parse_from(&args) {
+            Ok(o) => o,
+            // Usage errors are one line naming the option, exit 2; --help
+            // and --version print in full.
+            Err(e) if e.use_stderr() => {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or_default();
+                let first = first.strip_prefix("error: ").unwrap_or(first);
+                eprintln!("airlock: error: {first}");
+                std::process::exit(airlock::startup::EXIT_USAGE);
+            }
+            Err(e) => e.exit(),
+        },
     };
     std::process::exit(airlock::startup::run(opts));
 }

@@ -76,3 +76,23 @@ impl Poller {
         let _ = self.epoll.delete(fd);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        for t in [
+            Token::Link,
+            Token::Signal,
+            Token::Listener(0),
+            Token::Listener(77),
+            Token::Flow(0, 0),
+            Token::Flow(0xff_ffff, u32::MAX),
+            Token::Flow(12, 3),
+        ] {
+            assert_eq!(Token::decode(t.encode()), t);
+        }
+    }
+}

@@ -1,12 +1,10 @@
 //! The virtual network as the guest sees it: one dispatcher from guest
 //! frames to services (ARP, DHCP, echo) and flows (TCP, UDP, ICMP), and
 //! from host socket events back to flows.
-//!
-//! #syscalls: getegid
 #![forbid(unsafe_code)]
 
-use crate::config::{router_mac4, router_mac6, Config};
-use crate::flow::{self, dgram, forward, icmp, nat, tcp, udp, Flow, Key};
+use crate::config::Config;
+use crate::flow::{self, dgram, forward, icmp, tcp, udp, Flow, Key};
 use crate::frag;
 use crate::frame::L2;
 use crate::link::Tx;
@@ -23,14 +21,13 @@ pub use crate::counters::Counters;
 
 pub struct Stack {
     pub cfg: Config,
-    poller: Poller,
-    pub l2: L2,
+    /// Poller, L2 addresses, clock and MTU: what every flow call needs.
+    pub env: flow::Env,
     pub counters: Counters,
     flows: flow::Table,
     dhcp: services::dhcp::Server,
     ndp: services::ndp::Router,
     dhcp6: services::dhcpv6::Server,
-    epoch: Instant,
     /// Flows that owe the guest an ACK at the end of this turn.
     dirty: Vec<Token>,
     /// The IPv6 address the guest was last seen using.
@@ -49,31 +46,35 @@ impl Stack {
         let router4 = cfg
             .net4
             .as_ref()
-            .map(|n| router_mac4(n.host))
+            .map(|n| cfg.mac4(n.host))
             .unwrap_or([0x52, 0x55, 0, 0, 0, 2]);
         let router6 = cfg
             .net6
             .as_ref()
-            .map(|n| router_mac6(n.host))
+            .map(|n| cfg.mac6(n.host))
             .unwrap_or([0x52, 0x56, 0, 0, 0, 2]);
         let flows = flow::Table::new(cfg.max_flows);
         let dhcp = services::dhcp::Server::new(&cfg);
         let ndp = services::ndp::Router::new(&cfg);
         let dhcp6 = services::dhcpv6::Server::new(&cfg);
-        Stack {
-            cfg,
+        let env = flow::Env {
             poller,
             l2: L2 {
                 guest: wire::MAC_BROADCAST,
                 router4,
                 router6,
             },
+            epoch: Instant::now(),
+            mtu: cfg.mtu,
+        };
+        Stack {
+            cfg,
+            env,
             counters: Counters::default(),
             flows,
             dhcp,
             ndp,
             dhcp6,
-            epoch: Instant::now(),
             dirty: Vec::new(),
             guest6: None,
             scratch: Vec::new(),
@@ -85,7 +86,7 @@ impl Stack {
     }
 
     pub fn poller(&self) -> &Poller {
-        &self.poller
+        &self.env.poller
     }
 
     pub fn flow_count(&self) -> usize {
@@ -95,24 +96,6 @@ impl Stack {
     /// Once the link is up.
     pub fn start(&mut self, now: Instant, tx: &mut Tx) {
         self.ndp.start(&self.cfg, now, tx);
-    }
-
-    fn tcp_ctx<'a>(
-        poller: &'a Poller,
-        l2: &'a L2,
-        epoch: Instant,
-        mtu: u16,
-        tx: &'a mut Tx,
-        now: Instant,
-    ) -> flow::Ctx<'a> {
-        flow::Ctx {
-            tx,
-            poller,
-            l2,
-            now,
-            clock_ms: now.saturating_duration_since(epoch).as_millis() as u32,
-            mtu,
-        }
     }
 
     /// A frame from the guest.
@@ -130,19 +113,25 @@ impl Stack {
         match eth.ethertype() {
             ethertype::ARP => {
                 if src[0] & 1 == 0 {
-                    self.l2.guest = src;
+                    self.env.l2.guest = src;
                 }
-                services::arp::handle(&self.cfg, &self.l2, eth.payload(), tx, &mut self.counters);
+                services::arp::handle(
+                    &self.cfg,
+                    &self.env.l2,
+                    eth.payload(),
+                    tx,
+                    &mut self.counters,
+                );
             }
             ethertype::IPV4 => {
                 if src[0] & 1 == 0 {
-                    self.l2.guest = src;
+                    self.env.l2.guest = src;
                 }
                 self.on_ipv4(eth.payload(), tx, now);
             }
             ethertype::IPV6 => {
                 if src[0] & 1 == 0 {
-                    self.l2.guest = src;
+                    self.env.l2.guest = src;
                 }
                 self.on_ipv6(src, eth.payload(), tx, now);
             }
@@ -193,8 +182,14 @@ impl Stack {
         match repr.protocol {
             ip_proto::UDP => {
                 if services::dhcp::is_dhcp(l4) {
-                    self.dhcp
-                        .handle(&self.cfg, &self.l2, repr.src, l4, tx, &mut self.counters);
+                    self.dhcp.handle(
+                        &self.cfg,
+                        &self.env.l2,
+                        repr.src,
+                        l4,
+                        tx,
+                        &mut self.counters,
+                    );
                     return;
                 }
                 if repr.src != net.guest {
@@ -214,7 +209,7 @@ impl Stack {
                 // The virtual addresses answer for themselves, as slirp's do;
                 // anything else goes out through a ping socket.
                 if net.is_virtual(repr.dst) {
-                    services::echo::reply_v4(&self.l2, repr, l4, tx, &mut self.counters);
+                    services::echo::reply_v4(&self.env.l2, repr, l4, tx, &mut self.counters);
                 } else if repr.src != net.guest
                     || !self.on_echo_request(src, dst, repr.ttl, l4, tx, now)
                 {
@@ -250,7 +245,7 @@ impl Stack {
         let seg = tcp::Segment {
             seq: r.seq,
             ack: r.ack,
-            flags: r.flags as u8,
+            flags: r.flags & 0xff,
             window: r.window,
             mss: r.mss,
             ws: r.window_scale,
@@ -262,53 +257,17 @@ impl Stack {
             guest: SocketAddr::new(src, p.src_port()),
             remote: SocketAddr::new(dst, p.dst_port()),
         };
-        let mut ctx = Self::tcp_ctx(&self.poller, &self.l2, self.epoch, self.cfg.mtu, tx, now);
-        if let Some(i) = self.flows.lookup(&key) {
-            if let Some((token, Flow::Tcp(conn))) = self.flows.at(i) {
-                let verdict = conn.on_segment(&mut ctx, &seg);
-                let wants_ack = conn.wants_ack();
-                if verdict == flow::Verdict::Close {
-                    self.flows.remove(token);
-                    self.counters.flows_closed += 1;
-                } else if wants_ack {
-                    self.dirty.push(token);
-                }
-            }
-            return;
-        }
-        if seg.flags & (tcp::SYN | tcp::ACK | tcp::RST) != tcp::SYN {
-            tcp::reply_rst(&mut ctx, &key, &seg);
-            return;
-        }
-        let Some(host_dst) = nat::outbound(&self.cfg, key.remote) else {
-            self.counters.tcp_refused += 1;
-            tcp::reply_rst(&mut ctx, &key, &seg);
-            return;
-        };
-        let token = match self.flows.vacant() {
-            Ok(t) => t,
-            Err(flow::Full) => {
-                self.counters.flows_full += 1;
-                tcp::reply_rst(&mut ctx, &key, &seg);
-                return;
-            }
-        };
-        match tcp::Conn::connect(&mut ctx, token, key, host_dst, &seg) {
-            Ok(conn) => {
-                self.flows.insert(token, key, Flow::Tcp(conn));
-                self.counters.flows_opened += 1;
-            }
-            Err(e) => {
-                log::debug!("tcp {} -> {host_dst}: {e}", key.guest);
-                self.counters.tcp_refused += 1;
-                tcp::reply_rst(&mut ctx, &key, &seg);
-            }
+        let mut ctx = self.env.ctx(tx, now);
+        let (flows, counters) = (&mut self.flows, &mut self.counters);
+        if let Some(token) = tcp::on_guest_segment(flows, &mut ctx, &self.cfg, counters, key, &seg)
+        {
+            self.dirty.push(token);
         }
     }
 
     /// An event on a host socket.
     pub fn on_host_event(&mut self, token: Token, ev: EpollFlags, tx: &mut Tx, now: Instant) {
-        let mut ctx = Self::tcp_ctx(&self.poller, &self.l2, self.epoch, self.cfg.mtu, tx, now);
+        let mut ctx = self.env.ctx(tx, now);
         match token {
             Token::Flow(..) => {
                 let verdict = match self.flows.get_mut(token) {
@@ -327,10 +286,7 @@ impl Stack {
                     }
                     None => return,
                 };
-                if verdict == flow::Verdict::Close {
-                    self.flows.remove(token);
-                    self.counters.flows_closed += 1;
-                }
+                self.flows.settle(token, verdict, &mut self.counters);
             }
             Token::Listener(i) => self.on_listener(i, tx, now),
             Token::Link | Token::Signal => {}
@@ -342,7 +298,7 @@ impl Stack {
         self.ndp.on_tick(&self.cfg, now, tx);
         let mut tokens = std::mem::take(&mut self.scratch);
         self.flows.tokens(&mut tokens);
-        let mut ctx = Self::tcp_ctx(&self.poller, &self.l2, self.epoch, self.cfg.mtu, tx, now);
+        let mut ctx = self.env.ctx(tx, now);
         let udp_timeouts = udp::Timeouts {
             unreplied: std::time::Duration::from_secs(self.cfg.udp_timeout_s),
             stream: std::time::Duration::from_secs(self.cfg.udp_stream_timeout_s),
@@ -355,10 +311,7 @@ impl Stack {
                 Some(Flow::Icmp(c)) => c.on_tick(now),
                 None => continue,
             };
-            if v == flow::Verdict::Close {
-                self.flows.remove(t);
-                self.counters.flows_closed += 1;
-            }
+            self.flows.settle(t, v, &mut self.counters);
         }
         self.scratch = tokens;
     }
@@ -368,13 +321,11 @@ impl Stack {
         if self.dirty.is_empty() {
             return;
         }
-        let mut ctx = Self::tcp_ctx(&self.poller, &self.l2, self.epoch, self.cfg.mtu, tx, now);
+        let mut ctx = self.env.ctx(tx, now);
         for t in self.dirty.drain(..) {
             if let Some(Flow::Tcp(c)) = self.flows.get_mut(t) {
-                if c.end_of_turn(&mut ctx) == flow::Verdict::Close {
-                    self.flows.remove(t);
-                    self.counters.flows_closed += 1;
-                }
+                let v = c.end_of_turn(&mut ctx);
+                self.flows.settle(t, v, &mut self.counters);
             }
         }
     }
@@ -388,7 +339,7 @@ impl Stack {
     /// The forwards' sockets back (they outlive one VMM connection).
     pub fn take_forwards(&mut self) -> Vec<forward::Listener> {
         for l in &self.listeners {
-            self.poller.delete(l.as_fd());
+            self.env.poller.delete(l.as_fd());
         }
         std::mem::take(&mut self.listeners)
     }
@@ -396,7 +347,8 @@ impl Stack {
     pub fn add_forwards(&mut self, listeners: Vec<forward::Listener>) -> std::io::Result<()> {
         for l in listeners {
             let i = self.listeners.len() as u32;
-            self.poller
+            self.env
+                .poller
                 .add(l.as_fd(), Token::Listener(i), EpollFlags::EPOLLIN)?;
             self.listeners.push(l);
         }
@@ -625,46 +577,19 @@ impl Stack {
             guest: SocketAddr::new(src, p.src_port()),
             remote: SocketAddr::new(dst, p.dst_port()),
         };
-        if let Some(i) = self.flows.lookup(&key) {
-            if let Some((_, Flow::Udp(c))) = self.flows.at(i) {
-                let fwd = c
-                    .forward()
-                    .and_then(|f| self.listeners.get(f as usize))
-                    .map(|l| l.as_fd());
-                if c.on_guest(now, p.payload(), ttl, fwd).is_err() {
-                    self.counters.udp_dropped += 1;
-                }
-            }
-            return;
-        }
-        // Broadcast, multicast, unused virtual addresses, --restrict and
-        // --disable-dns all end here.
-        let Some(host_dst) = nat::outbound(&self.cfg, key.remote) else {
-            self.counters.udp_dropped += 1;
-            if nat::refused(dst) {
-                let quote = dgram::Quote::of(src, dst, ip_proto::UDP, ttl, l4);
-                dgram::send_refusal(tx, &self.l2, &quote);
-            }
-            return;
-        };
-        let Ok(token) = self.flows.vacant() else {
-            self.counters.flows_full += 1;
-            return;
-        };
-        let mut ctx = Self::tcp_ctx(&self.poller, &self.l2, self.epoch, self.cfg.mtu, tx, now);
-        match udp::Conn::open(&mut ctx, token, key, host_dst) {
-            Ok(mut c) => {
-                if c.on_guest(now, p.payload(), ttl, None).is_err() {
-                    self.counters.udp_dropped += 1;
-                }
-                self.flows.insert(token, key, Flow::Udp(c));
-                self.counters.flows_opened += 1;
-            }
-            Err(e) => {
-                log::debug!("udp {} -> {host_dst}: {e}", key.guest);
-                self.counters.udp_dropped += 1;
-            }
-        }
+        let mut ctx = self.env.ctx(tx, now);
+        let (flows, counters) = (&mut self.flows, &mut self.counters);
+        let listeners = &self.listeners;
+        udp::on_guest_datagram(
+            flows,
+            &mut ctx,
+            &self.cfg,
+            counters,
+            listeners,
+            key,
+            p.payload(),
+            ttl,
+        );
     }
 
     /// An ICMP message from the guest: true if it was an echo request
@@ -691,62 +616,12 @@ impl Stack {
             return true;
         }
         let key = icmp::key(src, dst, ident);
-        if let Some(i) = self.flows.lookup(&key) {
-            if let Some((_, Flow::Icmp(c))) = self.flows.at(i) {
-                if c.on_guest(now, l4, ttl).is_err() {
-                    self.counters.icmp_dropped += 1;
-                }
-            }
-            return true;
-        }
-        if self.ping_denied {
-            self.counters.icmp_ping_denied += 1;
-            return false;
-        }
-        let Some(host_dst) = nat::outbound(&self.cfg, SocketAddr::new(dst, 0)) else {
-            if !nat::refused(dst) {
-                return false;
-            }
-            let proto = if src.is_ipv6() {
-                ip_proto::ICMPV6
-            } else {
-                ip_proto::ICMP
-            };
-            dgram::send_refusal(tx, &self.l2, &dgram::Quote::of(src, dst, proto, ttl, l4));
-            self.counters.icmp_dropped += 1;
-            return true;
-        };
-        let Ok(token) = self.flows.vacant() else {
-            self.counters.flows_full += 1;
-            return true;
-        };
-        let mut ctx = Self::tcp_ctx(&self.poller, &self.l2, self.epoch, self.cfg.mtu, tx, now);
-        match icmp::Echo::open(&mut ctx, token, key, host_dst.ip()) {
-            Ok(mut c) => {
-                if c.on_guest(now, l4, ttl).is_err() {
-                    self.counters.icmp_dropped += 1;
-                }
-                self.flows.insert(token, key, Flow::Icmp(c));
-                self.counters.flows_opened += 1;
-                true
-            }
-            Err(e) if e.raw_os_error() == Some(nix::libc::EACCES) => {
-                self.ping_denied = true;
-                self.counters.icmp_ping_denied += 1;
-                log::warn!(
-                    "ping sockets are not allowed for group {}: the guest can ping only the \
-                     virtual addresses; to let it ping the outside, include that group in \
-                     net.ipv4.ping_group_range (e.g. sysctl -w net.ipv4.ping_group_range='0 2147483647')",
-                    nix::unistd::getegid()
-                );
-                false
-            }
-            Err(e) => {
-                log::debug!("ping {dst} -> {host_dst}: {e}");
-                self.counters.icmp_dropped += 1;
-                true
-            }
-        }
+        let mut ctx = self.env.ctx(tx, now);
+        let (flows, counters) = (&mut self.flows, &mut self.counters);
+        let denied = &mut self.ping_denied;
+        icmp::on_guest_echo(
+            flows, &mut ctx, &self.cfg, counters, denied, dst, key, l4, ttl,
+        )
     }
 
     /// A forward's socket is readable: connections to accept (TCP) or
@@ -781,7 +656,7 @@ impl Stack {
                 self.counters.flows_full += 1;
                 continue;
             };
-            let mut ctx = Self::tcp_ctx(&self.poller, &self.l2, self.epoch, self.cfg.mtu, tx, now);
+            let mut ctx = self.env.ctx(tx, now);
             match tcp::Conn::accepted(&mut ctx, token, key, fd) {
                 Ok(c) => {
                     self.flows.insert(token, key, Flow::Tcp(c));
@@ -806,7 +681,7 @@ impl Stack {
         };
         let v6 = guest.is_ipv6();
         let (hdr, max) = (udp::frame_header(v6), udp::max_payload(self.cfg.mtu, v6));
-        let (cfg, flows, l2, guest6) = (&self.cfg, &mut self.flows, self.l2, self.guest6);
+        let (cfg, flows, l2, guest6) = (&self.cfg, &mut self.flows, self.env.l2, self.guest6);
         let (mut oversize, mut full, mut opened) = (0, 0, 0);
         for _ in 0..4 {
             let n = dgram::recv_frames(

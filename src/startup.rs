@@ -55,7 +55,13 @@ fn fail(code: i32, msg: impl std::fmt::Display) -> i32 {
 }
 
 /// Run airlock; returns the process exit status.
-pub fn run(opts: Options) -> i32 {
+pub fn run(mut opts: Options) -> i32 {
+    if opts.passt.as_ref().is_some_and(|p| p.print_capabilities) {
+        return match caps::print_vhost_user_capabilities() {
+            Ok(()) => EXIT_OK,
+            Err(e) => fail(EXIT_FAILURE, e),
+        };
+    }
     if opts.print_capabilities {
         return match caps::print_capabilities(&sandbox::kernel_layers()) {
             Ok(()) => EXIT_OK,
@@ -74,7 +80,10 @@ pub fn run(opts: Options) -> i32 {
     };
     lifecycle::ignore_sigpipe();
     let mut daemon = None;
-    if opts.socket.is_some() && !opts.foreground {
+    // passt daemonizes with --fd too: QEMU's -netdev passt waits for the
+    // command to exit, then reads the pid file.
+    let passt_fd = opts.passt.is_some() && opts.fd.is_some();
+    if (opts.socket.is_some() || passt_fd) && !opts.foreground {
         match Daemon::start() {
             Ok(d) => daemon = Some(d),
             Err(e) => {
@@ -87,7 +96,17 @@ pub fn run(opts: Options) -> i32 {
         return usage(e);
     }
 
-    // 3. Configuration.
+    // 3. Configuration (passt's copies the host interface's addresses).
+    if let Some(p) = opts.passt.as_mut() {
+        match crate::hostif::read(p.interface.as_deref()) {
+            Ok(h) => p.host = h,
+            Err(e) => return fail(EXIT_USAGE, e),
+        }
+        p.ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse().ok())
+            .unwrap_or(crate::passt::EPHEMERAL_DEFAULT);
+    }
     let resolv = if opts.dns_upstream.is_empty() && !opts.disable_dns {
         std::fs::read_to_string("/etc/resolv.conf").ok()
     } else {

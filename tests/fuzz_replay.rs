@@ -140,11 +140,11 @@ fn regressions_replay() {
     replay("regressions");
 }
 
-/// The checksum overflow in KNOWN_OPEN, reduced to one call: an IPv6
-/// pseudo header whose two addresses sum past `u64::MAX` before folding.
-/// Kept next to the regression inputs so the lead sees the minimal case.
+/// A fixed bug, reduced to one call: an IPv6 pseudo header whose two
+/// addresses summed past `u64::MAX` before folding. Kept next to the
+/// regression inputs as its minimal case.
 #[test]
-fn known_open_pseudo_v6_overflow_is_reproducible() {
+fn pseudo_v6_checksum_does_not_overflow() {
     use airlock::wire::checksum::PseudoHeader;
     use std::net::Ipv6Addr;
     /// RFC 1071 the slow way over the IPv6 pseudo header and `data`.

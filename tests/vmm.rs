@@ -223,6 +223,11 @@ fn pair(ty: SockType) -> (OwnedFd, OwnedFd) {
 /// QEMU with the test guest and one virtio-net device on `netdev`
 /// (`-netdev` value without the id), serial console on stdout.
 fn qemu(ns: &HostNs, netdev: &str) -> Command {
+    qemu_dns(ns, netdev, "10.0.2.3")
+}
+
+/// [`qemu`], the guest asking `dns` for the test name.
+fn qemu_dns(ns: &HostNs, netdev: &str, dns: &str) -> Command {
     let g = guest();
     let mut c = ns.cmd("timeout");
     c.args(["180", "qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-nodefaults"])
@@ -233,7 +238,7 @@ fn qemu(ns: &HostNs, netdev: &str) -> Command {
         .arg(g.join("initrd.gz"))
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 quiet panic=-1 airlock.port={HTTP_PORT} airlock.file=blob airlock.name={DNS_NAME} airlock.dns=10.0.2.3"
+            "console=ttyS0 quiet panic=-1 airlock.port={HTTP_PORT} airlock.file=blob airlock.name={DNS_NAME} airlock.dns={dns}"
         ))
         .args(["-device", "virtio-net-pci,netdev=n0", "-netdev"])
         .arg(format!("{netdev},id=n0"))
@@ -280,14 +285,24 @@ impl GuestReport {
 
     /// The checks every scenario makes.
     fn assert_network(&self, ns: &HostNs, expect_ping: bool) {
+        self.assert_network_as(
+            ns,
+            "ip=10.0.2.15 mask=24 router=10.0.2.2 dns=10.0.2.3",
+            expect_ping.then_some("10.0.2.2"),
+        )
+    }
+
+    /// The lease starts with `lease`; the router `ping` answers.
+    fn assert_network_as(&self, ns: &HostNs, want: &str, ping: Option<&str>) {
         let ctx = &self.console;
         let lease = self.lease.as_deref().unwrap_or("");
-        assert!(
-            lease.starts_with("ip=10.0.2.15 mask=24 router=10.0.2.2 dns=10.0.2.3"),
-            "lease: {lease:?}\n{ctx}"
-        );
-        if expect_ping {
-            assert_eq!(self.ping.as_deref(), Some("ok 10.0.2.2"), "\n{ctx}");
+        assert!(lease.starts_with(want), "lease: {lease:?}\n{ctx}");
+        if let Some(r) = ping {
+            assert_eq!(
+                self.ping.as_deref(),
+                Some(format!("ok {r}").as_str()),
+                "\n{ctx}"
+            );
         }
         assert_eq!(
             self.sha256.as_deref(),
@@ -452,7 +467,13 @@ fn layers_in(doc: &serde_json::Value) -> Vec<&'static str> {
     airlock::caps::LAYER_TESTS
         .iter()
         .map(|(l, _)| *l)
-        .filter(|l| doc["features"].as_array().unwrap().iter().any(|f| f == l))
+        .filter(|l| {
+            doc["airlock-features"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f == l)
+        })
         .collect()
 }
 
@@ -708,6 +729,137 @@ fn guest_report_parses_markers() {
     assert!(r.done);
     assert!(alive(std::process::id() as i32));
     assert!(!alive(i32::MAX));
+}
+
+/// airlock as `passt`: a symlink named so in `dir`, as a launcher finds it.
+fn passt_link(dir: &TempDir) -> PathBuf {
+    let link = dir.0.join("passt");
+    std::os::unix::fs::symlink(AIRLOCK, &link).unwrap();
+    link
+}
+
+/// libvirt 11.x's `qemuPasstStart`/`qemuPasstStop`, replayed (Debian 12's
+/// libvirtd 9.0 rejects `<backend type='passt'/>`): the argv built from
+/// `<ip address='192.0.2.15' prefix='24'/>`, `<portForward proto='tcp'>
+/// <range start='2222' to='22'/>`, `<mtu size='65520'/>` and `<backend
+/// logFile=...>`, run as an unprivileged user with capabilities cleared;
+/// wait for it to exit, read the pid file; QEMU connects with libvirt's
+/// `-netdev stream,server=off` (libvirt adds `reconnect=5` for QEMU 8.0 and
+/// later; 7.2 has no such parameter); then kill that pid and remove
+/// the socket and pid file. No airlock process is left.
+#[test]
+fn libvirt_passt_backend_replay() {
+    let _l = serial();
+    let ns = HostNs::new("p");
+    let dir = TempDir::new("passt");
+    let passt = passt_link(&dir);
+    let sock = dir.0.join("guest-net0.socket");
+    let pidfile = dir.0.join("guest-net0-passt.pid");
+    let log = dir.0.join("passt.log");
+    let out = ns
+        .cmd("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .args(["--inh-caps=-all", "--bounding-set=-all", "--"])
+        .arg(&passt)
+        .arg("--one-off")
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--pid")
+        .arg(&pidfile)
+        .args(["--mtu", "65520", "--log-file"])
+        .arg(&log)
+        .args(["--address", "192.0.2.15", "--netmask", "24"])
+        .args(["--tcp-ports", "2222:22"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pid file written before the command exits")
+        .trim()
+        .parse()
+        .unwrap();
+    let _guard = KillOnDrop(pid);
+    assert!(alive(pid));
+    let netdev = format!(
+        "stream,server=off,addr.type=unix,addr.path={}",
+        sock.display()
+    );
+    let out = qemu_dns(&ns, &netdev, "192.0.2.1").output().unwrap();
+    let r = GuestReport::parse(&out.stdout);
+    // qemuPasstStop: kill the pid from the pid file, remove the files.
+    if alive(pid) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    let gone = wait_gone(pid, Duration::from_secs(2));
+    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_file(&pidfile);
+    r.assert_network_as(
+        &ns,
+        "ip=192.0.2.15 mask=24 router=192.0.2.1 dns=192.0.2.1",
+        Some("192.0.2.1"),
+    );
+    assert!(gone.is_some(), "airlock still running after the stop");
+    let left = ns
+        .cmd("pgrep")
+        .arg("-f")
+        .arg(passt.as_os_str())
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "left: {left:?}");
+}
+
+/// QEMU 10.1's `-netdev passt` launch (net/passt.c), replayed on QEMU 7.2:
+/// a socketpair, `passt --quiet --fd 3 --pid FILE`, wait for the command
+/// to exit (it daemonizes, as passt does), read the pid; the guest uses
+/// the other end (`-netdev stream,addr.type=fd`). When QEMU exits airlock
+/// ends on its own (the link hangs up).
+#[test]
+fn qemu_netdev_passt_replay() {
+    let _l = serial();
+    let ns = HostNs::new("q");
+    let dir = TempDir::new("qpasst");
+    let passt = passt_link(&dir);
+    let pidfile = dir.0.join("passt.pid");
+    let (vmm_end, helper_end) = pair(SockType::Stream);
+    // net/passt.c hands the socket over as descriptor 3.
+    let script = format!(
+        "exec 3<&{} && exec {} --quiet --fd 3 --pid {}",
+        helper_end.as_raw_fd(),
+        passt.display(),
+        pidfile.display()
+    );
+    let mut c = ns.cmd("sh");
+    c.args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let child = spawn_with_fds(&mut c, &[&helper_end]);
+    drop(helper_end);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pid file written before the command exits")
+        .trim()
+        .parse()
+        .unwrap();
+    let _guard = KillOnDrop(pid);
+    assert!(alive(pid), "the daemon is gone");
+    let netdev = format!(
+        "stream,server=off,addr.type=fd,addr.str={}",
+        vmm_end.as_raw_fd()
+    );
+    let q = spawn_with_fds(&mut qemu_dns(&ns, &netdev, "192.0.2.1"), &[&vmm_end]);
+    drop(vmm_end);
+    let out = q.wait_with_output().unwrap();
+    let r = GuestReport::parse(&out.stdout);
+    let gone = wait_gone(pid, Duration::from_secs(2));
+    r.assert_network_as(
+        &ns,
+        "ip=192.0.2.2 mask=24 router=192.0.2.1 dns=192.0.2.1",
+        Some("192.0.2.1"),
+    );
+    assert!(gone.is_some(), "airlock still running after QEMU exited");
 }
 
 /// Started as root with `--runas nobody`, the socket and the pid file

@@ -7,7 +7,7 @@
 
 use crate::frame::{self, L2};
 use crate::link::{Tx, MAX_FRAME};
-use crate::wire::{checksum, ip_proto};
+use crate::wire::{icmpv4, icmpv6, ip_proto, ipv4, ipv6};
 use nix::sys::socket::{self as sock, MsgFlags, MultiHeaders, SockaddrStorage};
 use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -234,60 +234,74 @@ pub fn send_icmp_error(tx: &mut Tx, l2: &L2, from: IpAddr, err: &HostError, quot
     if from.is_ipv6() != v6 || quote.dst.is_ipv6() != v6 {
         return false;
     }
-    let ip_len = if v6 { 40 } else { 20 };
-    let msg_len = 8 + ip_len + 8;
+    let ip_len = if v6 {
+        ipv6::HEADER_LEN
+    } else {
+        ipv4::HEADER_LEN
+    };
+    let msg_len = icmpv4::HEADER_LEN + ip_len + quote.l4_head.len();
     let proto = if v6 { ip_proto::ICMPV6 } else { ip_proto::ICMP };
+    // Next-hop MTU (RFC 1191: low 16 bits; RFC 4443: all 32), else 0.
+    let info = if v6 && err.icmp_type == icmpv6::msg_type::PACKET_TOO_BIG {
+        err.info
+    } else if !v6
+        && err.icmp_type == icmpv4::msg_type::DST_UNREACHABLE
+        && err.code == icmpv4::unreachable::FRAG_NEEDED
+    {
+        err.info & 0xffff
+    } else {
+        0
+    };
     let mut ok = false;
     tx.send_with(|buf| {
         let off = frame::write_ip(buf, l2, from, quote.src, proto, msg_len, 64);
         let Some(m) = buf.get_mut(off..off + msg_len).filter(|_| off != 0) else {
             return 0;
         };
-        m[0] = err.icmp_type;
-        m[1] = err.code;
-        m[2..4].copy_from_slice(&[0, 0]);
-        // Next-hop MTU (RFC 1191: low 16 bits; RFC 4443: all 32), else 0.
-        let info = if v6 && err.icmp_type == 2 {
-            err.info
-        } else if !v6 && err.icmp_type == 3 && err.code == 4 {
-            err.info & 0xffff
-        } else {
-            0
-        };
-        m[4..8].copy_from_slice(&info.to_be_bytes());
-        let q = &mut m[8..8 + ip_len];
-        match (quote.src, quote.dst) {
+        // The quoted datagram: its IP header, then its first 8 bytes.
+        let q = &mut m[icmpv4::HEADER_LEN..];
+        let quoted = match (quote.src, quote.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
-                q[0] = 0x45;
-                q[1] = 0;
-                let total = (20 + quote.l4_len).min(u16::MAX as usize) as u16;
-                q[2..4].copy_from_slice(&total.to_be_bytes());
-                q[4..8].copy_from_slice(&[0, 0, 0x40, 0]);
-                q[8] = quote.ttl;
-                q[9] = quote.proto;
-                q[10..12].copy_from_slice(&[0, 0]);
-                q[12..16].copy_from_slice(&s.octets());
-                q[16..20].copy_from_slice(&d.octets());
-                let c = checksum::checksum(q);
-                q[10..12].copy_from_slice(&c.to_be_bytes());
+                let plen = quote.l4_len.min(u16::MAX as usize - ipv4::HEADER_LEN) as u16;
+                let ip = ipv4::Repr {
+                    ttl: quote.ttl,
+                    ..ipv4::Repr::new(s, d, quote.proto, plen)
+                };
+                ip.emit(q)
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
-                q[0..4].copy_from_slice(&0x6000_0000u32.to_be_bytes());
                 let plen = quote.l4_len.min(u16::MAX as usize) as u16;
-                q[4..6].copy_from_slice(&plen.to_be_bytes());
-                q[6] = quote.proto;
-                q[7] = quote.ttl;
-                q[8..24].copy_from_slice(&s.octets());
-                q[24..40].copy_from_slice(&d.octets());
+                let ip = ipv6::Repr {
+                    hop_limit: quote.ttl,
+                    ..ipv6::Repr::new(s, d, quote.proto, plen)
+                };
+                ip.emit(q)
             }
             _ => return 0,
+        };
+        if quoted.is_err() {
+            return 0;
         }
-        m[8 + ip_len..].copy_from_slice(&quote.l4_head);
-        if v6 {
-            frame::fill_l4_checksum(m, from, quote.src, proto, 2);
-        } else {
-            let c = checksum::checksum(m);
-            m[2..4].copy_from_slice(&c.to_be_bytes());
+        q[ip_len..].copy_from_slice(&quote.l4_head);
+        match (from, quote.src) {
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let Ok(mut p) = icmpv6::Packet::new_checked(&mut *m) else {
+                    return 0;
+                };
+                p.set_msg_type(err.icmp_type);
+                p.set_code(err.code);
+                p.set_word(info);
+                p.fill_checksum(s, d);
+            }
+            _ => {
+                let Ok(mut p) = icmpv4::Packet::new_checked(&mut *m) else {
+                    return 0;
+                };
+                p.set_msg_type(err.icmp_type);
+                p.set_code(err.code);
+                p.set_rest_of_header(info);
+                p.fill_checksum();
+            }
         }
         ok = true;
         off + msg_len

@@ -143,6 +143,9 @@ fn bind_one(fwd: &Forward) -> io::Result<Sock> {
     if fwd.proto == Proto::Tcp {
         sock::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     }
+    if let Some(dev) = &fwd.device {
+        sock::setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(dev))?;
+    }
     sock::bind(fd.as_raw_fd(), &SockaddrStorage::from(fwd.bind))?;
     Ok(match fwd.proto {
         Proto::Tcp => {
@@ -154,30 +157,51 @@ fn bind_one(fwd: &Forward) -> io::Result<Sock> {
 }
 
 /// Bind every forward of `cfg`; the error names the forward that failed.
+/// A best-effort forward (passt's `all`) that cannot be bound is skipped,
+/// unless none of them could be; they stop where binding more would leave
+/// fewer descriptors than `--max-flows` needs.
 pub fn bind_forwards(cfg: &Config) -> io::Result<Vec<Listener>> {
-    cfg.forwards
-        .iter()
-        .map(|fwd| {
-            bind_one(fwd)
-                .map(|sock| Listener {
-                    fwd: fwd.clone(),
-                    sock,
-                })
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", Shown(fwd))))
-        })
-        .collect()
+    let mut out = Vec::with_capacity(cfg.forwards.len());
+    let (mut tried, mut skipped) = (0usize, 0usize);
+    let budget = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft as usize)
+        .unwrap_or(1024)
+        .saturating_sub(cfg.max_flows + 256);
+    for fwd in &cfg.forwards {
+        if fwd.best_effort && out.len() >= budget {
+            tried += 1;
+            skipped += 1;
+            continue;
+        }
+        match bind_one(fwd) {
+            Ok(sock) => out.push(Listener {
+                fwd: fwd.clone(),
+                sock,
+            }),
+            Err(_) if fwd.best_effort => skipped += 1,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", Shown(fwd)))),
+        }
+        tried += usize::from(fwd.best_effort);
+    }
+    if tried > 0 && skipped == tried {
+        return Err(io::Error::other(
+            "no port of an 'all' forward could be bound",
+        ));
+    }
+    if skipped > 0 {
+        log::warn!("{skipped} of {tried} ports of 'all' forwards not bound (in use, or beyond the descriptor limit)");
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Options;
-    use clap::Parser;
 
     fn cfg(args: &[&str]) -> Config {
-        let mut v = vec!["airlock", "--dns-upstream", "127.0.0.1:5353"];
+        let mut v = vec!["--dns-upstream", "127.0.0.1:5353"];
         v.extend_from_slice(args);
-        Config::from_options(&Options::try_parse_from(v).unwrap(), None).unwrap()
+        Config::for_test(&v)
     }
 
     /// A port free right now on loopback (for both UDP and TCP, likely).

@@ -19,13 +19,15 @@
 //! #syscalls: socket(0=AF_INET,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=IPPROTO_ICMP)
 //! #syscalls: socket(0=AF_INET6,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=IPPROTO_ICMPV6)
 //! #syscalls: bind connect(2=128) setsockopt sendto(5=0) recvmmsg recvmsg close
+//! #syscalls: getegid
 #![forbid(unsafe_code)]
 
 use super::dgram::{self, HostError, Quote, RxHeaders};
-use super::{Ctx, Key, Token, Verdict};
+use super::{nat, Ctx, Flow, Key, Table, Token, Verdict};
+use crate::config::Config;
 use crate::counters::Counters;
 use crate::frame;
-use crate::wire::{checksum, ip_proto};
+use crate::wire::{icmpv4, icmpv6, ip_proto};
 use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{
     self as sock, sockopt, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
@@ -41,10 +43,10 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Batches read per host event.
 const BATCHES_PER_EVENT: usize = 2;
 
-const ECHO_REQUEST_V4: u8 = 8;
-const ECHO_REPLY_V4: u8 = 0;
-const ECHO_REQUEST_V6: u8 = 128;
-const ECHO_REPLY_V6: u8 = 129;
+const ECHO_REQUEST_V4: u8 = icmpv4::msg_type::ECHO_REQUEST;
+const ECHO_REPLY_V4: u8 = icmpv4::msg_type::ECHO_REPLY;
+const ECHO_REQUEST_V6: u8 = icmpv6::msg_type::ECHO_REQUEST;
+const ECHO_REPLY_V6: u8 = icmpv6::msg_type::ECHO_REPLY;
 
 /// The flow key of an echo request: the guest's address and identifier,
 /// and the destination (port 0).
@@ -67,6 +69,82 @@ pub fn echo_request_ident(msg: &[u8], v6: bool) -> Option<u16> {
     match msg {
         [t, 0, _, _, a, b, _, _, ..] if *t == want => Some(u16::from_be_bytes([*a, *b])),
         _ => None,
+    }
+}
+
+/// An echo request from the guest to `dst` (not a virtual address): to
+/// its flow, or through a new ping socket. False when no flow can carry
+/// it (ping sockets refused, or no destination), so the caller counts it
+/// dropped.
+#[allow(clippy::too_many_arguments)]
+pub fn on_guest_echo(
+    table: &mut Table,
+    ctx: &mut Ctx<'_>,
+    cfg: &Config,
+    counters: &mut Counters,
+    ping_denied: &mut bool,
+    dst: IpAddr,
+    key: Key,
+    msg: &[u8],
+    ttl: u8,
+) -> bool {
+    let now = ctx.now;
+    if let Some(i) = table.lookup(&key) {
+        if let Some((_, Flow::Icmp(c))) = table.at(i) {
+            if c.on_guest(now, msg, ttl).is_err() {
+                counters.icmp_dropped += 1;
+            }
+        }
+        return true;
+    }
+    if *ping_denied {
+        counters.icmp_ping_denied += 1;
+        return false;
+    }
+    let Some(host_dst) = nat::outbound(cfg, SocketAddr::new(dst, 0)) else {
+        if !nat::refused(dst) {
+            return false;
+        }
+        let src = key.guest.ip();
+        let proto = if src.is_ipv6() {
+            ip_proto::ICMPV6
+        } else {
+            ip_proto::ICMP
+        };
+        let quote = super::dgram::Quote::of(src, dst, proto, ttl, msg);
+        super::dgram::send_refusal(ctx.tx, ctx.l2, &quote);
+        counters.icmp_dropped += 1;
+        return true;
+    };
+    let Ok(token) = table.vacant() else {
+        counters.flows_full += 1;
+        return true;
+    };
+    match Echo::open(ctx, token, key, host_dst.ip()) {
+        Ok(mut c) => {
+            if c.on_guest(now, msg, ttl).is_err() {
+                counters.icmp_dropped += 1;
+            }
+            table.insert(token, key, Flow::Icmp(c));
+            counters.flows_opened += 1;
+            true
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+            *ping_denied = true;
+            counters.icmp_ping_denied += 1;
+            log::warn!(
+                "ping sockets are not allowed for group {}: the guest can ping only the \
+                 virtual addresses; to let it ping the outside, include that group in \
+                 net.ipv4.ping_group_range (e.g. sysctl -w net.ipv4.ping_group_range='0 2147483647')",
+                nix::unistd::getegid()
+            );
+            false
+        }
+        Err(e) => {
+            log::debug!("ping {dst} -> {host_dst}: {e}");
+            counters.icmp_dropped += 1;
+            true
+        }
     }
 }
 
@@ -196,17 +274,28 @@ impl Echo {
                     let Some(m) = f.get_mut(off..off + len).filter(|_| off != 0 && len >= 8) else {
                         return 0;
                     };
-                    if m[0] != reply {
-                        return 0;
-                    }
                     // The host's identifier back to the guest's.
-                    m[4..6].copy_from_slice(&ident.to_be_bytes());
-                    if v6 {
-                        frame::fill_l4_checksum(m, src, dst, proto, 2);
-                    } else {
-                        m[2..4].copy_from_slice(&[0, 0]);
-                        let c = checksum::checksum(m);
-                        m[2..4].copy_from_slice(&c.to_be_bytes());
+                    match (src, dst) {
+                        (IpAddr::V6(s), IpAddr::V6(d)) => {
+                            let Ok(mut p) = icmpv6::Packet::new_checked(&mut *m) else {
+                                return 0;
+                            };
+                            if p.msg_type() != reply {
+                                return 0;
+                            }
+                            p.set_echo_ident(ident);
+                            p.fill_checksum(s, d);
+                        }
+                        _ => {
+                            let Ok(mut p) = icmpv4::Packet::new_checked(&mut *m) else {
+                                return 0;
+                            };
+                            if p.msg_type() != reply {
+                                return 0;
+                            }
+                            p.set_echo_ident(ident);
+                            p.fill_checksum();
+                        }
                     }
                     off + len
                 },
@@ -228,10 +317,20 @@ impl Echo {
         // The echo request as the guest sent it: its type, its identifier,
         // the host's sequence number (the kernel keeps the guest's).
         let mut head = e.head;
-        head[0] = if v6 { ECHO_REQUEST_V6 } else { ECHO_REQUEST_V4 };
-        head[1] = 0;
-        head[2..4].copy_from_slice(&[0, 0]);
-        head[4..6].copy_from_slice(&self.key.guest.port().to_be_bytes());
+        let ident = self.key.guest.port();
+        if v6 {
+            if let Ok(mut p) = icmpv6::Packet::new_checked(&mut head[..]) {
+                p.set_msg_type(ECHO_REQUEST_V6);
+                p.set_code(0);
+                p.set_checksum(0);
+                p.set_echo_ident(ident);
+            }
+        } else if let Ok(mut p) = icmpv4::Packet::new_checked(&mut head[..]) {
+            p.set_msg_type(ECHO_REQUEST_V4);
+            p.set_code(0);
+            p.set_checksum(0);
+            p.set_echo_ident(ident);
+        }
         let quote = Quote {
             src: self.key.guest.ip(),
             dst: self.key.remote.ip(),

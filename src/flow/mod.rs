@@ -16,6 +16,7 @@ pub mod tcp;
 pub mod udp;
 
 /// What every flow gets from the stack for one call, and what it answers.
+use crate::counters::Counters;
 use crate::frame::L2;
 use crate::link::Tx;
 use crate::poller::{Poller, Token};
@@ -23,6 +24,31 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::time::Instant;
+
+/// The surroundings every flow shares, for the life of the stack: the
+/// epoll set, who is who on the virtual Ethernet, the clock's epoch and
+/// the link's MTU. [`Env::ctx`] lends them for one call.
+pub struct Env {
+    pub poller: Poller,
+    pub l2: L2,
+    /// Timestamps count milliseconds from here.
+    pub epoch: Instant,
+    pub mtu: u16,
+}
+
+impl Env {
+    /// The context for one call, at `now`, with frames going to `tx`.
+    pub fn ctx<'a>(&'a self, tx: &'a mut Tx, now: Instant) -> Ctx<'a> {
+        Ctx {
+            tx,
+            poller: &self.poller,
+            l2: &self.l2,
+            now,
+            clock_ms: now.saturating_duration_since(self.epoch).as_millis() as u32,
+            mtu: self.mtu,
+        }
+    }
+}
 
 /// Everything a flow needs from its surroundings for one call.
 pub struct Ctx<'a> {
@@ -203,6 +229,14 @@ impl Table {
         slot.gen = slot.gen.wrapping_add(1);
         self.free.push(i);
         Some(flow)
+    }
+
+    /// Act on what a flow said after a call: close it (and count that) or
+    /// keep it.
+    pub fn settle(&mut self, token: Token, verdict: Verdict, counters: &mut Counters) {
+        if verdict == Verdict::Close && self.remove(token).is_some() {
+            counters.flows_closed += 1;
+        }
     }
 
     /// Tokens of every live flow (for timers).

@@ -62,8 +62,9 @@ pub fn outbound(cfg: &Config, dst: SocketAddr) -> Option<SocketAddr> {
         };
         return Some(SocketAddr::new(lo, dst.port()));
     }
-    if in_net {
-        // Other virtual addresses have nothing behind them.
+    if in_net && cfg.virtual_subnet {
+        // Other virtual addresses have nothing behind them (slirp's view;
+        // passt's subnet is the host's, reached as addressed).
         return None;
     }
     if ip.is_multicast() || is_broadcast(ip) || refused(ip) {
@@ -122,13 +123,11 @@ pub fn inbound_source(cfg: &Config, peer: SocketAddr, guest_is_v6: bool) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Options;
-    use clap::Parser;
 
     fn cfg(args: &[&str]) -> Config {
-        let mut v = vec!["airlock", "--dns-upstream", "127.0.0.1:5353"];
+        let mut v = vec!["--dns-upstream", "127.0.0.1:5353"];
         v.extend_from_slice(args);
-        Config::from_options(&Options::try_parse_from(v).unwrap(), None).unwrap()
+        Config::for_test(&v)
     }
 
     fn sa(s: &str) -> SocketAddr {

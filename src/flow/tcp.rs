@@ -17,24 +17,22 @@
 //! #syscalls: socket(0=AF_INET|AF_INET6,1&SOCK_TYPE_MASK=SOCK_STREAM,2=0)
 //! #syscalls: connect(2=128) setsockopt getsockopt sendto(5=0) shutdown close
 
-use super::{Ctx, Key, Verdict};
+use super::{nat, Ctx, Flow, Key, Table, Verdict};
+use crate::config::Config;
+use crate::counters::Counters;
 use crate::frame::{self, L2};
 use crate::poller::Token;
 use crate::sys;
+use crate::wire::{ip_proto, tcp as tcpw};
 use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{self as sock, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 use std::io::{self, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-pub const FIN: u8 = 0x01;
-pub const SYN: u8 = 0x02;
-pub const RST: u8 = 0x04;
-pub const PSH: u8 = 0x08;
-pub const ACK: u8 = 0x10;
+pub use crate::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
 
-const PROTO_TCP: u8 = 6;
 /// Our window scale: up to 8 MiB in flight from the guest.
 const OUR_WS: u8 = 7;
 /// At most this many of the guest's segments in flight toward airlock: a
@@ -68,7 +66,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 pub struct Segment<'a> {
     pub seq: u32,
     pub ack: u32,
-    pub flags: u8,
+    /// FIN..CWR; the AE (nonce) bit is dropped.
+    pub flags: u16,
     pub window: u16,
     pub mss: Option<u16>,
     pub ws: Option<u8>,
@@ -356,41 +355,27 @@ impl Conn {
         l2: &L2,
         clock_ms: u32,
         buf: &mut [u8],
-        flags: u8,
+        flags: u16,
         seq: u32,
         payload: usize,
         window: u32,
     ) -> usize {
-        let opt_len = if self.ts { 12 } else { 0 };
-        let tcp_len = 20 + opt_len + payload;
-        let (src, dst) = (self.key.remote.ip(), self.key.guest.ip());
-        let off = frame::write_ip(buf, l2, src, dst, PROTO_TCP, tcp_len, 64);
-        if off == 0 {
-            return 0;
-        }
-        let t = &mut buf[off..off + tcp_len];
-        t[0..2].copy_from_slice(&self.key.remote.port().to_be_bytes());
-        t[2..4].copy_from_slice(&self.key.guest.port().to_be_bytes());
-        t[4..8].copy_from_slice(&seq.to_be_bytes());
-        let ack = if flags & ACK != 0 { self.rcv_nxt } else { 0 };
-        t[8..12].copy_from_slice(&ack.to_be_bytes());
-        t[12] = (((20 + opt_len) / 4) as u8) << 4;
-        t[13] = flags;
-        let w = (window >> self.our_ws).min(u16::MAX as u32) as u16;
-        t[14..16].copy_from_slice(&w.to_be_bytes());
-        t[16..20].copy_from_slice(&[0, 0, 0, 0]);
-        if self.ts {
-            t[20..22].copy_from_slice(&[1, 1]);
-            t[22..24].copy_from_slice(&[8, 10]);
-            t[24..28].copy_from_slice(&clock_ms.to_be_bytes());
-            t[28..32].copy_from_slice(&self.ts_recent.to_be_bytes());
-        }
-        frame::fill_l4_checksum(t, src, dst, PROTO_TCP, 16);
-        off + tcp_len
+        let repr = tcpw::Repr {
+            src_port: self.key.remote.port(),
+            dst_port: self.key.guest.port(),
+            seq,
+            ack: if flags & ACK != 0 { self.rcv_nxt } else { 0 },
+            flags,
+            window: (window >> self.our_ws).min(u16::MAX as u32) as u16,
+            timestamp: self.ts.then_some((clock_ms, self.ts_recent)),
+            payload_len: payload,
+            ..tcpw::Repr::default()
+        };
+        emit(buf, l2, self.key.remote.ip(), self.key.guest.ip(), &repr)
     }
 
     /// A segment without payload (ACK, FIN, RST).
-    fn send_flags(&mut self, ctx: &mut Ctx<'_>, flags: u8, seq: u32) {
+    fn send_flags(&mut self, ctx: &mut Ctx<'_>, flags: u16, seq: u32) {
         let window = if flags & RST != 0 {
             0
         } else {
@@ -399,7 +384,7 @@ impl Conn {
         self.send_flags_with(ctx, flags, seq, window);
     }
 
-    fn send_flags_with(&mut self, ctx: &mut Ctx<'_>, flags: u8, seq: u32, window: u32) {
+    fn send_flags_with(&mut self, ctx: &mut Ctx<'_>, flags: u16, seq: u32, window: u32) {
         let (l2, clock) = (*ctx.l2, ctx.clock_ms);
         let this = &*self;
         ctx.tx
@@ -428,44 +413,20 @@ impl Conn {
         // Forwards offer scaling and timestamps; a SYN-ACK mirrors the guest.
         let ws = !ack || self.our_ws != 0;
         let ts = !ack || self.ts;
-        let (src, dst) = (self.key.remote.ip(), self.key.guest.ip());
-        let (sp, dp) = (self.key.remote.port(), self.key.guest.port());
-        let (isn, rcv_nxt, clock, recent) = (self.isn, self.rcv_nxt, ctx.clock_ms, self.ts_recent);
-        let l2 = *ctx.l2;
-        ctx.tx.send_with(|buf| {
-            let mut opts = [0u8; 20];
-            let mut n = 0;
-            opts[n..n + 4].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
-            n += 4;
-            if ws {
-                opts[n..n + 4].copy_from_slice(&[1, 3, 3, OUR_WS]);
-                n += 4;
-            }
-            if ts {
-                opts[n..n + 2].copy_from_slice(&[1, 1]);
-                opts[n + 2..n + 4].copy_from_slice(&[8, 10]);
-                opts[n + 4..n + 8].copy_from_slice(&clock.to_be_bytes());
-                opts[n + 8..n + 12].copy_from_slice(&(if ack { recent } else { 0 }).to_be_bytes());
-                n += 12;
-            }
-            let tcp_len = 20 + n;
-            let off = frame::write_ip(buf, &l2, src, dst, PROTO_TCP, tcp_len, 64);
-            if off == 0 {
-                return 0;
-            }
-            let t = &mut buf[off..off + tcp_len];
-            t[0..2].copy_from_slice(&sp.to_be_bytes());
-            t[2..4].copy_from_slice(&dp.to_be_bytes());
-            t[4..8].copy_from_slice(&isn.to_be_bytes());
-            t[8..12].copy_from_slice(&(if ack { rcv_nxt } else { 0 }).to_be_bytes());
-            t[12] = ((tcp_len / 4) as u8) << 4;
-            t[13] = if ack { SYN | ACK } else { SYN };
-            t[14..16].copy_from_slice(&u16::MAX.to_be_bytes());
-            t[16..20].copy_from_slice(&[0, 0, 0, 0]);
-            t[20..20 + n].copy_from_slice(&opts[..n]);
-            frame::fill_l4_checksum(t, src, dst, PROTO_TCP, 16);
-            off + tcp_len
-        });
+        let repr = tcpw::Repr {
+            src_port: self.key.remote.port(),
+            dst_port: self.key.guest.port(),
+            seq: self.isn,
+            ack: if ack { self.rcv_nxt } else { 0 },
+            flags: if ack { SYN | ACK } else { SYN },
+            window: u16::MAX,
+            mss: Some(mss),
+            window_scale: ws.then_some(OUR_WS),
+            timestamp: ts.then_some((ctx.clock_ms, if ack { self.ts_recent } else { 0 })),
+            ..tcpw::Repr::default()
+        };
+        let (src, dst, l2) = (self.key.remote.ip(), self.key.guest.ip(), *ctx.l2);
+        ctx.tx.send_with(|buf| emit(buf, &l2, src, dst, &repr));
         self.snd_nxt = self.isn.wrapping_add(1);
         self.snd_una = self.isn;
     }
@@ -941,6 +902,79 @@ impl Conn {
 }
 
 /// Payload per segment the link carries for this family.
+/// A segment from the guest: to its flow; a SYN opens one (answered once
+/// the host connect completes); anything else, or a refusal, gets an RST.
+/// Returns the flow's token when it owes the guest an ACK this turn.
+pub fn on_guest_segment(
+    table: &mut Table,
+    ctx: &mut Ctx<'_>,
+    cfg: &Config,
+    counters: &mut Counters,
+    key: Key,
+    seg: &Segment<'_>,
+) -> Option<Token> {
+    if let Some(i) = table.lookup(&key) {
+        let Some((token, Flow::Tcp(conn))) = table.at(i) else {
+            return None;
+        };
+        let verdict = conn.on_segment(ctx, seg);
+        let wants_ack = conn.wants_ack();
+        if verdict == Verdict::Close {
+            table.settle(token, verdict, counters);
+            return None;
+        }
+        return wants_ack.then_some(token);
+    }
+    if seg.flags & (SYN | ACK | RST) != SYN {
+        reply_rst(ctx, &key, seg);
+        return None;
+    }
+    let Some(host_dst) = nat::outbound(cfg, key.remote) else {
+        counters.tcp_refused += 1;
+        reply_rst(ctx, &key, seg);
+        return None;
+    };
+    let Ok(token) = table.vacant() else {
+        counters.flows_full += 1;
+        reply_rst(ctx, &key, seg);
+        return None;
+    };
+    match Conn::connect(ctx, token, key, host_dst, seg) {
+        Ok(conn) => {
+            table.insert(token, key, Flow::Tcp(conn));
+            counters.flows_opened += 1;
+        }
+        Err(e) => {
+            log::debug!("tcp {} -> {host_dst}: {e}", key.guest);
+            counters.tcp_refused += 1;
+            reply_rst(ctx, &key, seg);
+        }
+    }
+    None
+}
+
+/// Ethernet, IP and TCP headers of `repr` from `src` to `dst`, in front of
+/// the payload already in place after them; returns the frame length (0
+/// if it does not fit).
+fn emit(buf: &mut [u8], l2: &L2, src: IpAddr, dst: IpAddr, repr: &tcpw::Repr) -> usize {
+    let hl = tcpw::HEADER_LEN + if repr.timestamp.is_some() { 12 } else { 0 };
+    // Only SYNs carry more options than timestamps: count them exactly.
+    let hl = if repr.mss.is_some() {
+        repr.header_len()
+    } else {
+        hl
+    };
+    let tcp_len = hl + repr.payload_len;
+    let off = frame::write_ip(buf, l2, src, dst, ip_proto::TCP, tcp_len, 64);
+    let Some(pseudo) = frame::pseudo(src, dst).filter(|_| off != 0) else {
+        return 0;
+    };
+    match repr.emit(&mut buf[off..], &pseudo) {
+        Ok(n) => off + n,
+        Err(_) => 0,
+    }
+}
+
 pub fn mss_for(mtu: u16, v6: bool) -> u16 {
     mtu.saturating_sub(if v6 { 60 } else { 40 })
 }
@@ -956,23 +990,14 @@ pub fn reply_rst(ctx: &mut Ctx<'_>, key: &Key, seg: &Segment<'_>) {
     } else {
         (0, seg.seq.wrapping_add(seg.seq_len()), RST | ACK)
     };
-    let (src, dst) = (key.remote.ip(), key.guest.ip());
-    let (sp, dp) = (key.remote.port(), key.guest.port());
-    let l2 = *ctx.l2;
-    ctx.tx.send_with(|buf| {
-        let off = frame::write_ip(buf, &l2, src, dst, PROTO_TCP, 20, 64);
-        if off == 0 {
-            return 0;
-        }
-        let t = &mut buf[off..off + 20];
-        t[0..2].copy_from_slice(&sp.to_be_bytes());
-        t[2..4].copy_from_slice(&dp.to_be_bytes());
-        t[4..8].copy_from_slice(&seq.to_be_bytes());
-        t[8..12].copy_from_slice(&ack.to_be_bytes());
-        t[12] = 5 << 4;
-        t[13] = flags;
-        t[14..20].copy_from_slice(&[0; 6]);
-        frame::fill_l4_checksum(t, src, dst, PROTO_TCP, 16);
-        off + 20
-    });
+    let repr = tcpw::Repr {
+        src_port: key.remote.port(),
+        dst_port: key.guest.port(),
+        seq,
+        ack,
+        flags,
+        ..tcpw::Repr::default()
+    };
+    let (src, dst, l2) = (key.remote.ip(), key.guest.ip(), *ctx.l2);
+    ctx.tx.send_with(|buf| emit(buf, &l2, src, dst, &repr));
 }

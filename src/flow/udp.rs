@@ -38,10 +38,12 @@
 use super::dgram::{
     error_source, next_host_error, recv_frames, send_icmp_error, Quote, RxHeaders, BATCH,
 };
-use super::{Ctx, Key, Verdict};
+use super::forward::Listener;
+use super::{nat, Ctx, Flow, Key, Table, Verdict};
+use crate::config::Config;
 use crate::counters::Counters;
 use crate::frame::{self, L2};
-use crate::wire::ip_proto;
+use crate::wire::{ip_proto, udp as udpw};
 use nix::errno::Errno;
 use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{
@@ -74,16 +76,71 @@ pub fn max_payload(mtu: u16, v6: bool) -> usize {
 /// Write Ethernet, IP and UDP headers in front of `n` payload bytes already
 /// at `buf[frame_header()..]`; returns the frame length (0 on a mismatch).
 pub fn write_frame(buf: &mut [u8], l2: &L2, src: SocketAddr, dst: SocketAddr, n: usize) -> usize {
-    let l4_len = UDP_HEADER + n;
-    let off = frame::write_ip(buf, l2, src.ip(), dst.ip(), ip_proto::UDP, l4_len, 64);
-    let Some(u) = buf.get_mut(off..off + l4_len).filter(|_| off != 0) else {
-        return 0;
+    frame::write_udp(buf, l2, src, dst, n)
+}
+
+/// A datagram from the guest: to its flow, or the first of a new one.
+/// Broadcast, multicast, unused virtual addresses, `--restrict` and
+/// `--disable-dns` find no destination and are dropped.
+#[allow(clippy::too_many_arguments)]
+pub fn on_guest_datagram(
+    table: &mut Table,
+    ctx: &mut Ctx<'_>,
+    cfg: &Config,
+    counters: &mut Counters,
+    listeners: &[Listener],
+    key: Key,
+    payload: &[u8],
+    ttl: u8,
+) {
+    let now = ctx.now;
+    if let Some(i) = table.lookup(&key) {
+        if let Some((_, Flow::Udp(c))) = table.at(i) {
+            let fwd = c
+                .forward()
+                .and_then(|f| listeners.get(f as usize))
+                .map(|l| l.as_fd());
+            if c.on_guest(now, payload, ttl, fwd).is_err() {
+                counters.udp_dropped += 1;
+            }
+        }
+        return;
+    }
+    let Some(host_dst) = nat::outbound(cfg, key.remote) else {
+        counters.udp_dropped += 1;
+        if nat::refused(key.remote.ip()) {
+            let len = (8 + payload.len()).min(u16::MAX as usize) as u16;
+            let mut head = [0u8; 8];
+            head[0..2].copy_from_slice(&key.guest.port().to_be_bytes());
+            head[2..4].copy_from_slice(&key.remote.port().to_be_bytes());
+            head[4..6].copy_from_slice(&len.to_be_bytes());
+            let (src, dst) = (key.guest.ip(), key.remote.ip());
+            let quote = super::dgram::Quote::of(src, dst, ip_proto::UDP, ttl, &head);
+            let quote = super::dgram::Quote {
+                l4_len: len as usize,
+                ..quote
+            };
+            super::dgram::send_refusal(ctx.tx, ctx.l2, &quote);
+        }
+        return;
     };
-    u[0..2].copy_from_slice(&src.port().to_be_bytes());
-    u[2..4].copy_from_slice(&dst.port().to_be_bytes());
-    u[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-    frame::fill_l4_checksum(u, src.ip(), dst.ip(), ip_proto::UDP, 6);
-    off + l4_len
+    let Ok(token) = table.vacant() else {
+        counters.flows_full += 1;
+        return;
+    };
+    match Conn::open(ctx, token, key, host_dst) {
+        Ok(mut c) => {
+            if c.on_guest(now, payload, ttl, None).is_err() {
+                counters.udp_dropped += 1;
+            }
+            table.insert(token, key, Flow::Udp(c));
+            counters.flows_opened += 1;
+        }
+        Err(e) => {
+            log::debug!("udp {} -> {host_dst}: {e}", key.guest);
+            counters.udp_dropped += 1;
+        }
+    }
 }
 
 /// Idle timeouts, from the configuration.
@@ -248,10 +305,14 @@ impl Conn {
         if ev.contains(EpollFlags::EPOLLERR) {
             while let Some(e) = next_host_error(fd) {
                 let from = error_source(e.offender, self.key.remote.ip(), self.host.ip());
-                let mut head = [0u8; 8];
-                head[0..2].copy_from_slice(&self.key.guest.port().to_be_bytes());
-                head[2..4].copy_from_slice(&self.key.remote.port().to_be_bytes());
-                head[4..6].copy_from_slice(&self.last_len.max(8).to_be_bytes());
+                // The quoted UDP header as the guest sent it (checksum 0).
+                let mut head = [0u8; udpw::HEADER_LEN];
+                let _ = udpw::emit_header(
+                    &mut head,
+                    self.key.guest.port(),
+                    self.key.remote.port(),
+                    self.last_len.max(udpw::HEADER_LEN as u16),
+                );
                 let quote = Quote {
                     src: self.key.guest.ip(),
                     dst: self.key.remote.ip(),
@@ -311,7 +372,7 @@ impl Conn {
 mod tests {
     use super::*;
     use crate::flow::dgram::HostError;
-    use crate::wire::{checksum, icmpv4, ipv4, udp as udpw};
+    use crate::wire::{checksum, icmpv4, ipv4};
 
     /// A DGRAM link whose frames can be read back from the other end.
     pub(crate) fn test_link() -> (crate::link::Link, OwnedFd) {

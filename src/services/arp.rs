@@ -3,7 +3,7 @@
 //! `52:55` + that address, never the guest's MAC.
 #![forbid(unsafe_code)]
 
-use crate::config::{router_mac4, Config};
+use crate::config::Config;
 use crate::counters::Counters;
 use crate::frame::L2;
 use crate::link::Tx;
@@ -27,7 +27,7 @@ pub fn handle(cfg: &Config, _l2: &L2, payload: &[u8], tx: &mut Tx, counters: &mu
         counters.arp_ignored += 1;
         return;
     }
-    let mac = router_mac4(repr.target_ip);
+    let mac = cfg.mac4(repr.target_ip);
     let reply = arp::Repr {
         op: arp::Operation::Reply,
         sender_mac: mac,
@@ -49,9 +49,7 @@ pub fn handle(cfg: &Config, _l2: &L2, payload: &[u8], tx: &mut Tx, counters: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Options;
     use crate::link::Link;
-    use clap::Parser;
     use std::net::Ipv4Addr;
     use std::os::fd::OwnedFd;
     use std::os::unix::net::UnixDatagram;
@@ -59,8 +57,7 @@ mod tests {
     const GUEST: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
 
     fn ask(target: Ipv4Addr, op: arp::Operation) -> Option<arp::Repr> {
-        let cfg =
-            Config::from_options(&Options::try_parse_from(["airlock"]).unwrap(), None).unwrap();
+        let cfg = Config::for_test(&[]);
         let (vmm, ours) = UnixDatagram::pair().unwrap();
         vmm.set_nonblocking(true).unwrap();
         let mut link = Link::from_socket(OwnedFd::from(ours)).unwrap();

@@ -4,7 +4,9 @@
 //! Options go out in slirp's order, message type first: 53, 54, 51, 1, 3,
 //! 6, then 12 (`--hostname`), 15 (`--domainname`), 119 (search list), and
 //! 26 only when the MTU is not 1500, so `--mtu 1500` gives exactly slirp's
-//! view. BOOTP clients (no message type) get the same answer.
+//! view. BOOTP clients (no message type) get the same answer. passt's
+//! additions: 81 (`--fqdn`), and 121 when the router is outside the
+//! guest's subnet (a host route to it, then the default route through it).
 #![forbid(unsafe_code)]
 
 use crate::config::Config;
@@ -12,8 +14,8 @@ use crate::counters::Counters;
 use crate::frame::{self, L2};
 use crate::link::Tx;
 use crate::wire::dhcpv4::{self, MessageType, OptionRepr, Reply};
-use crate::wire::{ip_proto, udp};
-use std::net::{IpAddr, Ipv4Addr};
+use crate::wire::udp;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// slirp's lease time.
 pub const LEASE_SECS: u32 = 24 * 3600;
@@ -26,12 +28,24 @@ pub fn is_dhcp(l4: &[u8]) -> bool {
 /// The DHCP server's resolved options, computed once.
 pub struct Server {
     search: Vec<String>,
+    /// Option 81's body (RFC 4702): flags E (wire-encoded name), two
+    /// RCODEs of 255, the name; empty when there is no `--fqdn`.
+    fqdn: Vec<u8>,
 }
 
 impl Server {
     pub fn new(cfg: &Config) -> Server {
+        let mut fqdn = Vec::new();
+        if let Some(name) = &cfg.fqdn {
+            let names = [name.trim_end_matches('.')];
+            let mut enc = vec![0u8; crate::wire::domain::encoded_len(&names).unwrap_or(0)];
+            if crate::wire::domain::encode(&names, &mut enc).is_ok() && !enc.is_empty() {
+                fqdn = [&[0x04, 0xff, 0xff][..], &enc].concat();
+            }
+        }
         Server {
             search: cfg.dns_suffixes.clone(),
+            fqdn,
         }
     }
 
@@ -136,7 +150,19 @@ impl Server {
         let routers = [net.host];
         let dns = [net.dns];
         let search: Vec<&str> = self.search.iter().map(String::as_str).collect();
-        let mut opts: [OptionRepr; 12] = [OptionRepr::Raw { code: 0, data: &[] }; 12];
+        let off_link = [
+            dhcpv4::Route {
+                dest: net.host,
+                prefix_len: 32,
+                gateway: Ipv4Addr::UNSPECIFIED,
+            },
+            dhcpv4::Route {
+                dest: Ipv4Addr::UNSPECIFIED,
+                prefix_len: 0,
+                gateway: net.host,
+            },
+        ];
+        let mut opts: [OptionRepr; 14] = [OptionRepr::Raw { code: 0, data: &[] }; 14];
         let mut n = 0;
         let mut push = |o| {
             opts[n] = o;
@@ -155,13 +181,22 @@ impl Server {
             if let Some(h) = &cfg.hostname {
                 push(OptionRepr::Hostname(h));
             }
+            if !self.fqdn.is_empty() {
+                push(OptionRepr::Raw {
+                    code: 81,
+                    data: &self.fqdn,
+                });
+            }
+            if !net.contains(net.host) {
+                push(OptionRepr::ClasslessRoutes(&off_link));
+            }
             if let Some(d) = &cfg.domainname {
                 push(OptionRepr::DomainName(d));
             }
             if !search.is_empty() {
                 push(OptionRepr::DomainSearch(&search));
             }
-            if cfg.mtu != 1500 {
+            if cfg.mtu != 1500 || cfg.mtu_option_always {
                 push(OptionRepr::InterfaceMtu(cfg.mtu));
             }
         } else {
@@ -177,19 +212,16 @@ impl Server {
             let Ok(len) = r.buffer_len(opts) else {
                 return 0;
             };
-            let off = frame::write_ip(buf, &l2, from, to, ip_proto::UDP, udp::HEADER_LEN + len, 64);
-            if off == 0 {
+            let at = frame::l4_offset(from) + udp::HEADER_LEN;
+            let Some(msg) = buf.get_mut(at..at + len) else {
+                return 0;
+            };
+            if r.emit(msg, opts).is_err() {
                 return 0;
             }
-            let msg = &mut buf[off..off + udp::HEADER_LEN + len];
-            if r.emit(&mut msg[udp::HEADER_LEN..], opts).is_err() {
-                return 0;
-            }
-            msg[0..2].copy_from_slice(&dhcpv4::SERVER_PORT.to_be_bytes());
-            msg[2..4].copy_from_slice(&dhcpv4::CLIENT_PORT.to_be_bytes());
-            msg[4..6].copy_from_slice(&((udp::HEADER_LEN + len) as u16).to_be_bytes());
-            frame::fill_l4_checksum(msg, from, to, ip_proto::UDP, 6);
-            off + udp::HEADER_LEN + len
+            let from = SocketAddr::new(from, dhcpv4::SERVER_PORT);
+            let to = SocketAddr::new(to, dhcpv4::CLIENT_PORT);
+            frame::write_udp(buf, &l2, from, to, len)
         });
     }
 }
@@ -197,11 +229,9 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Options;
     use crate::counters::Counters;
     use crate::link::Link;
     use crate::wire::{ethernet, ipv4};
-    use clap::Parser;
     use std::os::fd::OwnedFd;
     use std::os::unix::net::UnixDatagram;
 
@@ -230,9 +260,7 @@ mod tests {
 
     /// Run one client message through the server; the reply's DHCP part.
     fn exchange(args: &[&str], msg: &[u8]) -> Option<Vec<u8>> {
-        let mut v = vec!["airlock"];
-        v.extend_from_slice(args);
-        let cfg = Config::from_options(&Options::try_parse_from(v).unwrap(), None).unwrap();
+        let cfg = Config::for_test(args);
         let (vmm, ours) = UnixDatagram::pair().unwrap();
         vmm.set_nonblocking(true).unwrap();
         let mut link = Link::from_socket(OwnedFd::from(ours)).unwrap();
@@ -262,6 +290,66 @@ mod tests {
             dst: r.dst
         }));
         Some(u.payload().to_vec())
+    }
+
+    /// passt's view: option 26 at 1500, 121 for a gateway outside the
+    /// subnet (host route, then default), 81 for --fqdn, one MAC.
+    #[test]
+    fn passt_view_options() {
+        let argv: Vec<std::ffi::OsString> = [
+            "-a",
+            "169.254.2.15",
+            "-n",
+            "16",
+            "-m",
+            "1500",
+            "--fqdn",
+            "vm1.example",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        let crate::passt::Parsed::Run(mut o) = crate::passt::parse(&argv).unwrap() else {
+            panic!("no options")
+        };
+        let p = o.passt.as_mut().unwrap();
+        p.host[0] = Some(crate::hostif::HostAddr {
+            index: 2,
+            addr: Some(("192.0.2.2".parse().unwrap(), 24)),
+            gateway: Some("192.0.2.1".parse().unwrap()),
+        });
+        let cfg = Config::from_options(&o, Some("nameserver 127.0.0.1\n")).unwrap();
+        let (vmm, ours) = UnixDatagram::pair().unwrap();
+        vmm.set_nonblocking(true).unwrap();
+        let mut link = Link::from_socket(OwnedFd::from(ours)).unwrap();
+        let l2 = L2 {
+            guest: [0xff; 6],
+            router4: cfg.mac4(cfg.net4.as_ref().unwrap().host),
+            router6: [0; 6],
+        };
+        let mut c = Counters::default();
+        let msg = client(1, &[]);
+        Server::new(&cfg).handle(&cfg, &l2, Ipv4Addr::UNSPECIFIED, &msg, &mut link.tx, &mut c);
+        link.tx.flush();
+        let mut buf = [0u8; 2048];
+        let n = vmm.recv(&mut buf).unwrap();
+        let eth = ethernet::Frame::new_checked(&buf[..n]).unwrap();
+        assert_eq!(eth.src(), crate::passt::PASST_MAC);
+        let ip = ipv4::Packet::new_checked(eth.payload()).unwrap();
+        let u = udp::Packet::new_checked(ip.payload()).unwrap();
+        let opts = options(u.payload());
+        let get = |code| opts.iter().find(|o| o.0 == code).map(|o| o.1.clone());
+        assert_eq!(get(1), Some(vec![255, 255, 0, 0]));
+        assert_eq!(get(3), Some(vec![192, 0, 2, 1]));
+        assert_eq!(get(6), Some(vec![192, 0, 2, 1]));
+        assert_eq!(get(26), Some(1500u16.to_be_bytes().to_vec()));
+        assert_eq!(
+            get(121),
+            Some(vec![32, 192, 0, 2, 1, 0, 0, 0, 0, 0, 192, 0, 2, 1])
+        );
+        let mut fqdn = vec![4, 0xff, 0xff, 3];
+        fqdn.extend_from_slice(b"vm1\x07example\x00");
+        assert_eq!(get(81), Some(fqdn));
     }
 
     /// (code, data) of every option, in order.

@@ -16,14 +16,14 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use super::ndp::{self, Incoming};
-use crate::config::{router_mac6, Config, Net6};
+use crate::config::{Config, Net6};
 use crate::counters::Counters;
 use crate::frame::{self, L2};
 use crate::link::Tx;
 use crate::wire::checksum::PseudoHeader;
 use crate::wire::dhcpv6::{self, opt, status, IaAddress, MessageType, OptionRepr, Reply};
-use crate::wire::{domain, ip_proto, udp};
-use std::net::{IpAddr, Ipv6Addr};
+use crate::wire::{domain, udp};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 /// All_DHCP_Relay_Agents_and_Servers (RFC 8415 §7.1).
 pub const ALL_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
@@ -69,7 +69,7 @@ impl Server {
         let mac = cfg
             .net6
             .as_ref()
-            .map(|n| router_mac6(n.host))
+            .map(|n| cfg.mac6(n.host))
             .unwrap_or_default();
         let mut duid = [0, 3, 0, 1, 0, 0, 0, 0, 0, 0];
         if let Some(d) = duid.get_mut(4..) {
@@ -308,51 +308,28 @@ impl Server {
         let Some(Ok(len)) = buf.get_mut(at..).map(|b| head.emit(b, opts)) else {
             return 0;
         };
-        let udp_len = udp::HEADER_LEN + len;
-        let Ok(udp_len16) = u16::try_from(udp_len) else {
-            return 0;
-        };
         let (src, dst) = (net.router_link_local(), pkt.src);
         let l2 = L2 {
             guest: pkt.eth_src,
-            router4: router_mac6(net.host),
-            router6: router_mac6(net.host),
+            router4: cfg.mac6(net.host),
+            router6: cfg.mac6(net.host),
         };
-        let (s, d) = (IpAddr::V6(src), IpAddr::V6(dst));
-        let off = frame::write_ip(buf, &l2, s, d, ip_proto::UDP, udp_len, 64);
-        let Some(msg) = buf.get_mut(off..off + udp_len).filter(|_| off > 0) else {
-            return 0;
-        };
-        let mut head = [0u8; udp::HEADER_LEN];
-        head[0..2].copy_from_slice(&dhcpv6::SERVER_PORT.to_be_bytes());
-        head[2..4].copy_from_slice(&client_port.to_be_bytes());
-        head[4..6].copy_from_slice(&udp_len16.to_be_bytes());
-        let Some(h) = msg.get_mut(..udp::HEADER_LEN) else {
-            return 0;
-        };
-        h.copy_from_slice(&head);
-        frame::fill_l4_checksum(msg, s, d, ip_proto::UDP, 6);
-        off + udp_len
+        let s = SocketAddr::new(IpAddr::V6(src), dhcpv6::SERVER_PORT);
+        let d = SocketAddr::new(IpAddr::V6(dst), client_port);
+        frame::write_udp(buf, &l2, s, d, len)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Options as Cli;
     use crate::wire::testutil::{fuzz, hex};
-    use crate::wire::{ethernet, ipv6};
-    use clap::Parser;
+    use crate::wire::{ethernet, ip_proto, ipv6};
 
     const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
     const CLIENT_DUID: &str = "00030001525400123456";
     const SERVER_DUID: &str = "00030001525600000002";
 
-    fn cfg(args: &[&str]) -> Config {
-        let mut v = vec!["airlock"];
-        v.extend_from_slice(args);
-        Config::from_options(&Cli::try_parse_from(v).unwrap(), None).unwrap()
-    }
     fn a(s: &str) -> Ipv6Addr {
         s.parse().unwrap()
     }
@@ -415,7 +392,7 @@ mod tests {
     /// with IA_NA binding fec0::15, golden.
     #[test]
     fn solicit_with_rapid_commit_gets_reply() {
-        let c = cfg(&["--dns-suffixes", "example.org"]);
+        let c = Config::for_test(&["--dns-suffixes", "example.org"]);
         let solicit = hex(
             "01 5a1b2c 0001000a00030001525400123456 000800020000 000600040017 0018
              0003000c123456780000000000000000 000e0000",
@@ -455,7 +432,7 @@ mod tests {
 
     #[test]
     fn stateful_exchange() {
-        let c = cfg(&[]);
+        let c = Config::for_test(&[]);
         // Solicit -> Advertise with the address and preference 255.
         let adv = exchange(&c, &msg(1, &format!("{} {IA_EMPTY}", client()))).unwrap();
         let r = parse(&adv);
@@ -524,7 +501,7 @@ mod tests {
 
     #[test]
     fn stateless_information_request() {
-        let c = cfg(&["--dns-suffixes", "a.example,b.example"]);
+        let c = Config::for_test(&["--dns-suffixes", "a.example,b.example"]);
         let rep = exchange(&c, &msg(11, &format!("{} 000600040017 0018", client()))).unwrap();
         let r = parse(&rep);
         assert_eq!(r.msg_type, MessageType::Reply);
@@ -539,7 +516,7 @@ mod tests {
             hex("0161076578616d706c6500 0162076578616d706c6500")
         );
         // No DNS forwarding: no DNS servers; no search list: no option 24.
-        let c = cfg(&["--disable-dns"]);
+        let c = Config::for_test(&["--disable-dns"]);
         let rep = exchange(&c, &msg(11, "")).unwrap();
         let p = dhcpv6::Packet::new_checked(&rep[..]).unwrap();
         let codes: Vec<u16> = p.options_iter().map(|o| o.unwrap().code).collect();
@@ -548,7 +525,7 @@ mod tests {
 
     #[test]
     fn rejects() {
-        let c = cfg(&[]);
+        let c = Config::for_test(&[]);
         let other = "0002000a00030001aabbccddeeff";
         let cases = [
             // Solicit without client id, or naming a server.
@@ -592,7 +569,7 @@ mod tests {
         d[6] ^= 1;
         assert_eq!(s.answer(&c, &pkt, &d, &mut buf, &mut counters), 0);
         assert_eq!(counters.udp_bad_checksum, 1);
-        let off = cfg(&["--disable-ipv6"]);
+        let off = Config::for_test(&["--disable-ipv6"]);
         assert_eq!(
             s.answer(&off, &pkt, &datagram(&pkt, &good), &mut buf, &mut counters),
             0
@@ -610,7 +587,7 @@ mod tests {
 
     #[test]
     fn no_panic_on_any_input() {
-        let c = cfg(&["--dns-suffixes", "example.org"]);
+        let c = Config::for_test(&["--dns-suffixes", "example.org"]);
         let s = Server::new(&c);
         let pkt = incoming();
         let goldens = [

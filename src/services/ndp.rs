@@ -90,6 +90,8 @@ pub struct Router {
     /// Addresses the guest claimed by duplicate address detection.
     guest_addrs: [Option<Ipv6Addr>; GUEST_ADDRS],
     guest_next: usize,
+    /// One MAC for every address (passt's view), else slirp's per address.
+    mac: Option<Mac>,
 }
 
 impl Router {
@@ -106,6 +108,7 @@ impl Router {
             rng: seed ^ 0x9e37_79b9_7f4a_7c15,
             guest_addrs: [None; GUEST_ADDRS],
             guest_next: 0,
+            mac: cfg.mac,
         }
     }
 
@@ -278,7 +281,14 @@ impl Router {
                 return 0;
             }
             // It claims an address airlock holds: defend it, to all nodes.
-            return write_na(target, ALL_NODES, multicast_mac(ALL_NODES), flags, buf);
+            return write_na(
+                self.mac,
+                target,
+                ALL_NODES,
+                multicast_mac(ALL_NODES),
+                flags,
+                buf,
+            );
         }
         let addressed = pkt.dst == target || pkt.dst == solicited_node(target);
         if !addressed || !net.is_virtual(target) || self.is_guest_addr(target) {
@@ -287,6 +297,7 @@ impl Router {
         }
         let mac = sllao.unwrap_or(pkt.eth_src);
         write_na(
+            self.mac,
             target,
             pkt.src,
             mac,
@@ -319,14 +330,28 @@ impl Router {
             options: Options::Wire(&self.ra_options),
         };
         let src = net.router_link_local();
-        write_ndp(&ra, src, dst, router_mac6(net.host), dst_mac, buf)
+        write_ndp(
+            &ra,
+            src,
+            dst,
+            self.mac.unwrap_or_else(|| router_mac6(net.host)),
+            dst_mac,
+            buf,
+        )
     }
 }
 
 /// A neighbour advertisement for `target`, from `target` itself with
 /// slirp's MAC for it.
-fn write_na(target: Ipv6Addr, dst: Ipv6Addr, dst_mac: Mac, flags: u8, buf: &mut [u8]) -> usize {
-    let mac = router_mac6(target);
+fn write_na(
+    mac: Option<Mac>,
+    target: Ipv6Addr,
+    dst: Ipv6Addr,
+    dst_mac: Mac,
+    flags: u8,
+    buf: &mut [u8],
+) -> usize {
+    let mac = mac.unwrap_or_else(|| router_mac6(target));
     let opts = [NdpOption::TargetLinkAddr(mac)];
     let na = ndp::Repr::NeighborAdvert {
         flags,
@@ -363,7 +388,7 @@ fn ra_options(cfg: &Config, net: &Net6) -> Vec<u8> {
     let dns = [net.dns];
     let search = fitting_names(&cfg.dns_suffixes, MAX_OPTION_LEN - 8);
     let mut opts = vec![
-        NdpOption::SourceLinkAddr(router_mac6(net.host)),
+        NdpOption::SourceLinkAddr(cfg.mac6(net.host)),
         NdpOption::Mtu(u32::from(cfg.mtu)),
         NdpOption::PrefixInfo(PrefixInfo {
             prefix_len: net.prefix_len,
@@ -418,19 +443,12 @@ pub fn fitting_names(names: &[String], room: usize) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Options as Cli;
     use crate::wire::testutil::{fuzz, hex};
     use crate::wire::{ethernet, ipv6};
-    use clap::Parser;
 
     const GUEST_MAC: Mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
     const ROUTER_MAC: Mac = [0x52, 0x56, 0, 0, 0, 2];
 
-    fn cfg(args: &[&str]) -> Config {
-        let mut v = vec!["airlock"];
-        v.extend_from_slice(args);
-        Config::from_options(&Cli::try_parse_from(v).unwrap(), None).unwrap()
-    }
     fn a(s: &str) -> Ipv6Addr {
         s.parse().unwrap()
     }
@@ -473,7 +491,7 @@ mod tests {
         assert_eq!(Net6::link_local(a("2001:db8::1:2:3:4")), a("fe80::1:2:3:4"));
         assert_eq!(solicited_node(a("fec0::12:3456")), a("ff02::1:ff12:3456"));
         assert_eq!(multicast_mac(ALL_NODES), [0x33, 0x33, 0, 0, 0, 1]);
-        let c = cfg(&[]);
+        let c = Config::for_test(&[]);
         let n = c.net6.as_ref().unwrap();
         for own in ["fec0::2", "fec0::3", "fe80::2", "fe80::3"] {
             assert!(n.is_own(a(own)) && n.is_virtual(a(own)), "{own}");
@@ -487,7 +505,7 @@ mod tests {
     /// RS in (golden, from the wire tests) -> RA out, field by field.
     #[test]
     fn router_solicit_gets_advert() {
-        let c = cfg(&["--dns-suffixes", "example.org"]);
+        let c = Config::for_test(&["--dns-suffixes", "example.org"]);
         let mut r = Router::new(&c);
         let rs = hex("8500 0000 00000000 0101525400123456");
         let f = run(&mut r, &c, rs_from(guest_ll()), &rs, Instant::now());
@@ -515,7 +533,7 @@ mod tests {
 
     #[test]
     fn advert_follows_config() {
-        let c = cfg(&["--disable-dns", "--mtu", "1500", "--net6", "fd00:1::/64"]);
+        let c = Config::for_test(&["--disable-dns", "--mtu", "1500", "--net6", "fd00:1::/64"]);
         let mut r = Router::new(&c);
         let rs = hex("8500 0000 00000000");
         let f = run(&mut r, &c, rs_from(guest_ll()), &rs, Instant::now());
@@ -536,7 +554,7 @@ mod tests {
 
     #[test]
     fn multicast_advertising_schedule() {
-        let c = cfg(&[]);
+        let c = Config::for_test(&[]);
         let mut r = Router::new(&c);
         let t0 = Instant::now();
         assert!(!r.due(t0));
@@ -588,7 +606,7 @@ mod tests {
     /// NS in (golden) -> NA out (golden, from the wire tests).
     #[test]
     fn neighbor_solicit_gets_advert() {
-        let c = cfg(&[]);
+        let c = Config::for_test(&[]);
         let mut r = Router::new(&c);
         let guest = a("fec0::5054:ff:fe12:3456");
         let pkt = Incoming {
@@ -632,7 +650,7 @@ mod tests {
 
     #[test]
     fn duplicate_address_detection() {
-        let c = cfg(&[]);
+        let c = Config::for_test(&[]);
         let mut r = Router::new(&c);
         let now = Instant::now();
         let dad = |t: Ipv6Addr| Incoming {
@@ -674,7 +692,7 @@ mod tests {
 
     #[test]
     fn rejects() {
-        let c = cfg(&[]);
+        let c = Config::for_test(&[]);
         let mut r = Router::new(&c);
         let now = Instant::now();
         let good = Incoming {
@@ -736,7 +754,7 @@ mod tests {
 
     #[test]
     fn silent_without_ipv6() {
-        let c = cfg(&["--disable-ipv6"]);
+        let c = Config::for_test(&["--disable-ipv6"]);
         let mut r = Router::new(&c);
         let f = run(
             &mut r,
@@ -757,7 +775,7 @@ mod tests {
         let fit = fitting_names(&many, MAX_OPTION_LEN - 8);
         assert!(!fit.is_empty() && fit.len() < many.len());
         let list = many.join(",");
-        let c = cfg(&["--dns-suffixes", &list]);
+        let c = Config::for_test(&["--dns-suffixes", &list]);
         let r = Router::new(&c);
         let last = ndp::OptionsIter::Wire(&r.ra_options)
             .last()
@@ -768,7 +786,7 @@ mod tests {
 
     #[test]
     fn no_panic_on_any_input() {
-        let c = cfg(&[]);
+        let c = Config::for_test(&[]);
         let mut r = Router::new(&c);
         let now = Instant::now();
         let goldens = [

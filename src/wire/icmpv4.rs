@@ -120,6 +120,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn set_next_hop_mtu(&mut self, v: u16) {
         self.with(|h| h.rest_lo.set(v))
     }
+    /// The four bytes after the checksum, whatever the message type.
+    pub fn set_rest_of_header(&mut self, v: u32) {
+        self.with(|h| {
+            h.rest_hi.set((v >> 16) as u16);
+            h.rest_lo.set(v as u16);
+        })
+    }
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
         let c = checksum::checksum(self.buffer.as_ref());

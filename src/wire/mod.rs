@@ -50,6 +50,7 @@ pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
 pub mod ndp;
+pub mod netlink;
 pub mod tcp;
 pub mod udp;
 

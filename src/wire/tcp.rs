@@ -529,6 +529,34 @@ impl Repr {
     /// Linux peer sends): MSS; SACK-permitted folded into the timestamp's
     /// NOP padding; NOP + window scale; NOP NOP + SACK blocks.
     pub fn emit_options(&self, buf: &mut [u8]) -> Result<usize> {
+        let only_ts = self.mss.is_none()
+            && self.window_scale.is_none()
+            && !self.sack_permitted
+            && self.sack_ranges[0].is_none();
+        if only_ts {
+            // Every data segment: no options, or NOP NOP timestamps, in one
+            // write (the per-segment path).
+            let Some((v, e)) = self.timestamp else {
+                return Ok(0);
+            };
+            let ([v0, v1, v2, v3], [e0, e1, e2, e3]) = (v.to_be_bytes(), e.to_be_bytes());
+            let o = [
+                kind::NOP,
+                kind::NOP,
+                kind::TIMESTAMP,
+                10,
+                v0,
+                v1,
+                v2,
+                v3,
+                e0,
+                e1,
+                e2,
+                e3,
+            ];
+            put(buf, &o)?;
+            return Ok(o.len());
+        }
         let mut w = OptionWriter::new(buf);
         if let Some(m) = self.mss {
             w.mss(m)?;

@@ -175,6 +175,19 @@ impl Repr {
     }
 }
 
+/// Writes a bare header with checksum 0 ("none" for IPv4), as an ICMP
+/// error quotes the datagram it is about.
+pub fn emit_header(buf: &mut [u8], src_port: u16, dst_port: u16, len: u16) -> Result<usize> {
+    let h: &mut UdpHeader = header_mut(buf).ok_or(Error::Truncated)?;
+    *h = UdpHeader {
+        src_port: src_port.into(),
+        dst_port: dst_port.into(),
+        len: len.into(),
+        checksum: U16::ZERO,
+    };
+    Ok(HEADER_LEN)
+}
+
 /// Partial checksum helper for callers that build the payload elsewhere:
 /// the header checksum given the payload's partial sum.
 pub fn checksum_with_payload_sum(
