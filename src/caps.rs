@@ -94,6 +94,14 @@ pub const LAYER_TESTS: &[(&str, &str)] = &[
         "landlock",
         "tests/sandbox.rs::log_mode_lets_landlock_refuse_a_file_and_a_tcp_bind",
     ),
+    (
+        "landlock-net",
+        "tests/sandbox.rs::log_mode_lets_landlock_refuse_a_file_and_a_tcp_bind",
+    ),
+    (
+        "landlock-scope",
+        "tests/sandbox.rs::landlock_scope_refuses_signals_outside_the_domain",
+    ),
 ];
 
 /// The capability document. `kernel_layers` is what the sandbox can enforce

@@ -27,7 +27,9 @@ pub enum SandboxMode {
     name = "airlock",
     version,
     about = "Sandboxed user-mode networking helper for virtual machines",
-    long_about = None
+    long_about = None,
+    // `--udp-timeout -1` is a bad number, not a missing value.
+    allow_negative_numbers = true
 )]
 pub struct Options {
     /// Print the capability JSON and exit (every other option is ignored).

@@ -17,7 +17,7 @@
 //! the newest ~70% to the start and truncating, so the file always ends
 //! with the latest lines and never grows past the size.
 //!
-//! #syscalls: write sendto getpid
+//! #syscalls: write sendto(5=0) getpid
 //! #syscalls: pread64 pwrite64 ftruncate
 //! #syscalls-startup: socket connect openat close fcntl fstat|statx|newfstatat
 use crate::cli::Options;

@@ -22,7 +22,7 @@ use crate::cli::Options;
 use crate::config::Config;
 use crate::engine::{self, Engine, Exit};
 use crate::flow::forward;
-use crate::lifecycle::{self, Daemon, Notifier, ParentWatch, PidFile, RemoveOnDrop};
+use crate::lifecycle::{self, Daemon, Notifier, ParentWatch, PidFile, Remover};
 use crate::link::{self, Link};
 use crate::logging;
 use crate::pcap::Pcap;
@@ -42,6 +42,12 @@ enum Source {
     Link(Box<Link>),
     /// `--socket`: a listener; each VMM connection is a fresh link.
     Listener(UnixListener),
+}
+
+/// A usage error found before the logger exists: one line, exit 2.
+fn usage(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("airlock: error: {msg}");
+    EXIT_USAGE
 }
 
 fn fail(code: i32, msg: impl std::fmt::Display) -> i32 {
@@ -70,9 +76,15 @@ pub fn run(mut opts: Options) -> i32 {
         };
     }
     if let Err(e) = lifecycle::ensure_std_fds() {
-        eprintln!("airlock: {e}");
+        eprintln!("airlock: error: {e}");
         return EXIT_FAILURE;
     }
+    // `--fd` is claimed before airlock opens anything of its own (the
+    // logger, /dev/log, the daemon pipe), so it can never name one of them.
+    let inherited = match opts.fd.map(link::inherit_fd).transpose() {
+        Ok(fd) => fd,
+        Err(e) => return usage(format!("--fd {}: {e}", opts.fd.unwrap_or(-1))),
+    };
     lifecycle::ignore_sigpipe();
     let mut daemon = None;
     // passt daemonizes with --fd too: QEMU's -netdev passt waits for the
@@ -88,8 +100,7 @@ pub fn run(mut opts: Options) -> i32 {
         }
     }
     if let Err(e) = logging::init(&opts, false) {
-        eprintln!("airlock: {e}");
-        return EXIT_FAILURE;
+        return usage(e);
     }
 
     // 3. Configuration (passt's copies the host interface's addresses).
@@ -119,6 +130,15 @@ pub fn run(mut opts: Options) -> i32 {
             Err(e) => return fail(EXIT_USAGE, e),
         }
     }
+    // Resolved now, so a bad name stops startup before the link is opened.
+    let runas = if nix::unistd::geteuid().is_root() {
+        match sandbox::privileges::resolve(opts.runas.as_deref()) {
+            Ok(ids) => Some(ids),
+            Err(e) => return fail(EXIT_USAGE, e),
+        }
+    } else {
+        None
+    };
     if cfg.dns_forward && cfg.dns_upstream.is_empty() {
         log::warn!("no DNS upstream (no --dns-upstream, nothing usable in /etc/resolv.conf): DNS to the virtual resolver will go unanswered");
     }
@@ -132,7 +152,8 @@ pub fn run(mut opts: Options) -> i32 {
     };
 
     // 4. The link, and the files that go with --socket.
-    let mut keep: Vec<RemoveOnDrop> = Vec::new();
+    // The files the remover deletes at exit, as absolute paths (the
+    // daemon changes to `/`).
     let mut removable: Vec<PathBuf> = Vec::new();
     if opts.vhost_user && opts.netns.is_some() {
         return fail(
@@ -140,15 +161,13 @@ pub fn run(mut opts: Options) -> i32 {
             "--vhost-user needs --socket or --fd, not --netns",
         );
     }
-    let source = if let Some(n) = opts.fd {
-        let open = |fd| {
-            if opts.vhost_user {
-                Link::vhost_user(std::os::unix::net::UnixStream::from(fd), cfg.mtu)
-            } else {
-                Link::from_socket(fd)
-            }
+    let source = if let (Some(n), Some(fd)) = (opts.fd, inherited) {
+        let opened = if opts.vhost_user {
+            Link::vhost_user(std::os::unix::net::UnixStream::from(fd), cfg.mtu)
+        } else {
+            Link::from_socket(fd)
         };
-        match link::inherit_fd(n).and_then(open) {
+        match opened {
             Ok(l) => Source::Link(Box::new(l)),
             Err(e) => return fail(EXIT_USAGE, format!("--fd {n}: {e}")),
         }
@@ -173,8 +192,10 @@ pub fn run(mut opts: Options) -> i32 {
             Ok(l) => l,
             Err(e) => return fail(EXIT_USAGE, e),
         };
-        keep.push(RemoveOnDrop::new(path));
-        removable.extend(path.parent().map(|p| p.to_path_buf()));
+        removable.push(std::path::absolute(path).unwrap_or_else(|_| path.clone()));
+        if let Err(e) = lifecycle::chown_to(path, runas) {
+            return fail(EXIT_FAILURE, format!("--socket {e}"));
+        }
         let line = if opts.vhost_user {
             lifecycle::qemu_vhost_user_line(path)
         } else {
@@ -191,7 +212,10 @@ pub fn run(mut opts: Options) -> i32 {
     let _pidfile: Option<PidFile> = match &opts.pid {
         Some(p) => match PidFile::create(p) {
             Ok(f) => {
-                removable.extend(p.parent().map(|d| d.to_path_buf()));
+                removable.push(std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+                if let Err(e) = lifecycle::chown_to(p, runas) {
+                    return fail(EXIT_FAILURE, format!("--pid {e}"));
+                }
                 Some(f)
             }
             Err(e) => return fail(EXIT_USAGE, e),
@@ -226,7 +250,7 @@ pub fn run(mut opts: Options) -> i32 {
     match sandbox::drop_privileges(opts.runas.as_deref()) {
         Ok(d) if d.changed => log::info!("running as uid {} gid {}", d.uid, d.gid),
         Ok(_) => {}
-        Err(e) => return fail(EXIT_FAILURE, format!("dropping privileges: {e}")),
+        Err(e) => return fail(EXIT_FAILURE, e),
     }
     if let Some(p) = &parent {
         // A change of credentials clears the parent-death signal.
@@ -241,13 +265,22 @@ pub fn run(mut opts: Options) -> i32 {
         }
     }
 
+    // Before the sandbox, which keeps no right to remove files.
+    let _remover = if removable.is_empty() {
+        None
+    } else {
+        match Remover::spawn(&removable) {
+            Ok(r) => Some(r),
+            Err(e) => return fail(EXIT_FAILURE, e),
+        }
+    };
+
     // 7. Signals, then 8. the sandbox.
     let mut signals = match engine::block_exit_signals() {
         Ok(s) => s,
         Err(e) => return fail(EXIT_FAILURE, format!("signals: {e}")),
     };
     let grants = sandbox::Grants {
-        removable_dirs: &removable,
         readable_dirs: cfg.tftp.as_slice(),
         tcp_bind_port0: cfg.outbound.binds_tcp(),
     };
@@ -295,7 +328,6 @@ pub fn run(mut opts: Options) -> i32 {
             }
         }
     };
-    drop(keep);
     code
 }
 

@@ -223,10 +223,10 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// Take ownership of descriptor `n` inherited from the VMM (`--fd N`),
 /// after checking that it is open. It becomes close-on-exec: it is ours now.
 pub fn inherit_fd(n: RawFd) -> io::Result<OwnedFd> {
-    if n < 0 {
+    if n < 3 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "negative descriptor",
+            "not a VMM socket: 0, 1 and 2 are the standard streams",
         ));
     }
     // SAFETY: F_GETFD only queries the descriptor table.

@@ -454,6 +454,13 @@ fn print_capabilities_matches_schema() {
     let schema: serde_json::Value = serde_json::from_str(&schema_text).unwrap();
     airlock::caps::check_against_schema(&doc, &schema).unwrap();
     assert_eq!(doc, airlock::caps::capabilities(&layers_in(&doc)));
+    // Every layer this kernel enforces is listed: landlock ABI 4 adds the
+    // network layer, ABI 6 the scopes.
+    assert_eq!(layers_in(&doc), airlock::sandbox::kernel_layers());
+    let abi = airlock::sandbox::landlock::kernel_abi();
+    for (layer, since) in [("landlock-net", 4), ("landlock-scope", 6)] {
+        assert_eq!(layers_in(&doc).contains(&layer), abi >= since, "{layer}");
+    }
 }
 
 fn layers_in(doc: &serde_json::Value) -> Vec<&'static str> {
@@ -1008,4 +1015,62 @@ fn vhost_user_qemu_guest() {
     r.assert_network(&ns, true);
     let (st, _) = ended.expect("airlock still running 2 s after QEMU exited");
     assert_eq!(st.code(), Some(0), "{st:?}\n{airlock_log}");
+}
+
+/// Started as root with `--runas nobody`, the socket and the pid file
+/// belong to nobody: a VMM running as nobody can connect, and both are gone
+/// when `--one-off` ends, even from a sticky directory like /tmp where
+/// only a file's owner may remove it (finding 10; they used to stay behind,
+/// root-owned, with a socket only root could connect to).
+#[test]
+fn socket_cycle_as_root_with_runas() {
+    let _l = serial();
+    let ns = HostNs::new("r");
+    let dir = TempDir::new("runas");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let sock = dir.0.join("airlock.sock");
+    let pidfile = dir.0.join("airlock.pid");
+    let out = ns
+        .cmd(AIRLOCK)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--one-off")
+        .arg("--pid")
+        .arg(&pidfile)
+        .args(["--runas", "nobody"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _guard = KillOnDrop(pid);
+    for f in [&sock, &pidfile] {
+        let m = std::fs::symlink_metadata(f).unwrap();
+        assert_eq!(m.uid(), nobody.uid.as_raw(), "{} owner", f.display());
+    }
+    // The VMM, as nobody: connect, then leave.
+    use std::os::unix::process::CommandExt;
+    let vmm = Command::new("python3")
+        .args([
+            "-c",
+            "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.close()",
+        ])
+        .arg(&sock)
+        .uid(nobody.uid.as_raw())
+        .gid(nobody.gid.as_raw())
+        .output()
+        .unwrap();
+    assert!(vmm.status.success(), "nobody cannot connect: {vmm:?}");
+    assert!(
+        wait_gone(pid, Duration::from_secs(2)).is_some(),
+        "airlock still running after its one VMM left"
+    );
+    assert!(!sock.exists(), "socket left behind");
+    assert!(!pidfile.exists(), "pid file left behind");
 }

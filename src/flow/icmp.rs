@@ -15,7 +15,10 @@
 //! EACCES and the stack warns once and falls back to answering the virtual
 //! addresses itself.
 //!
-//! #syscalls: socket(0=AF_INET|AF_INET6) bind connect setsockopt sendto|sendmsg recvmmsg recvmsg close
+//! Host sockets are ICMP echo sockets (`SOCK_DGRAM`, never `SOCK_RAW`).
+//! #syscalls: socket(0=AF_INET,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=IPPROTO_ICMP)
+//! #syscalls: socket(0=AF_INET6,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=IPPROTO_ICMPV6)
+//! #syscalls: bind connect(2=128) setsockopt sendto(5=0) recvmmsg recvmsg close
 //! #syscalls: getegid
 #![forbid(unsafe_code)]
 
@@ -99,7 +102,19 @@ pub fn on_guest_echo(
         return false;
     }
     let Some(host_dst) = nat::outbound(cfg, SocketAddr::new(dst, 0)) else {
-        return false;
+        if !nat::refused(dst) {
+            return false;
+        }
+        let src = key.guest.ip();
+        let proto = if src.is_ipv6() {
+            ip_proto::ICMPV6
+        } else {
+            ip_proto::ICMP
+        };
+        let quote = super::dgram::Quote::of(src, dst, proto, ttl, msg);
+        super::dgram::send_refusal(ctx.tx, ctx.l2, &quote);
+        counters.icmp_dropped += 1;
+        return true;
     };
     let Ok(token) = table.vacant() else {
         counters.flows_full += 1;

@@ -88,20 +88,10 @@ pub fn kernel_abi() -> i32 {
 }
 
 /// Applies the ruleset to the calling thread (airlock is single-threaded)
-/// and its future children. The one right kept: removing files directly in
-/// `removable_dirs` (the directories of airlock's own `--socket` and
-/// `--pid` files, which it deletes on exit).
-pub fn restrict(removable_dirs: &[std::path::PathBuf]) -> Result<Enforced, Error> {
-    restrict_with(&super::Grants {
-        removable_dirs,
-        ..super::Grants::default()
-    })
-}
-
-/// [`restrict`], keeping the [`super::Grants`] as well: reading beneath
-/// `readable_dirs` (`--tftp`), and a TCP bind to port 0 (`--outbound-addr`).
-pub fn restrict_with(grants: &super::Grants<'_>) -> Result<Enforced, Error> {
-    let removable_dirs = grants.removable_dirs;
+/// and its future children, keeping only the [`super::Grants`]: reading
+/// beneath `readable_dirs` (`--tftp`), and a TCP bind to port 0
+/// (`--outbound-addr`). No removal right: see [`super::Grants`].
+pub fn restrict(grants: &super::Grants<'_>) -> Result<Enforced, Error> {
     let abi = kernel_abi();
     if abi < 1 {
         return Ok(Enforced {
@@ -127,13 +117,6 @@ pub fn restrict_with(grants: &super::Grants<'_>) -> Result<Enforced, Error> {
         .scope(Scope::from_all(RULESET_ABI))
         .map_err(err)?
         .create()
-        .map_err(err)?
-        .add_rules(removable_dirs.iter().filter_map(|d| {
-            // A directory that cannot be opened simply gets no rule.
-            landlock::PathFd::new(d)
-                .ok()
-                .map(|fd| Ok(landlock::PathBeneath::new(fd, AccessFs::RemoveFile)))
-        }))
         .map_err(err)?
         .add_rules(readable.into_iter().map(|fd| {
             Ok::<_, landlock::RulesetError>(landlock::PathBeneath::new(

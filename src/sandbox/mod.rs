@@ -162,11 +162,11 @@ fn missing(have: &[&'static str]) -> Vec<&'static str> {
         .collect()
 }
 
-/// The rights the landlock ruleset keeps, beyond none.
+/// The rights the landlock ruleset keeps, beyond none. Never removal: a
+/// removal rule covers a whole directory, so the `--socket` and `--pid`
+/// files are removed by [`crate::lifecycle::Remover`], outside the sandbox.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Grants<'a> {
-    /// Remove files directly in these (airlock's own `--socket`, `--pid`).
-    pub removable_dirs: &'a [std::path::PathBuf],
     /// Read files and list directories beneath these (`--tftp DIR`).
     pub readable_dirs: &'a [std::path::PathBuf],
     /// Bind TCP to port 0 (`--outbound-addr`: the address without a port,
@@ -174,19 +174,9 @@ pub struct Grants<'a> {
     pub tcp_bind_port0: bool,
 }
 
-/// [`lock_down_with`] keeping only the right to remove files in
-/// `removable_dirs`.
-pub fn lock_down(
-    mode: SandboxMode,
-    removable_dirs: &[std::path::PathBuf],
-) -> Result<Report, Error> {
-    lock_down_with(
-        mode,
-        &Grants {
-            removable_dirs,
-            ..Grants::default()
-        },
-    )
+/// [`lock_down_with`] granting nothing.
+pub fn lock_down(mode: SandboxMode) -> Result<Report, Error> {
+    lock_down_with(mode, &Grants::default())
 }
 
 /// Locks the calling process down: `PR_SET_NO_NEW_PRIVS`,
@@ -217,7 +207,7 @@ pub fn lock_down_with(mode: SandboxMode, grants: &Grants<'_>) -> Result<Report, 
         .map_err(|e| Error::Prctl(format!("PR_SET_NO_NEW_PRIVS: {e}")))?;
     nix::sys::prctl::set_dumpable(false)
         .map_err(|e| Error::Prctl(format!("PR_SET_DUMPABLE: {e}")))?;
-    let landlock = landlock::restrict_with(grants)?;
+    let landlock = landlock::restrict(grants)?;
     let seccomp = if seccomp::available(filter_mode) {
         seccomp::install(filter_mode)?
     } else {
