@@ -204,8 +204,4 @@ pub struct Options {
     /// Stop capturing before FILE passes BYTES.
     #[arg(long, value_name = "BYTES", default_value_t = crate::pcap::DEFAULT_SIZE)]
     pub pcap_size: u64,
-
-    /// Set by [`crate::passt`] when started with passt's personality.
-    #[arg(skip)]
-    pub passt: Option<Box<crate::passt::Passt>>,
 }

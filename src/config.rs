@@ -571,9 +571,6 @@ impl Config {
     /// Resolve options; `resolv_conf` is the text of /etc/resolv.conf (read
     /// by the caller before the sandbox), used when no upstream is given.
     pub fn from_options(o: &Options, resolv_conf: Option<&str>) -> Result<Config, ConfigError> {
-        if let Some(p) = &o.passt {
-            return crate::passt::config(o, p, resolv_conf);
-        }
         if !(576..=65520).contains(&o.mtu) {
             return Err(err("--mtu", format!("{} is outside 576..=65520", o.mtu)));
         }

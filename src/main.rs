@@ -6,9 +6,9 @@ fn main() {
         std::process::exit(airlock::lifecycle::run_remover(&paths));
     }
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let opts = match airlock::passt::wants_passt(&args) {
+    let (opts, passt) = match airlock::passt::wants_passt(&args) {
         Some(rest) => match airlock::passt::parse(rest) {
-            Ok(airlock::passt::Parsed::Run(o)) => *o,
+            Ok(airlock::passt::Parsed::Run(o, p)) => (*o, Some(p)),
             Ok(airlock::passt::Parsed::Done) => std::process::exit(0),
             Err(e) => {
                 eprintln!("passt (airlock): {}", e.0);
@@ -16,7 +16,7 @@ fn main() {
             }
         },
         None => match airlock::cli::Options::try_parse_from(&args) {
-            Ok(o) => o,
+            Ok(o) => (o, None),
             // Usage errors are one line naming the option, exit 2; --help
             // and --version print in full.
             Err(e) if e.use_stderr() => {
@@ -29,5 +29,5 @@ fn main() {
             Err(e) => e.exit(),
         },
     };
-    std::process::exit(airlock::startup::run(opts));
+    std::process::exit(airlock::startup::run(opts, passt));
 }

@@ -67,7 +67,8 @@ pub struct Spec {
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Parsed {
-    Run(Box<Options>),
+    /// airlock's options and passt's own view of them.
+    Run(Box<Options>, Box<Passt>),
     /// `--help`/`--version` printed; exit 0.
     Done,
 }
@@ -484,8 +485,7 @@ pub fn parse(args: &[OsString]) -> Result<Parsed, Usage> {
             .map(|n| std::path::PathBuf::from(format!("/tmp/passt_{n}.socket")))
             .find(|p| !p.exists());
     }
-    o.passt = Some(Box::new(p));
-    Ok(Parsed::Run(Box::new(o)))
+    Ok(Parsed::Run(Box::new(o), Box::new(p)))
 }
 
 fn err(option: &'static str, message: impl Into<String>) -> ConfigError {
@@ -857,8 +857,12 @@ mod tests {
     }
 
     fn run(v: &[&str]) -> Options {
+        run_passt(v).0
+    }
+
+    fn run_passt(v: &[&str]) -> (Options, Passt) {
         match parse(&args(v)).unwrap() {
-            Parsed::Run(o) => *o,
+            Parsed::Run(o, p) => (*o, *p),
             Parsed::Done => panic!("done"),
         }
     }
@@ -879,14 +883,9 @@ mod tests {
     }
 
     fn cfg(v: &[&str]) -> Config {
-        let mut o = run(v);
-        o.passt.as_mut().unwrap().host = host();
-        config(
-            &o,
-            o.passt.as_ref().unwrap(),
-            Some("nameserver 127.0.0.1\n"),
-        )
-        .unwrap()
+        let (o, mut p) = run_passt(v);
+        p.host = host();
+        config(&o, &p, Some("nameserver 127.0.0.1\n")).unwrap()
     }
 
     #[test]
@@ -909,7 +908,7 @@ mod tests {
 
     #[test]
     fn getopt_grammar() {
-        let o = run(&[
+        let (o, p) = run_passt(&[
             "-1fq",
             "-t22",
             "-t",
@@ -922,7 +921,6 @@ mod tests {
         assert!(o.one_off && o.foreground && o.quiet);
         assert_eq!(o.pid.as_deref(), Some(std::path::Path::new("/x.pid")));
         assert_eq!(o.socket.as_deref(), Some(std::path::Path::new("/s")));
-        let p = o.passt.unwrap();
         let t: Vec<&str> = p.forwards.iter().map(|s| s.text.as_str()).collect();
         assert_eq!(t, ["22", "80:8080", "443"]);
         // getopt's cluster: an option with an argument takes the rest.

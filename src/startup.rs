@@ -56,8 +56,8 @@ fn fail(code: i32, msg: impl std::fmt::Display) -> i32 {
 }
 
 /// Run airlock; returns the process exit status.
-pub fn run(mut opts: Options) -> i32 {
-    if opts.passt.as_ref().is_some_and(|p| p.print_capabilities) {
+pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
+    if passt.as_ref().is_some_and(|p| p.print_capabilities) {
         return match caps::print_vhost_user_capabilities() {
             Ok(()) => EXIT_OK,
             Err(e) => fail(EXIT_FAILURE, e),
@@ -89,7 +89,7 @@ pub fn run(mut opts: Options) -> i32 {
     let mut daemon = None;
     // passt daemonizes with --fd too: QEMU's -netdev passt waits for the
     // command to exit, then reads the pid file.
-    let passt_fd = opts.passt.is_some() && opts.fd.is_some();
+    let passt_fd = passt.is_some() && opts.fd.is_some();
     if (opts.socket.is_some() || passt_fd) && !opts.foreground {
         match Daemon::start() {
             Ok(d) => daemon = Some(d),
@@ -104,7 +104,7 @@ pub fn run(mut opts: Options) -> i32 {
     }
 
     // 3. Configuration (passt's copies the host interface's addresses).
-    if let Some(p) = opts.passt.as_mut() {
+    if let Some(p) = passt.as_mut() {
         match crate::hostif::read(p.interface.as_deref()) {
             Ok(h) => p.host = h,
             Err(e) => return fail(EXIT_USAGE, e),
@@ -119,7 +119,11 @@ pub fn run(mut opts: Options) -> i32 {
     } else {
         None
     };
-    let mut cfg = match Config::from_options(&opts, resolv.as_deref()) {
+    let resolved = match &passt {
+        Some(p) => crate::passt::config(&opts, p, resolv.as_deref()),
+        None => Config::from_options(&opts, resolv.as_deref()),
+    };
+    let mut cfg = match resolved {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };

@@ -317,16 +317,15 @@ mod tests {
         .iter()
         .map(Into::into)
         .collect();
-        let crate::passt::Parsed::Run(mut o) = crate::passt::parse(&argv).unwrap() else {
+        let crate::passt::Parsed::Run(o, mut p) = crate::passt::parse(&argv).unwrap() else {
             panic!("no options")
         };
-        let p = o.passt.as_mut().unwrap();
         p.host[0] = Some(crate::hostif::HostAddr {
             index: 2,
             addr: Some(("192.0.2.2".parse().unwrap(), 24)),
             gateway: Some("192.0.2.1".parse().unwrap()),
         });
-        let cfg = Config::from_options(&o, Some("nameserver 127.0.0.1\n")).unwrap();
+        let cfg = crate::passt::config(&o, &p, Some("nameserver 127.0.0.1\n")).unwrap();
         let (vmm, ours) = UnixDatagram::pair().unwrap();
         vmm.set_nonblocking(true).unwrap();
         let mut link = Link::from_socket(OwnedFd::from(ours)).unwrap();
