@@ -46,6 +46,8 @@ pub const FEATURES: &[(&str, &str)] = &[
         "exit-with-parent",
         "tests/vmm.rs::exit_with_parent_ends_airlock",
     ),
+    // --tftp DIR: TFTP at the virtual host address, PXE boot by iPXE.
+    ("tftp", "tests/vmm.rs::pxe_boot_over_tftp"),
 ];
 
 /// airlock's own capabilities, under `airlock-features`, each with its test.
@@ -67,8 +69,6 @@ pub const AIRLOCK_FEATURES: &[(&str, &str)] = &[
         "hostfwd",
         "tests/udp_icmp_dns.rs::udp_echo_round_trip_and_forwards",
     ),
-    // --tftp DIR: TFTP at the virtual host address, PXE boot by iPXE.
-    ("tftp", "tests/vmm.rs::pxe_boot_over_tftp"),
     // --vhost-user: the virtio-net backend, frames in guest memory.
     (
         "vhost-user",

@@ -295,12 +295,6 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 /// Options airlock does not implement in passt mode: refused, named.
 fn refused(long: &str) -> Option<&'static str> {
     Some(match long {
-        "vhost-user" => {
-            "vhost-user is not implemented by airlock yet; use the stream socket (--socket or --fd)"
-        }
-        "pcap" | "log-size" | "outbound" | "outbound-if4" | "outbound-if6" => {
-            "not implemented by airlock"
-        }
         "ns-ifname" | "tcp-ns" | "udp-ns" | "userns" | "netns" | "no-netns-quit" | "config-net"
         | "netns-only" | "ns-mac-addr" | "host-lo-to-ns-lo" | "splice-only" | "no-splice" => {
             "a pasta option, meaningless for passt"
@@ -373,6 +367,17 @@ pub fn parse(args: &[OsString]) -> Result<Parsed, Usage> {
             }
             "foreground" => o.foreground = true,
             "log-file" => o.log_file = Some(val.into()),
+            "log-size" => {
+                o.log_size = Some(
+                    val.parse()
+                        .map_err(|_| usage(&opt, format!("'{val}' is not a size in bytes")))?,
+                )
+            }
+            "pcap" => o.pcap = Some(val.into()),
+            "outbound" => o.outbound_addr.push(val),
+            "outbound-if4" => o.outbound_if4 = Some(val),
+            "outbound-if6" => o.outbound_if6 = Some(val),
+            "vhost-user" => o.vhost_user = true,
             "runas" => o.runas = Some(val),
             "socket" | "socket-path" => o.socket = Some(val.into()),
             "fd" => {
@@ -838,9 +843,13 @@ pub fn config(o: &Options, p: &Passt, resolv_conf: Option<&str>) -> Result<Confi
         mac: Some(p.mac.unwrap_or(PASST_MAC)),
         virtual_subnet: false,
         mtu_option_always: true,
-        // passt mode refuses --pcap, --log-size and --outbound* (see
-        // `refused`) and has no TFTP.
-        outbound: Default::default(),
+        outbound: crate::outbound::Outbound::parse(
+            &o.outbound_addr,
+            o.outbound_if4.as_deref(),
+            o.outbound_if6.as_deref(),
+        )
+        .map_err(|(option, m)| err(option, m))?,
+        // passt has no TFTP.
         tftp: None,
         tftp_root: None,
         dhcp_bootfile: None,
@@ -934,9 +943,8 @@ mod tests {
             &["--mtu"],
             &["--no"],
             &["cmd"],
-            &["--vhost-user"],
-            &["--pcap", "/p"],
             &["--no-dhcp"],
+            &["--log-size", "big"],
             &["-a", "10.0.0.1", "-a", "10.0.0.2"],
         ] {
             let e = parse(&args(bad)).unwrap_err();
@@ -946,10 +954,27 @@ mod tests {
                 e.0
             );
         }
-        assert!(parse(&args(&["--vhost-user"]))
-            .unwrap_err()
-            .0
-            .contains("--vhost-user"));
+        // Options passt shares with airlock's own: the same fields.
+        let o = run(&[
+            "--vhost-user",
+            "-p",
+            "/c.pcap",
+            "--log-size",
+            "65536",
+            "-o",
+            "192.0.2.9",
+            "--outbound-if6",
+            "up0",
+        ]);
+        assert!(o.vhost_user);
+        assert_eq!(o.pcap.as_deref(), Some(std::path::Path::new("/c.pcap")));
+        assert_eq!(o.log_size, Some(65536));
+        assert_eq!(o.outbound_addr, ["192.0.2.9"]);
+        assert_eq!(o.outbound_if6.as_deref(), Some("up0"));
+        assert_eq!(
+            cfg(&["-f", "--fd", "3", "-o", "192.0.2.9"]).outbound.addr4,
+            Some(a4("192.0.2.9"))
+        );
     }
 
     #[test]
