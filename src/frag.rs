@@ -536,12 +536,10 @@ mod tests {
     fn random_fragments_never_panic() {
         let mut r = Reassembler::new();
         let now = Instant::now();
-        let mut x = 0x1234_5678_9abc_def0u64;
+        let mut rng = crate::rng::Rng::new(0x1234_5678_9abc_def0);
         let buf = [5u8; 2048];
         for _ in 0..50_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             let off = (x as usize % 70_000) & !7;
             let len = (x >> 20) as usize % 2048;
             let more = x & (1 << 40) != 0;

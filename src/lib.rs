@@ -17,6 +17,7 @@ pub mod link;
 pub mod logging;
 pub mod passt;
 pub mod poller;
+pub mod rng;
 pub mod sandbox;
 pub mod services;
 pub mod stack;
