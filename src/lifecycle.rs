@@ -21,9 +21,10 @@
 //! Exit codes: [`EXIT_OK`] normal end, [`EXIT_FAILURE`] runtime failure,
 //! [`EXIT_USAGE`] bad options or configuration.
 //!
-//! #syscalls: read getppid close unlink|unlinkat sendto accept4 poll|ppoll
+//! #syscalls: read getppid close sendto(5=0) accept4 poll|ppoll
 //! #syscalls-startup: openat write dup2|dup3 fcntl getpid prctl rt_sigprocmask signalfd4
 //! #syscalls-startup: socket connect bind listen newfstatat|statx|fstat|lstat getcwd
+//! #syscalls-startup: fchownat|lchown unlink|unlinkat
 //! #syscalls-startup: pipe2 clone|clone3|vfork execve wait4 kill setsid chdir exit_group
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -160,68 +161,124 @@ impl ParentWatch {
     }
 }
 
-/// A file removed when this guard drops: the `--socket` path and the pid
-/// file. The path is made absolute first, since the daemon changes to `/`.
-/// (The sandbox must leave removal of these two names allowed, and a
-/// `--runas` user must be able to remove them: not in a sticky directory
-/// owned by someone else.)
+/// Environment variable that makes airlock the [`Remover`] of its paths.
+pub const REMOVER_ENV: &str = "AIRLOCK_REMOVER";
+
+/// Removes the `--socket` and `--pid` files when airlock ends, from a small
+/// process of its own, so that the sandbox keeps no right to remove
+/// anything: a landlock rule for removal would cover every file in their
+/// directories (the user's `$XDG_RUNTIME_DIR`, `/tmp`), and landlock cannot
+/// name single files.
+///
+/// Spawned after the privilege drop and before the sandbox, it re-runs
+/// airlock's executable with [`REMOVER_ENV`] and the absolute paths as
+/// arguments, notes each file's inode, and waits for its stdin to reach
+/// end-of-file: airlock closing it on exit, or the kernel when airlock dies
+/// (even by SIGKILL). It then removes each path that still names the same
+/// inode (not a successor's socket), closes its stdout, and exits. It reads
+/// nothing airlock could steer: the paths are fixed when it starts.
 #[derive(Debug)]
-pub struct RemoveOnDrop {
-    path: PathBuf,
+pub struct Remover {
+    child: std::process::Child,
 }
 
-impl RemoveOnDrop {
-    pub fn new(path: &Path) -> RemoveOnDrop {
-        RemoveOnDrop {
-            path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+impl Remover {
+    pub fn spawn(paths: &[PathBuf]) -> Result<Remover, String> {
+        use std::os::unix::process::CommandExt;
+        use std::process::{Command, Stdio};
+        let child = Command::new("/proc/self/exe")
+            .arg0("airlock-remover")
+            .args(paths)
+            .env(REMOVER_ENV, "1")
+            .env_remove(DAEMON_ENV)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting the file remover: {e}"))?;
+        Ok(Remover { child })
+    }
+}
+
+impl Drop for Remover {
+    /// Ask for the removal and wait until it is done (its stdout closes),
+    /// so that the files are gone when airlock's exit is seen.
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        if let Some(mut done) = self.child.stdout.take() {
+            let _ = done.read(&mut [0u8; 1]);
         }
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+/// The remover's side (airlock run with [`REMOVER_ENV`]): `paths` are its
+/// arguments. Returns the exit status.
+pub fn run_remover(paths: &[std::ffi::OsString]) -> i32 {
+    use std::os::unix::fs::MetadataExt;
+    // A terminal's ^C reaches the whole group: outlive airlock, not die with it.
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(s);
     }
+    let _ = set.thread_block();
+    let files: Vec<(PathBuf, u64, u64)> = paths
+        .iter()
+        .filter_map(|p| {
+            let m = std::fs::symlink_metadata(p).ok()?;
+            Some((PathBuf::from(p), m.dev(), m.ino()))
+        })
+        .collect();
+    let mut buf = [0u8; 64];
+    let mut stdin = std::io::stdin();
+    while !matches!(stdin.read(&mut buf), Ok(0) | Err(_)) {}
+    for (path, dev, ino) in &files {
+        if let Ok(m) = std::fs::symlink_metadata(path) {
+            if (m.dev(), m.ino()) == (*dev, *ino) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+    EXIT_OK
+}
+
+/// Gives `path` to the `--runas` user, so that a VMM running as that user
+/// can connect to the socket and the remover, running as that user, can
+/// remove it from a sticky directory such as `/tmp`.
+pub fn chown_to(path: &Path, ids: Option<(u32, u32)>) -> Result<(), String> {
+    let Some((uid, gid)) = ids else {
+        return Ok(());
+    };
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .map_err(|e| format!("{}: chown to {uid}:{gid}: {e}", path.display()))
 }
 
 /// `--pid FILE`: airlock's pid, written by the process that keeps running
-/// (the daemon), removed when it drops.
+/// (the daemon). The [`Remover`] deletes it.
 #[derive(Debug)]
-pub struct PidFile {
-    file: RemoveOnDrop,
-}
+pub struct PidFile;
 
 impl PidFile {
     /// Create or truncate FILE (close-on-exec, mode 0644) and write the
     /// current pid and a newline.
     pub fn create(path: &Path) -> Result<PidFile, String> {
-        let guard = RemoveOnDrop::new(path);
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o644)
             .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
-            .open(guard.path())
+            .open(path)
             .map_err(|e| format!("--pid {}: {e}", path.display()))?;
         writeln!(f, "{}", getpid().as_raw())
             .map_err(|e| format!("--pid {}: {e}", path.display()))?;
-        Ok(PidFile { file: guard })
-    }
-
-    pub fn path(&self) -> &Path {
-        self.file.path()
+        Ok(PidFile)
     }
 }
 
 /// `--socket PATH`: a listening UNIX stream socket (close-on-exec, backlog 1:
 /// one VMM at a time). A path that a live listener holds is refused; a stale
 /// socket file left by a dead process is replaced; any other existing file
-/// is refused. Pair with [`RemoveOnDrop`] to remove it at exit.
+/// is refused. The [`Remover`] deletes it at exit.
 pub fn listen_unix(path: &Path) -> Result<OwnedFd, String> {
     let shown = path.display();
     match std::fs::symlink_metadata(path) {
@@ -258,6 +315,15 @@ pub fn qemu_netdev_line(path: &Path) -> String {
     let p = String::from_utf8_lossy(path.as_os_str().as_bytes()).replace(',', ",,");
     format!(
         "-device virtio-net-pci,netdev=net0 -netdev stream,id=net0,server=off,addr.type=unix,addr.path={p}"
+    )
+}
+
+/// The QEMU options that connect a vhost-user virtio-net device to `path`
+/// (guest memory must be a shared memfd for the backend to map it).
+pub fn qemu_vhost_user_line(path: &Path) -> String {
+    let p = String::from_utf8_lossy(path.as_os_str().as_bytes()).replace(',', ",,");
+    format!(
+        "-object memory-backend-memfd,id=mem,size=RAM,share=on -numa node,memdev=mem -chardev socket,id=chr0,path={p} -netdev vhost-user,id=net0,chardev=chr0 -device virtio-net-pci,netdev=net0"
     )
 }
 
@@ -477,10 +543,7 @@ mod tests {
         let l = UnixListener::from(fd);
         let _c = UnixStream::connect(&p).unwrap();
         let (_s, _) = l.accept().unwrap();
-        {
-            let _g = RemoveOnDrop::new(&p);
-        }
-        assert!(!p.exists(), "guard removes the socket");
+        std::fs::remove_file(&p).unwrap();
         std::fs::write(&p, "x").unwrap();
         let e = listen_unix(&p).unwrap_err();
         assert!(e.contains("not a socket"), "{e}");
@@ -493,7 +556,6 @@ mod tests {
         let fd = listen_unix(&p).unwrap();
         let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
         assert_ne!(flags & libc::FD_CLOEXEC, 0);
-        let _g = RemoveOnDrop::new(&p);
         // Backlog 1: the kernel queues backlog+1 connections, then refuses
         // (non-blocking connect gets EAGAIN). Count how many fit.
         let mut fit = 0;
@@ -513,6 +575,7 @@ mod tests {
             }
         }
         assert_eq!(fit, 2, "backlog 1 queues two connections");
+        std::fs::remove_file(&p).unwrap();
     }
 
     #[test]
@@ -524,15 +587,12 @@ mod tests {
     }
 
     #[test]
-    fn pid_file_written_and_removed() {
+    fn pid_file_written() {
         let p = tmp("pid");
-        {
-            let f = PidFile::create(&p).unwrap();
-            assert!(f.path().is_absolute());
-            let text = std::fs::read_to_string(&p).unwrap();
-            assert_eq!(text, format!("{}\n", std::process::id()));
-        }
-        assert!(!p.exists());
+        PidFile::create(&p).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(text, format!("{}\n", std::process::id()));
+        std::fs::remove_file(&p).unwrap();
     }
 
     #[test]

@@ -1,6 +1,10 @@
 use clap::Parser;
 
 fn main() {
+    if std::env::var_os(airlock::lifecycle::REMOVER_ENV).is_some() {
+        let paths: Vec<_> = std::env::args_os().skip(1).collect();
+        std::process::exit(airlock::lifecycle::run_remover(&paths));
+    }
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let opts = match airlock::passt::wants_passt(&args) {
         Some(rest) => match airlock::passt::parse(rest) {
@@ -11,7 +15,19 @@ fn main() {
                 std::process::exit(airlock::startup::EXIT_USAGE);
             }
         },
-        None => airlock::cli::Options::parse(),
+        None => match airlock::cli::Options::try_parse_from(&args) {
+            Ok(o) => o,
+            // Usage errors are one line naming the option, exit 2; --help
+            // and --version print in full.
+            Err(e) if e.use_stderr() => {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or_default();
+                let first = first.strip_prefix("error: ").unwrap_or(first);
+                eprintln!("airlock: error: {first}");
+                std::process::exit(airlock::startup::EXIT_USAGE);
+            }
+            Err(e) => e.exit(),
+        },
     };
     std::process::exit(airlock::startup::run(opts));
 }

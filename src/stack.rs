@@ -79,6 +79,11 @@ impl Stack {
         self.flows.len()
     }
 
+    /// Live flows: (TCP, UDP, ICMP echo).
+    pub fn flows_by_proto(&self) -> (usize, usize, usize) {
+        self.flows.by_proto()
+    }
+
     /// Once the link is up.
     pub fn start(&mut self, now: Instant, tx: &mut Tx) {
         self.services.ndp.start(&self.cfg, now, tx);
@@ -186,6 +191,10 @@ impl Stack {
                     self.counters.ipv4_ignored += 1;
                     return;
                 }
+                if self.services.tftp.wants(&self.cfg, repr.dst, l4) {
+                    let (cfg, l2, c) = (&self.cfg, &self.env.l2, &mut self.counters);
+                    return self.services.tftp.handle(cfg, l2, repr.src, l4, tx, now, c);
+                }
                 self.on_udp(src, dst, repr.ttl, l4, tx, now);
             }
             ip_proto::TCP => {
@@ -279,6 +288,7 @@ impl Stack {
     pub fn on_tick(&mut self, now: Instant, tx: &mut Tx) {
         self.services.ndp.on_tick(&self.cfg, now, tx);
         self.counters.frag_expired += self.frags.expire(now) as u64;
+        self.services.tftp.on_tick(&self.cfg, &self.env.l2, tx, now);
         let udp_timeouts = udp::Timeouts {
             unreplied: std::time::Duration::from_secs(self.cfg.udp_timeout_s),
             stream: std::time::Duration::from_secs(self.cfg.udp_stream_timeout_s),

@@ -22,9 +22,10 @@ use crate::cli::Options;
 use crate::config::Config;
 use crate::engine::{self, Engine, Exit};
 use crate::flow::forward;
-use crate::lifecycle::{self, Daemon, Notifier, ParentWatch, PidFile, RemoveOnDrop};
+use crate::lifecycle::{self, Daemon, Notifier, ParentWatch, PidFile, Remover};
 use crate::link::{self, Link};
 use crate::logging;
+use crate::pcap::Pcap;
 use crate::sandbox;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::SignalFd;
@@ -43,6 +44,12 @@ enum Source {
     Listener(UnixListener),
 }
 
+/// A usage error found before the logger exists: one line, exit 2.
+fn usage(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("airlock: error: {msg}");
+    EXIT_USAGE
+}
+
 fn fail(code: i32, msg: impl std::fmt::Display) -> i32 {
     log::error!("{msg}");
     code
@@ -57,15 +64,27 @@ pub fn run(mut opts: Options) -> i32 {
         };
     }
     if opts.print_capabilities {
+        if opts.vhost_user {
+            return match caps::print_vhost_user_capabilities() {
+                Ok(()) => EXIT_OK,
+                Err(e) => fail(EXIT_FAILURE, e),
+            };
+        }
         return match caps::print_capabilities(&sandbox::kernel_layers()) {
             Ok(()) => EXIT_OK,
             Err(e) => fail(EXIT_FAILURE, e),
         };
     }
     if let Err(e) = lifecycle::ensure_std_fds() {
-        eprintln!("airlock: {e}");
+        eprintln!("airlock: error: {e}");
         return EXIT_FAILURE;
     }
+    // `--fd` is claimed before airlock opens anything of its own (the
+    // logger, /dev/log, the daemon pipe), so it can never name one of them.
+    let inherited = match opts.fd.map(link::inherit_fd).transpose() {
+        Ok(fd) => fd,
+        Err(e) => return usage(format!("--fd {}: {e}", opts.fd.unwrap_or(-1))),
+    };
     lifecycle::ignore_sigpipe();
     let mut daemon = None;
     // passt daemonizes with --fd too: QEMU's -netdev passt waits for the
@@ -81,8 +100,7 @@ pub fn run(mut opts: Options) -> i32 {
         }
     }
     if let Err(e) = logging::init(&opts, false) {
-        eprintln!("airlock: {e}");
-        return EXIT_FAILURE;
+        return usage(e);
     }
 
     // 3. Configuration (passt's copies the host interface's addresses).
@@ -101,9 +119,25 @@ pub fn run(mut opts: Options) -> i32 {
     } else {
         None
     };
-    let cfg = match Config::from_options(&opts, resolv.as_deref()) {
+    let mut cfg = match Config::from_options(&opts, resolv.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
+    };
+    // The --tftp directory is part of the configuration: open it now.
+    if let Some(dir) = &cfg.tftp {
+        match crate::services::tftp::open_root(dir) {
+            Ok(fd) => cfg.tftp_root = Some(std::sync::Arc::new(fd)),
+            Err(e) => return fail(EXIT_USAGE, e),
+        }
+    }
+    // Resolved now, so a bad name stops startup before the link is opened.
+    let runas = if nix::unistd::geteuid().is_root() {
+        match sandbox::privileges::resolve(opts.runas.as_deref()) {
+            Ok(ids) => Some(ids),
+            Err(e) => return fail(EXIT_USAGE, e),
+        }
+    } else {
+        None
     };
     if cfg.dns_forward && cfg.dns_upstream.is_empty() {
         log::warn!("no DNS upstream (no --dns-upstream, nothing usable in /etc/resolv.conf): DNS to the virtual resolver will go unanswered");
@@ -118,10 +152,22 @@ pub fn run(mut opts: Options) -> i32 {
     };
 
     // 4. The link, and the files that go with --socket.
-    let mut keep: Vec<RemoveOnDrop> = Vec::new();
+    // The files the remover deletes at exit, as absolute paths (the
+    // daemon changes to `/`).
     let mut removable: Vec<PathBuf> = Vec::new();
-    let source = if let Some(n) = opts.fd {
-        match link::inherit_fd(n).and_then(Link::from_socket) {
+    if opts.vhost_user && opts.netns.is_some() {
+        return fail(
+            EXIT_USAGE,
+            "--vhost-user needs --socket or --fd, not --netns",
+        );
+    }
+    let source = if let (Some(n), Some(fd)) = (opts.fd, inherited) {
+        let opened = if opts.vhost_user {
+            Link::vhost_user(std::os::unix::net::UnixStream::from(fd), cfg.mtu)
+        } else {
+            Link::from_socket(fd)
+        };
+        match opened {
             Ok(l) => Source::Link(Box::new(l)),
             Err(e) => return fail(EXIT_USAGE, format!("--fd {n}: {e}")),
         }
@@ -146,9 +192,15 @@ pub fn run(mut opts: Options) -> i32 {
             Ok(l) => l,
             Err(e) => return fail(EXIT_USAGE, e),
         };
-        keep.push(RemoveOnDrop::new(path));
-        removable.extend(path.parent().map(|p| p.to_path_buf()));
-        let line = lifecycle::qemu_netdev_line(path);
+        removable.push(std::path::absolute(path).unwrap_or_else(|_| path.clone()));
+        if let Err(e) = lifecycle::chown_to(path, runas) {
+            return fail(EXIT_FAILURE, format!("--socket {e}"));
+        }
+        let line = if opts.vhost_user {
+            lifecycle::qemu_vhost_user_line(path)
+        } else {
+            lifecycle::qemu_netdev_line(path)
+        };
         if daemon.is_none() {
             println!("{line}");
         }
@@ -160,9 +212,19 @@ pub fn run(mut opts: Options) -> i32 {
     let _pidfile: Option<PidFile> = match &opts.pid {
         Some(p) => match PidFile::create(p) {
             Ok(f) => {
-                removable.extend(p.parent().map(|d| d.to_path_buf()));
+                removable.push(std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+                if let Err(e) = lifecycle::chown_to(p, runas) {
+                    return fail(EXIT_FAILURE, format!("--pid {e}"));
+                }
                 Some(f)
             }
+            Err(e) => return fail(EXIT_USAGE, e),
+        },
+        None => None,
+    };
+    let mut pcap = match &opts.pcap {
+        Some(p) => match Pcap::create(p, opts.pcap_size) {
+            Ok(c) => Some(c),
             Err(e) => return fail(EXIT_USAGE, e),
         },
         None => None,
@@ -188,7 +250,7 @@ pub fn run(mut opts: Options) -> i32 {
     match sandbox::drop_privileges(opts.runas.as_deref()) {
         Ok(d) if d.changed => log::info!("running as uid {} gid {}", d.uid, d.gid),
         Ok(_) => {}
-        Err(e) => return fail(EXIT_FAILURE, format!("dropping privileges: {e}")),
+        Err(e) => return fail(EXIT_FAILURE, e),
     }
     if let Some(p) = &parent {
         // A change of credentials clears the parent-death signal.
@@ -203,12 +265,26 @@ pub fn run(mut opts: Options) -> i32 {
         }
     }
 
+    // Before the sandbox, which keeps no right to remove files.
+    let _remover = if removable.is_empty() {
+        None
+    } else {
+        match Remover::spawn(&removable) {
+            Ok(r) => Some(r),
+            Err(e) => return fail(EXIT_FAILURE, e),
+        }
+    };
+
     // 7. Signals, then 8. the sandbox.
     let mut signals = match engine::block_exit_signals() {
         Ok(s) => s,
         Err(e) => return fail(EXIT_FAILURE, format!("signals: {e}")),
     };
-    if let Err(e) = sandbox::lock_down(opts.sandbox, &removable) {
+    let grants = sandbox::Grants {
+        readable_dirs: cfg.tftp.as_slice(),
+        tcp_bind_port0: cfg.outbound.binds_tcp(),
+    };
+    if let Err(e) = sandbox::lock_down_with(opts.sandbox, &grants) {
         return fail(EXIT_FAILURE, format!("sandbox: {e}"));
     }
 
@@ -221,7 +297,7 @@ pub fn run(mut opts: Options) -> i32 {
             if let Some(n) = &notifier {
                 let _ = n.ready();
             }
-            serve(*l, &cfg, &opts, signals, parent, listeners).0
+            serve(*l, &cfg, &opts, signals, parent, listeners, &mut pcap).0
         }
         Source::Listener(listener) => {
             if let Some(n) = &notifier {
@@ -233,12 +309,18 @@ pub fn run(mut opts: Options) -> i32 {
                     Ok(None) => break EXIT_OK,
                     Err(e) => break fail(EXIT_FAILURE, format!("accept: {e}")),
                 };
-                let link = match Link::from_socket(conn) {
+                let link = if opts.vhost_user {
+                    Link::vhost_user(std::os::unix::net::UnixStream::from(conn), cfg.mtu)
+                } else {
+                    Link::from_socket(conn)
+                };
+                let link = match link {
                     Ok(l) => l,
                     Err(e) => break fail(EXIT_FAILURE, format!("VMM connection: {e}")),
                 };
                 log::info!("VMM connected");
-                let (code, again, back) = serve(link, &cfg, &opts, signals, parent, listeners);
+                let (code, again, back) =
+                    serve(link, &cfg, &opts, signals, parent, listeners, &mut pcap);
                 (signals, listeners) = back;
                 if !again || opts.one_off {
                     break code;
@@ -246,7 +328,6 @@ pub fn run(mut opts: Options) -> i32 {
             }
         }
     };
-    drop(keep);
     code
 }
 
@@ -268,6 +349,10 @@ fn accept_vmm(
         }
         if fds[1].any().unwrap_or(false) {
             while let Ok(Some(s)) = signals.read_signal() {
+                if s.ssi_signo == engine::STATS_SIGNAL as u32 {
+                    log::info!("stats: waiting for the VMM to connect");
+                    continue;
+                }
                 if s.ssi_signo == lifecycle::PARENT_DEATH_SIGNAL as u32
                     && !parent.as_mut().is_some_and(|p| p.parent_gone())
                 {
@@ -293,15 +378,18 @@ type Kept = (SignalFd, Vec<forward::Listener>);
 
 /// Run one link to its end. Returns the exit code, whether another VMM may
 /// follow (the link ended because the VMM left), and what outlives a link:
-/// the signalfd and the forwards' sockets.
+/// the signalfd and the forwards' sockets (and `--pcap`'s writer, taken
+/// from and put back into `pcap`).
 fn serve(
-    link: Link,
+    mut link: Link,
     cfg: &Config,
     opts: &Options,
     signals: SignalFd,
     parent: Option<ParentWatch>,
     listeners: Vec<forward::Listener>,
+    pcap: &mut Option<Pcap>,
 ) -> (i32, bool, Kept) {
+    link.tx.pcap = pcap.take();
     let mut engine = match Engine::new(link, cfg.clone(), signals, parent) {
         Ok(e) => e,
         Err((e, signals)) => return (fail(EXIT_FAILURE, e), false, (signals, listeners)),
@@ -318,6 +406,7 @@ fn serve(
             log::info!("{line}");
         }
     }
+    *pcap = engine.take_pcap();
     let (mut stack, signals) = engine.into_parts();
     let back = (signals, stack.take_forwards());
     match exit {

@@ -223,10 +223,10 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// Take ownership of descriptor `n` inherited from the VMM (`--fd N`),
 /// after checking that it is open. It becomes close-on-exec: it is ours now.
 pub fn inherit_fd(n: RawFd) -> io::Result<OwnedFd> {
-    if n < 0 {
+    if n < 3 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "negative descriptor",
+            "not a VMM socket: 0, 1 and 2 are the standard streams",
         ));
     }
     // SAFETY: F_GETFD only queries the descriptor table.
@@ -309,4 +309,31 @@ pub fn set_if_up(name: [u8; libc::IFNAMSIZ]) {
             libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS as _, &mut f as *mut IfReq);
         }
     }
+}
+
+/// Open `name` read-only beneath the directory `dir`: `openat2(2)` with
+/// `RESOLVE_BENEATH` (no absolute path, no `..` or symlink that leaves
+/// `dir`) and `RESOLVE_NO_MAGICLINKS` (no `/proc/self/fd` tricks).
+/// `O_NONBLOCK`, so a FIFO or device cannot block the open.
+pub fn open_beneath(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    // SAFETY: open_how is plain old data; all-zero is valid.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: `name` is NUL-terminated and `how` is a valid open_how of the
+    // size passed; both outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
 }

@@ -423,3 +423,39 @@ fn bad_options_exit_2_naming_the_option() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `--fd`, `--runas`, `--log-file` and negative numbers are usage errors
+/// found before the link opens: exit 2, one `error:` line naming the option.
+/// (`--fd 3` used to claim the logger's own descriptor and exit silently.)
+#[test]
+fn lifecycle_options_exit_2_naming_the_option() {
+    let t = Topology::new();
+    let netns = t.guest_netns_path().to_string_lossy().into_owned();
+    let with_netns = format!("{AIRLOCK} --netns {netns}");
+    let cases: Vec<(String, &str)> = vec![
+        (format!("{AIRLOCK} --fd 1"), "--fd 1"),
+        (format!("{AIRLOCK} --fd 0 </dev/null"), "--fd 0"),
+        (format!("exec 3<&-; {AIRLOCK} --fd 3"), "--fd 3"),
+        (format!("{AIRLOCK} --fd 7 7</dev/null"), "--fd 7"),
+        (format!("{with_netns} --udp-timeout -1"), "--udp-timeout"),
+        (
+            format!("{with_netns} --log-file /nonexistent/x"),
+            "--log-file",
+        ),
+        (format!("{with_netns} --runas no-such-user-here"), "--runas"),
+    ];
+    let mut failures = Vec::new();
+    for (script, name) in &cases {
+        let o = t.host_run(&["sh", "-c", script], Duration::from_secs(5));
+        let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let ok = o.status.and_then(|s| s.code()) == Some(2)
+            && lines.len() == 1
+            && lines[0].starts_with("airlock: error: ")
+            && lines[0].contains(name)
+            && !lines[0].contains("dropping privileges: dropping privileges");
+        if !ok {
+            failures.push(format!("{script} (want {name}): {}", o.describe()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -127,7 +127,7 @@ fn enforce_kills_a_forbidden_syscall_with_sigsys() {
         if sandbox::drop_privileges(None).is_err() {
             return 2;
         }
-        if sandbox::lock_down(SandboxMode::Enforce, &[]).is_err() {
+        if sandbox::lock_down(SandboxMode::Enforce).is_err() {
             return 3;
         }
         tell(fd, b"locked");
@@ -156,7 +156,7 @@ fn log_mode_lets_landlock_refuse_a_file_and_a_tcp_bind() {
         if sandbox::drop_privileges(None).is_err() {
             return 3;
         }
-        let Ok(report) = sandbox::lock_down(SandboxMode::Log, &[]) else {
+        let Ok(report) = sandbox::lock_down(SandboxMode::Log) else {
             return 4;
         };
         if report.seccomp.mode != sandbox::seccomp::Mode::Log {
@@ -216,7 +216,7 @@ fn locked_down_process_is_nobody_without_privileges() {
         let Ok(dropped) = sandbox::drop_privileges(None) else {
             return 2;
         };
-        if !dropped.changed || sandbox::lock_down(SandboxMode::Enforce, &[]).is_err() {
+        if !dropped.changed || sandbox::lock_down(SandboxMode::Enforce).is_err() {
             return 3;
         }
         tell(fd, b"R");
@@ -241,7 +241,7 @@ fn locked_down_process_is_nobody_without_privileges() {
     assert_eq!(status_field(&status, "Groups"), "");
     assert_eq!(status_field(&status, "NoNewPrivs"), "1");
     assert_eq!(status_field(&status, "Seccomp"), "2");
-    for caps in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+    for caps in ["CapInh", "CapPrm", "CapEff", "CapAmb", "CapBnd"] {
         assert_eq!(status_field(&status, caps), "0000000000000000", "{caps}");
     }
 }
@@ -262,7 +262,7 @@ fn sigterm_handler_works_under_the_filter() {
             return 2;
         }
         if sandbox::drop_privileges(None).is_err()
-            || sandbox::lock_down(SandboxMode::Enforce, &[]).is_err()
+            || sandbox::lock_down(SandboxMode::Enforce).is_err()
         {
             return 3;
         }
@@ -292,7 +292,7 @@ fn strict_succeeds_exactly_when_the_kernel_has_every_layer() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     require_root();
     let complete = sandbox::kernel_layers() == sandbox::ALL_LAYERS;
-    let (child, rx) = spawn(|fd| match sandbox::lock_down(SandboxMode::Strict, &[]) {
+    let (child, rx) = spawn(|fd| match sandbox::lock_down(SandboxMode::Strict) {
         Ok(report) => {
             tell(fd, &[report.layers().len() as u8]);
             0
@@ -314,7 +314,7 @@ fn strict_succeeds_exactly_when_the_kernel_has_every_layer() {
 fn off_changes_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (child, rx) = spawn(|fd| {
-        let Ok(report) = sandbox::lock_down(SandboxMode::Off, &[]) else {
+        let Ok(report) = sandbox::lock_down(SandboxMode::Off) else {
             return 2;
         };
         tell(fd, &[report.layers().len() as u8]);
@@ -409,4 +409,298 @@ fn kernel_layers_match_the_kernel() {
         }
     }
     assert_eq!(sandbox::kernel_layers(), expected, "landlock ABI {abi}");
+}
+
+/// Locks down (enforce) in a fresh network namespace, says "L", runs
+/// `probe` and says "S" if it survived. Returns what was said and how the
+/// child ended.
+fn probe_after_lockdown(probe: fn(i32)) -> (String, WaitStatus) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let (child, rx) = spawn(move |fd| {
+        if nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).is_err() {
+            return 2;
+        }
+        if sandbox::drop_privileges(None).is_err()
+            || sandbox::lock_down(SandboxMode::Enforce).is_err()
+        {
+            return 3;
+        }
+        tell(fd, b"L");
+        probe(fd);
+        tell(fd, b"S");
+        0
+    });
+    let status = wait(child);
+    (String::from_utf8_lossy(&output(rx)).into_owned(), status)
+}
+
+fn assert_killed(what: &str, (said, status): (String, WaitStatus)) {
+    assert_eq!(said, "L", "{what}: survived or failed early ({status:?})");
+    assert!(
+        matches!(status, WaitStatus::Signaled(_, Signal::SIGSYS, _)),
+        "{what}: {status:?}"
+    );
+}
+
+fn raw_socket(domain: i32, ty: i32, proto: i32) -> i32 {
+    // SAFETY: plain socket(2) call; the result is only inspected.
+    unsafe { libc::socket(domain, ty, proto) }
+}
+
+/// `listen` on an unbound socket autobinds a port landlock never sees: it
+/// is a startup-only syscall (finding 3).
+#[test]
+fn listen_after_lockdown_is_killed() {
+    assert_killed(
+        "listen",
+        probe_after_lockdown(|_| {
+            let s = raw_socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            // SAFETY: listen on a socket this probe owns.
+            unsafe { libc::listen(s, 1) };
+        }),
+    );
+}
+
+/// Only plain TCP, UDP and ICMP echo sockets: no raw socket, no MPTCP
+/// (finding 4), even for a process that could otherwise make them.
+#[test]
+fn raw_and_mptcp_sockets_are_killed() {
+    assert_killed(
+        "SOCK_RAW",
+        probe_after_lockdown(|_| {
+            raw_socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
+        }),
+    );
+    assert_killed(
+        "MPTCP",
+        probe_after_lockdown(|_| {
+            raw_socket(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_MPTCP);
+        }),
+    );
+    // What the flows make stays allowed.
+    let (said, status) = probe_after_lockdown(|fd| {
+        for (d, t, p) in [
+            (libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0),
+            (libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0),
+            (libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP),
+            (libc::AF_INET6, libc::SOCK_DGRAM, libc::IPPROTO_ICMPV6),
+        ] {
+            tell_i32(fd, i32::from(raw_socket(d, t, p) >= 0));
+        }
+    });
+    assert_eq!(status, WaitStatus::Exited(status.pid().unwrap(), 0));
+    assert!(said.starts_with('L') && said.ends_with('S'), "{said:?}");
+}
+
+/// A datagram to a pathname socket needs an address: `sendto` with one, or
+/// `connect` to one, is killed, while `send` on a socket connected before
+/// lockdown (the logger's /dev/log) still works (finding 6).
+#[test]
+fn sendto_with_an_address_is_killed() {
+    unix_probe("sendto", |spare, victim| {
+        let _ = spare.send_to(b"sendto", victim);
+    });
+}
+
+#[test]
+fn connect_to_a_pathname_socket_is_killed() {
+    unix_probe("connect", |spare, victim| {
+        if spare.connect(victim).is_ok() {
+            let _ = spare.send(b"connect");
+        }
+    });
+}
+
+fn unix_probe(what: &str, probe: fn(&std::os::unix::net::UnixDatagram, &std::path::Path)) {
+    let dir = std::env::temp_dir().join(format!("airlock-{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let victim = dir.join("victim.sock");
+    let server = std::os::unix::net::UnixDatagram::bind(&victim).unwrap();
+    server.set_nonblocking(true).unwrap();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (child, rx) = spawn(|fd| {
+        let Ok(connected) = std::os::unix::net::UnixDatagram::unbound() else {
+            return 2;
+        };
+        if connected.connect(&victim).is_err() {
+            return 2;
+        }
+        let Ok(spare) = std::os::unix::net::UnixDatagram::unbound() else {
+            return 2;
+        };
+        if sandbox::lock_down(SandboxMode::Enforce).is_err() {
+            return 3;
+        }
+        let _ = connected.send(b"connected");
+        tell(fd, b"L");
+        probe(&spare, &victim);
+        tell(fd, b"S");
+        0
+    });
+    let status = wait(child);
+    let said = String::from_utf8_lossy(&output(rx)).into_owned();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = server.recv(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(got, ["connected"]);
+    assert_killed(what, (said, status));
+}
+
+fn capset(caps: u64) -> bool {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    let (lo, hi) = (caps as u32, (caps >> 32) as u32);
+    let data: [u32; 6] = [lo, lo, lo, hi, hi, hi];
+    let mut h = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    // SAFETY: a version-3 header and its two (effective, permitted,
+    // inheritable) words, valid for the call.
+    unsafe { libc::syscall(libc::SYS_capset, &mut h, data.as_ptr()) == 0 }
+}
+
+/// Started unprivileged but holding capabilities (ambient CAP_NET_RAW and
+/// CAP_NET_BIND_SERVICE, as a launcher may hand them down), airlock ends
+/// with none, the bounding set included (finding 4).
+#[test]
+fn unprivileged_start_with_capabilities_keeps_none() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let (uid, gid) = nobody();
+    let (child, rx) = spawn(|fd| {
+        let (u, g) = (
+            nix::unistd::Uid::from_raw(uid),
+            nix::unistd::Gid::from_raw(gid),
+        );
+        // SAFETY: PR_SET_KEEPCAPS takes integers only.
+        if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0
+            || nix::unistd::setgroups(&[]).is_err()
+            || nix::unistd::setresgid(g, g, g).is_err()
+            || nix::unistd::setresuid(u, u, u).is_err()
+        {
+            return 2;
+        }
+        // CAP_NET_BIND_SERVICE 10, CAP_NET_RAW 13 (0x2400, as observed),
+        // and CAP_SETPCAP 8 so that the bounding set can go too.
+        const NET_BIND_SERVICE: u64 = 10;
+        const NET_RAW: u64 = 13;
+        let wanted = (1u64 << NET_RAW) | (1 << NET_BIND_SERVICE) | (1 << 8);
+        if !capset(wanted) {
+            return 3;
+        }
+        for cap in [NET_RAW, NET_BIND_SERVICE] {
+            // SAFETY: PR_CAP_AMBIENT_RAISE takes integers only.
+            let rc = unsafe {
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE,
+                    cap as libc::c_ulong,
+                    0,
+                    0,
+                )
+            };
+            if rc != 0 {
+                return 4;
+            }
+        }
+        tell(fd, b"C");
+        if sandbox::drop_privileges(None).is_err()
+            || sandbox::lock_down(SandboxMode::Enforce).is_err()
+        {
+            return 5;
+        }
+        tell(fd, b"R");
+        let start = Instant::now();
+        while start.elapsed() < DEADLINE {
+            std::hint::spin_loop();
+        }
+        6
+    });
+    let mut rx = std::fs::File::from(rx);
+    let mut ready = [0u8; 2];
+    let got = rx.read(&mut ready).unwrap_or(0);
+    let got = got
+        + if got == 1 {
+            rx.read(&mut ready[1..]).unwrap_or(0)
+        } else {
+            0
+        };
+    let status = std::fs::read_to_string(format!("/proc/{child}/status"));
+    let _ = signal::kill(child, Signal::SIGKILL);
+    let ended = wait(child);
+    assert_eq!((got, ready), (2, *b"CR"), "child ended early: {ended:?}");
+    let status = status.unwrap();
+    assert_eq!(
+        status_field(&status, "Uid").split('\t').next(),
+        Some(&*uid.to_string())
+    );
+    for caps in ["CapInh", "CapPrm", "CapEff", "CapAmb", "CapBnd"] {
+        assert_eq!(status_field(&status, caps), "0000000000000000", "{caps}");
+    }
+}
+
+/// The sandbox keeps no right to remove files: a removal rule would cover
+/// every file beside the socket and pid file ($XDG_RUNTIME_DIR, /tmp), so
+/// those two are removed by a process outside it (finding 5).
+#[test]
+fn locked_down_process_cannot_remove_files() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let dir = std::env::temp_dir().join(format!("airlock-unlink-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let victim = dir.join("users-file");
+    std::fs::write(&victim, "keep me").unwrap();
+    let path = std::ffi::CString::new(victim.as_os_str().as_encoded_bytes()).unwrap();
+    let (child, rx) = spawn(move |fd| {
+        // Log mode: seccomp lets unlink through, landlock alone decides.
+        if sandbox::lock_down(SandboxMode::Log).is_err() {
+            return 3;
+        }
+        // SAFETY: a NUL-terminated path; the result is only inspected.
+        let rc = unsafe { libc::unlinkat(libc::AT_FDCWD, path.as_ptr(), 0) };
+        tell_i32(fd, if rc < 0 { errno() } else { 0 });
+        0
+    });
+    let status = wait(child);
+    let results = i32s(&output(rx));
+    let still_there = victim.exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status, WaitStatus::Exited(child, 0));
+    assert_eq!(results, [libc::EACCES]);
+    assert!(still_there);
+}
+
+/// landlock's signal scope (ABI 6): after lockdown, a signal to a process
+/// outside the domain (here the parent, even with signal 0) is refused.
+#[test]
+fn landlock_scope_refuses_signals_outside_the_domain() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let scoped = sandbox::kernel_layers().contains(&"landlock-scope");
+    let parent = std::process::id() as i32;
+    let (child, rx) = spawn(move |fd| {
+        // SAFETY: signal 0 only checks permission.
+        let before = unsafe { libc::kill(parent, 0) };
+        tell_i32(fd, if before < 0 { errno() } else { 0 });
+        if sandbox::lock_down(SandboxMode::Log).is_err() {
+            return 3;
+        }
+        // SAFETY: as above.
+        let after = unsafe { libc::kill(parent, 0) };
+        tell_i32(fd, if after < 0 { errno() } else { 0 });
+        0
+    });
+    assert_eq!(wait(child), WaitStatus::Exited(child, 0));
+    let expected_after = if scoped { libc::EPERM } else { 0 };
+    assert_eq!(i32s(&output(rx)), [0, expected_after]);
 }

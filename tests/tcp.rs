@@ -591,3 +591,68 @@ fn restrict_blocks_guest_connections_not_forwards() {
     assert_eq!(s(&v, "sha"), s(&c, "sha"));
     assert!(r.a.is_running(), "{}", r.a.diagnose());
 }
+
+/// A guest that never opens its window pins only a capped host buffer
+/// (finding 7 of issue 13): the host socket's receive buffer stays at
+/// airlock's SO_RCVBUF (512 KiB, doubled by the kernel) instead of
+/// autotuning to tcp_rmem's maximum, while the host server keeps sending.
+#[test]
+fn zero_window_guest_pins_a_capped_host_buffer() {
+    let r = Rig::new(LinkMode::Netns, &[]);
+    let port = "9077";
+    let server = format!(
+        "import socket,time\n\
+         s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         s.bind(('127.0.0.1',{port})); s.listen(1); c,_=s.accept(); c.setblocking(False)\n\
+         t=time.time()\n\
+         while time.time()-t<8:\n\
+         \x20 try: c.send(b'x'*65536)\n\
+         \x20 except BlockingIOError: time.sleep(0.01)\n"
+    );
+    let mut srv = r.t.host_cmd(&["python3", "-c", &server]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let client = format!(
+        "import socket,time\n\
+         s=socket.socket(); s.connect(('10.0.2.2',{port})); t=time.time()\n\
+         while time.time()-t<2: s.recv(1<<20)\n\
+         time.sleep(9)\n"
+    );
+    let mut cli = r.t.guest_cmd(&["python3", "-c", &client]).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let ss = r.t.host_run(
+        &["ss", "-tnmH", "dst", &format!("127.0.0.1:{port}")],
+        Duration::from_secs(5),
+    );
+    let _ = cli.kill();
+    let _ = srv.kill();
+    let _ = cli.wait();
+    let _ = srv.wait();
+    // skmem:(r<queued>,rb<rcvbuf>,...)
+    let field = |name: &str| -> Option<u64> {
+        let at = ss.stdout.find(&format!(",{name}"))? + name.len() + 1;
+        let digits: String = ss.stdout[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        digits.parse().ok()
+    };
+    let rb = field("rb").unwrap_or_else(|| panic!("no skmem in ss output: {}", ss.describe()));
+    let queued = ss
+        .stdout
+        .split("skmem:(r")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        queued > 64 * 1024,
+        "the guest's window never filled: {}",
+        ss.stdout
+    );
+    assert!(
+        rb <= 1100 * 1024,
+        "host receive buffer {rb} grew past the cap: {}",
+        ss.stdout
+    );
+    assert!(queued <= rb + 64 * 1024, "{}", ss.stdout);
+}

@@ -482,20 +482,15 @@ fn udp_echo_round_trip_and_forwards() {
     let ft = format!("tcp:127.0.0.1:{ht}-:8080");
     t.start(&["--hostfwd", &fu, "--hostfwd", &ft], 65520);
 
-    // Guest -> 10.0.2.2 -> host loopback and back, from the address asked,
-    // with the guest's own source port kept on the host side.
+    // Guest -> 10.0.2.2 -> host loopback and back, from the address asked
+    // (the host side uses an ephemeral port, see
+    // guest_source_ports_are_not_squatted_on_the_host).
     let s = guest_udp(&t, 1000);
-    let gport = s.local_addr().unwrap().port();
     let (r, from) = udp_ask(&s, &format!("10.0.2.2:{echo}"), b"hello").unwrap();
     assert_eq!(from, format!("10.0.2.2:{echo}").parse().unwrap());
     let r = String::from_utf8(r).unwrap();
-    assert_eq!(
-        r,
-        format!(
-            "{gport} 5 {}",
-            b"hello".iter().map(|&b| b as u64).sum::<u64>()
-        )
-    );
+    let sum = b"hello".iter().map(|&b| b as u64).sum::<u64>();
+    assert!(r.ends_with(&format!(" 5 {sum}")), "{r}");
 
     // UDP forward: host client -> 127.0.0.1:hu -> guest server :5353.
     let gs = in_ns(&t.g, || UdpSocket::bind("0.0.0.0:5353").unwrap());

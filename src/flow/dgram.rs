@@ -195,6 +195,38 @@ pub struct Quote {
     pub l4_head: [u8; 8],
 }
 
+impl Quote {
+    /// The guest's own datagram `l4` (transport header and payload).
+    pub fn of(src: IpAddr, dst: IpAddr, proto: u8, ttl: u8, l4: &[u8]) -> Quote {
+        let mut l4_head = [0u8; 8];
+        let n = l4.len().min(8);
+        l4_head[..n].copy_from_slice(&l4[..n]);
+        Quote {
+            src,
+            dst,
+            proto,
+            ttl,
+            l4_len: l4.len(),
+            l4_head,
+        }
+    }
+}
+
+/// Answer a guest datagram to a [`super::nat::refused`] destination with
+/// "communication administratively prohibited" (ICMP 3/13, ICMPv6 1/1),
+/// from the address it was sent to.
+pub fn send_refusal(tx: &mut Tx, l2: &L2, quote: &Quote) -> bool {
+    let (icmp_type, code) = if quote.src.is_ipv6() { (1, 1) } else { (3, 13) };
+    let err = HostError {
+        icmp_type,
+        code,
+        info: 0,
+        offender: None,
+        head: [0; 8],
+    };
+    send_icmp_error(tx, l2, quote.dst, &err, quote)
+}
+
 /// Send the guest an ICMP (or ICMPv6) error from `from` about the datagram
 /// in `quote`. Returns false if the families do not match.
 pub fn send_icmp_error(tx: &mut Tx, l2: &L2, from: IpAddr, err: &HostError, quote: &Quote) -> bool {

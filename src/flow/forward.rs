@@ -8,7 +8,11 @@
 //! forwarded separately. A port that cannot be bound is a startup error
 //! naming the forward.
 //!
-//! #syscalls: socket(0=AF_INET|AF_INET6) setsockopt bind listen accept4 ioctl(1=FIONBIO) getpeername close
+//! The sockets are made, bound and put to listen at startup only (a
+//! `listen` at runtime would autobind a port landlock's bind rule never
+//! sees); what the event loop does is accept and tune connections.
+//! #syscalls: accept4 ioctl(1=FIONBIO) getpeername setsockopt close
+//! #syscalls-startup: socket bind listen
 #![forbid(unsafe_code)]
 
 use super::{nat, Key};

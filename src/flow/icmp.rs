@@ -15,7 +15,10 @@
 //! EACCES and the stack warns once and falls back to answering the virtual
 //! addresses itself.
 //!
-//! #syscalls: socket(0=AF_INET|AF_INET6) bind connect setsockopt sendto|sendmsg recvmmsg recvmsg close
+//! Host sockets are ICMP echo sockets (`SOCK_DGRAM`, never `SOCK_RAW`).
+//! #syscalls: socket(0=AF_INET,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=IPPROTO_ICMP)
+//! #syscalls: socket(0=AF_INET6,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=IPPROTO_ICMPV6)
+//! #syscalls: bind connect(2=128) setsockopt sendto(5=0) recvmmsg recvmsg close
 //! #syscalls: getegid
 #![forbid(unsafe_code)]
 
@@ -31,7 +34,7 @@ use nix::sys::socket::{
     SockaddrStorage,
 };
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -99,13 +102,25 @@ pub fn on_guest_echo(
         return false;
     }
     let Some(host_dst) = nat::outbound(cfg, SocketAddr::new(dst, 0)) else {
-        return false;
+        if !nat::refused(dst) {
+            return false;
+        }
+        let src = key.guest.ip();
+        let proto = if src.is_ipv6() {
+            ip_proto::ICMPV6
+        } else {
+            ip_proto::ICMP
+        };
+        let quote = super::dgram::Quote::of(src, dst, proto, ttl, msg);
+        super::dgram::send_refusal(ctx.tx, ctx.l2, &quote);
+        counters.icmp_dropped += 1;
+        return true;
     };
     let Ok(token) = table.vacant() else {
         counters.flows_full += 1;
         return true;
     };
-    match Echo::open(ctx, token, key, host_dst.ip()) {
+    match Echo::open(ctx, &cfg.outbound, token, key, host_dst.ip()) {
         Ok(mut c) => {
             if c.on_guest(now, msg, ttl).is_err() {
                 counters.icmp_dropped += 1;
@@ -147,18 +162,16 @@ pub struct Echo {
 impl Echo {
     /// Open a ping socket toward `host_dst`. An EACCES error means
     /// `net.ipv4.ping_group_range` excludes airlock's group.
-    pub fn open(ctx: &mut Ctx<'_>, token: Token, key: Key, host_dst: IpAddr) -> io::Result<Echo> {
-        let (fam, proto, any) = match host_dst {
-            IpAddr::V4(_) => (
-                AddressFamily::Inet,
-                SockProtocol::Icmp,
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            ),
-            IpAddr::V6(_) => (
-                AddressFamily::Inet6,
-                SockProtocol::IcmpV6,
-                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            ),
+    pub fn open(
+        ctx: &mut Ctx<'_>,
+        outbound: &crate::outbound::Outbound,
+        token: Token,
+        key: Key,
+        host_dst: IpAddr,
+    ) -> io::Result<Echo> {
+        let (fam, proto) = match host_dst {
+            IpAddr::V4(_) => (AddressFamily::Inet, SockProtocol::Icmp),
+            IpAddr::V6(_) => (AddressFamily::Inet6, SockProtocol::IcmpV6),
         };
         let fd = sock::socket(
             fam,
@@ -172,10 +185,7 @@ impl Echo {
             sock::setsockopt(&fd, sockopt::Ipv4RecvErr, &true)?;
         }
         // Ask for the guest's identifier; the host may have given it away.
-        let _ = sock::bind(
-            fd.as_raw_fd(),
-            &SockaddrStorage::from(SocketAddr::new(any, key.guest.port())),
-        );
+        outbound.prepare_dgram(&fd, &SocketAddr::new(host_dst, 0), key.guest.port())?;
         sock::connect(
             fd.as_raw_fd(),
             &SockaddrStorage::from(SocketAddr::new(host_dst, 0)),

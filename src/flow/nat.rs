@@ -5,14 +5,23 @@
 //! upstream resolver, and anything else is connected as addressed. Inbound
 //! (forwards), a peer on the host's loopback appears to the guest as the
 //! virtual host address.
+//!
+//! The host's own addresses are reachable only through that mapping: a
+//! guest addressing loopback (`127.0.0.0/8`, `::1`) or an unspecified
+//! address directly, which no real guest routes out of itself, is refused
+//! ([`refused`]), and so are IPv4-mapped IPv6 forms of them
+//! (`::ffff:127.0.0.1`, `::ffff:0.0.0.0`, `::ffff:224.0.0.251`): every
+//! check runs on the canonical address.
 #![forbid(unsafe_code)]
 
 use crate::config::Config;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Where a guest packet to `dst` should go on the host, or `None` if
-/// nothing answers there (an unused virtual address, a disabled mapping).
+/// nothing answers there (an unused virtual address, a disabled mapping, a
+/// [`refused`] host-internal address).
 pub fn outbound(cfg: &Config, dst: SocketAddr) -> Option<SocketAddr> {
+    let dst = SocketAddr::new(dst.ip().to_canonical(), dst.port());
     let ip = dst.ip();
     let (host, dns, in_net) = match ip {
         IpAddr::V4(a) => {
@@ -58,10 +67,19 @@ pub fn outbound(cfg: &Config, dst: SocketAddr) -> Option<SocketAddr> {
         // passt's subnet is the host's, reached as addressed).
         return None;
     }
-    if ip.is_multicast() || ip.is_unspecified() || is_broadcast(ip) {
+    if ip.is_multicast() || is_broadcast(ip) || refused(ip) {
         return None;
     }
     Some(dst)
+}
+
+/// A destination the guest may never address itself: the host's loopback
+/// or an unspecified address, in any spelling (IPv4-mapped included). Only
+/// airlock's virtual-host mapping leads there. TCP answers it with RST,
+/// UDP and ICMP with "administratively prohibited".
+pub fn refused(ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    ip.is_loopback() || ip.is_unspecified()
 }
 
 fn is_broadcast(ip: IpAddr) -> bool {
@@ -133,6 +151,37 @@ mod tests {
         assert_eq!(outbound(&c, sa("10.0.2.3:53")), Some(sa("127.0.0.1:5353")));
         let c = cfg(&["--disable-dns"]);
         assert_eq!(outbound(&c, sa("10.0.2.3:53")), None);
+    }
+
+    #[test]
+    fn host_internal_addresses_are_refused_in_every_spelling() {
+        for opts in [&[][..], &["--disable-host-loopback"][..]] {
+            let c = cfg(opts);
+            for a in [
+                "127.0.0.1:22",
+                "127.0.0.53:53",
+                "127.1.2.3:80",
+                "0.0.0.0:80",
+                "[::1]:22",
+                "[::]:80",
+                "[::ffff:127.0.0.1]:22",
+                "[::ffff:0.0.0.0]:80",
+                "[::ffff:224.0.0.251]:5353",
+                "[::ffff:255.255.255.255]:9",
+            ] {
+                assert_eq!(outbound(&c, sa(a)), None, "{a} with {opts:?}");
+            }
+            assert!(refused(sa("[::ffff:127.0.0.1]:1").ip()));
+            assert!(!refused(sa("[::ffff:192.0.2.9]:1").ip()));
+        }
+        // A mapped public address goes out as the IPv4 address it is.
+        let c = cfg(&[]);
+        assert_eq!(
+            outbound(&c, sa("[::ffff:192.0.2.9]:80")),
+            Some(sa("192.0.2.9:80"))
+        );
+        // The virtual-host mapping still leads to loopback.
+        assert_eq!(outbound(&c, sa("10.0.2.2:80")), Some(sa("127.0.0.1:80")));
     }
 
     #[test]

@@ -10,7 +10,12 @@
 //! transmit queue, many per syscall, and *discarded* (`MSG_TRUNC`) on ACK.
 //! Retransmission rewinds the peek offset. No per-connection buffer exists.
 //!
-//! #syscalls: socket(0=AF_INET|AF_INET6) connect setsockopt getsockopt sendto shutdown close
+//! Host sockets are plain TCP (protocol 0: never MPTCP or raw), written with
+//! no address. `connect` always passes a whole `sockaddr_storage` (128
+//! bytes, as nix does for inet addresses): longer than any `sockaddr_un`
+//! (110), so no UNIX socket can be connected at runtime.
+//! #syscalls: socket(0=AF_INET|AF_INET6,1&SOCK_TYPE_MASK=SOCK_STREAM,2=0)
+//! #syscalls: connect(2=128) setsockopt getsockopt sendto(5=0) shutdown close
 
 use super::forward::Listener;
 use super::{nat, Ctx, Flow, Key, Table, Verdict};
@@ -46,6 +51,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After both FINs or one side gone: how long a half-dead flow may linger.
 const CLOSING_TIMEOUT: Duration = Duration::from_secs(60);
+/// SO_RCVBUF and SO_SNDBUF of every host socket; the kernel doubles them
+/// for overhead, so a flow holds at most about 1 MiB of host memory each
+/// way (docs/security.md: the worst case per guest).
+const RCVBUF: usize = 512 * 1024;
+/// A guest that keeps its window closed this long, with data waiting for
+/// it, loses the flow: its host buffer is pinned meanwhile.
+const ZERO_WINDOW_TIMEOUT: Duration = Duration::from_secs(120);
 /// Flows with no traffic at all for this long are dropped (the kernel's
 /// keepalive on the host side finds dead peers long before).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
@@ -106,6 +118,10 @@ pub struct Conn {
     snd_nxt: u32,
     /// The guest's receive window, in bytes.
     snd_wnd: u32,
+    /// Since when the guest's window has been zero (checked on ticks).
+    zero_since: Option<Instant>,
+    /// The host had data for the guest while its window was zero.
+    host_waiting: bool,
     guest_ws: u8,
     our_ws: u8,
     /// Payload bytes per segment toward the guest.
@@ -171,6 +187,12 @@ fn tune(fd: &OwnedFd) {
     // Latency: the guest already coalesces; a second Nagle delay would add
     // up. Keepalive finds dead host peers.
     let _ = sock::setsockopt(fd, sockopt::TcpNoDelay, &true);
+    // What the guest has not acknowledged stays in the receive buffer, and
+    // what the host peer has not read in the send buffer: without a cap,
+    // autotuning grows them to tcp_rmem's and tcp_wmem's maximum (6 and 4
+    // MiB by default, 32 MiB seen) for a guest that never opens its window.
+    let _ = sock::setsockopt(fd, sockopt::RcvBuf, &RCVBUF);
+    let _ = sock::setsockopt(fd, sockopt::SndBuf, &RCVBUF);
     let _ = sock::setsockopt(fd, sockopt::KeepAlive, &true);
     let _ = sys::set_peek_off(fd.as_fd(), 0);
 }
@@ -196,6 +218,7 @@ impl Conn {
     /// A guest SYN: start connecting to `host_dst` on the host.
     pub fn connect(
         ctx: &mut Ctx<'_>,
+        outbound: &crate::outbound::Outbound,
         token: Token,
         key: Key,
         host_dst: SocketAddr,
@@ -203,6 +226,7 @@ impl Conn {
     ) -> io::Result<Conn> {
         let fd = new_socket(&host_dst)?;
         tune(&fd);
+        outbound.prepare_tcp(&fd, &host_dst)?;
         match sock::connect(
             std::os::fd::AsRawFd::as_raw_fd(&fd),
             &SockaddrStorage::from(host_dst),
@@ -244,6 +268,8 @@ impl Conn {
             snd_una: isn,
             snd_nxt: isn,
             snd_wnd: 0,
+            zero_since: None,
+            host_waiting: false,
             guest_ws: 0,
             our_ws: 0,
             mss: 536,
@@ -788,6 +814,9 @@ impl Conn {
                 return Verdict::Close;
             }
         }
+        if ev.contains(EpollFlags::EPOLLIN) && self.snd_wnd == 0 {
+            self.host_waiting = true;
+        }
         if ev.contains(EpollFlags::EPOLLOUT) && self.wnd_blocked && self.state == State::Established
         {
             // The host socket drained: tell the guest it may send again.
@@ -821,7 +850,19 @@ impl Conn {
             return Verdict::Close;
         }
         let idle = ctx.now.saturating_duration_since(self.last_seen);
-        if (self.guest_fin || self.fin_sent) && idle > CLOSING_TIMEOUT || idle > IDLE_TIMEOUT {
+        let shut = if self.state == State::Established && self.snd_wnd == 0 {
+            let since = *self.zero_since.get_or_insert(ctx.now);
+            let pinned = self.host_waiting || self.snd_nxt != self.snd_una;
+            pinned && ctx.now.saturating_duration_since(since) > ZERO_WINDOW_TIMEOUT
+        } else {
+            self.zero_since = None;
+            self.host_waiting = false;
+            false
+        };
+        if shut
+            || (self.guest_fin || self.fin_sent) && idle > CLOSING_TIMEOUT
+            || idle > IDLE_TIMEOUT
+        {
             self.reset_guest(ctx);
             self.abort_host();
             return Verdict::Close;
@@ -902,7 +943,7 @@ pub fn on_guest_segment(
         reply_rst(ctx, &key, seg);
         return;
     };
-    match Conn::connect(ctx, token, key, host_dst, seg) {
+    match Conn::connect(ctx, &cfg.outbound, token, key, host_dst, seg) {
         Ok(conn) => {
             table.insert(token, key, Flow::Tcp(conn));
             counters.flows_opened += 1;

@@ -2,9 +2,12 @@
 //!
 //! One flow per (guest address:port, remote address:port) as the guest
 //! addressed it. Outbound, a flow owns a connected, non-blocking host
-//! socket bound to the guest's own source port when that port is free on
-//! the host (an ephemeral one otherwise), so that port-sensitive protocols
-//! see the port the guest chose. Forwarded flows (a datagram that arrived
+//! socket on an ephemeral port the kernel picks at `connect`, as any NAT
+//! does: binding the guest's own port would squat it on the host
+//! (0.0.0.0:51820, 4789, 5353 block the host's WireGuard, VXLAN, mDNS for as
+//! long as the guest keeps sending), and an ephemeral port is never one a
+//! forward holds. No guest port is kept: a protocol that needs a fixed
+//! source port towards the host gets a forward instead. Forwarded flows (a datagram that arrived
 //! on a `--hostfwd udp:` socket) own no socket: the guest's replies leave
 //! through the forward's socket with `sendto` to the original peer.
 //!
@@ -24,7 +27,12 @@
 //! spoken, `--udp-stream-timeout` (120 s) once both have: the kernel's
 //! conntrack defaults.
 //!
-//! #syscalls: socket(0=AF_INET|AF_INET6) bind connect setsockopt sendto|sendmsg recvmmsg recvmsg close
+//! Host sockets are plain UDP (protocol 0), connected with a whole
+//! `sockaddr_storage` (see flow::tcp); `sendto` never carries an address
+//! (replies through a forward's socket go out with `sendmsg`), so neither
+//! can reach a pathname socket.
+//! #syscalls: socket(0=AF_INET|AF_INET6,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=0)
+//! #syscalls: connect(2=128) setsockopt sendto(5=0) sendmsg recvmmsg recvmsg close
 #![forbid(unsafe_code)]
 
 use super::dgram::{
@@ -100,13 +108,27 @@ pub fn on_guest_datagram(
     }
     let Some(host_dst) = nat::outbound(cfg, key.remote) else {
         counters.udp_dropped += 1;
+        if nat::refused(key.remote.ip()) {
+            let len = (8 + payload.len()).min(u16::MAX as usize) as u16;
+            let mut head = [0u8; 8];
+            head[0..2].copy_from_slice(&key.guest.port().to_be_bytes());
+            head[2..4].copy_from_slice(&key.remote.port().to_be_bytes());
+            head[4..6].copy_from_slice(&len.to_be_bytes());
+            let (src, dst) = (key.guest.ip(), key.remote.ip());
+            let quote = super::dgram::Quote::of(src, dst, ip_proto::UDP, ttl, &head);
+            let quote = super::dgram::Quote {
+                l4_len: len as usize,
+                ..quote
+            };
+            super::dgram::send_refusal(ctx.tx, ctx.l2, &quote);
+        }
         return;
     };
     let Ok(token) = table.vacant() else {
         counters.flows_full += 1;
         return;
     };
-    match Conn::open(ctx, token, key, host_dst) {
+    match Conn::open(ctx, &cfg.outbound, token, key, host_dst) {
         Ok(mut c) => {
             if c.on_guest(now, payload, ttl, None).is_err() {
                 counters.udp_dropped += 1;
@@ -219,9 +241,10 @@ const HOST_TTL: u8 = 64;
 
 impl Conn {
     /// A guest datagram for a new flow: open a host socket connected to
-    /// `host_dst`, bound to the guest's source port if that is free.
+    /// `host_dst` from an ephemeral port.
     pub fn open(
         ctx: &mut Ctx<'_>,
+        outbound: &crate::outbound::Outbound,
         token: super::Token,
         key: Key,
         host_dst: SocketAddr,
@@ -237,16 +260,8 @@ impl Conn {
         } else {
             sock::setsockopt(&fd, sockopt::Ipv4RecvErr, &true)?;
         }
-        let any = if host_dst.is_ipv6() {
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-        } else {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        };
-        // The guest's port if free; otherwise connect picks an ephemeral one.
-        let _ = sock::bind(
-            fd.as_raw_fd(),
-            &SockaddrStorage::from(SocketAddr::new(any, key.guest.port())),
-        );
+        // An ephemeral port, never the guest's: it could squat a host service.
+        outbound.prepare_dgram(&fd, &host_dst, 0)?;
         sock::connect(fd.as_raw_fd(), &SockaddrStorage::from(host_dst))?;
         ctx.poller.add(fd.as_fd(), token, EpollFlags::EPOLLIN)?;
         Ok(Conn {
@@ -323,11 +338,14 @@ impl Conn {
                 }
                 sock::send(fd.as_raw_fd(), payload, flags)
             }
-            (None, Some(fwd)) => sock::sendto(
+            // sendmsg, not sendto: seccomp allows sendto only without an
+            // address.
+            (None, Some(fwd)) => sock::sendmsg(
                 fwd.as_raw_fd(),
-                payload,
-                &SockaddrStorage::from(self.host),
+                &[std::io::IoSlice::new(payload)],
+                &[],
                 flags,
+                Some(&SockaddrStorage::from(self.host)),
             ),
             (None, None) => Err(Errno::EBADF),
         };

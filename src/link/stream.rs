@@ -3,7 +3,7 @@
 //! many frames leave in one `sendmsg`, resuming at the exact byte after a
 //! partial write.
 //!
-//! #syscalls: recvfrom sendmsg sendto
+//! #syscalls: recvfrom sendmsg sendto(5=0)
 
 use super::tx::TX_STALL_MS;
 use super::{would_block, Closed, Link, Recv, Tx, MAX_FRAME, MIN_FRAME};

@@ -88,10 +88,10 @@ pub fn kernel_abi() -> i32 {
 }
 
 /// Applies the ruleset to the calling thread (airlock is single-threaded)
-/// and its future children. The one right kept: removing files directly in
-/// `removable_dirs` (the directories of airlock's own `--socket` and
-/// `--pid` files, which it deletes on exit).
-pub fn restrict(removable_dirs: &[std::path::PathBuf]) -> Result<Enforced, Error> {
+/// and its future children, keeping only the [`super::Grants`]: reading
+/// beneath `readable_dirs` (`--tftp`), and a TCP bind to port 0
+/// (`--outbound-addr`). No removal right: see [`super::Grants`].
+pub fn restrict(grants: &super::Grants<'_>) -> Result<Enforced, Error> {
     let abi = kernel_abi();
     if abi < 1 {
         return Ok(Enforced {
@@ -100,6 +100,15 @@ pub fn restrict(removable_dirs: &[std::path::PathBuf]) -> Result<Enforced, Error
         });
     }
     let err = |e: landlock::RulesetError| Error::Landlock(e.to_string());
+    // A --tftp directory that cannot be opened now is an error: without
+    // its rule every read would fail later.
+    let readable = grants
+        .readable_dirs
+        .iter()
+        .map(|d| {
+            landlock::PathFd::new(d).map_err(|e| Error::Landlock(format!("{}: {e}", d.display())))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     let status = landlock::Ruleset::default()
         .handle_access(AccessFs::from_all(RULESET_ABI))
         .map_err(err)?
@@ -109,12 +118,18 @@ pub fn restrict(removable_dirs: &[std::path::PathBuf]) -> Result<Enforced, Error
         .map_err(err)?
         .create()
         .map_err(err)?
-        .add_rules(removable_dirs.iter().filter_map(|d| {
-            // A directory that cannot be opened simply gets no rule.
-            landlock::PathFd::new(d)
-                .ok()
-                .map(|fd| Ok(landlock::PathBeneath::new(fd, AccessFs::RemoveFile)))
+        .add_rules(readable.into_iter().map(|fd| {
+            Ok::<_, landlock::RulesetError>(landlock::PathBeneath::new(
+                fd,
+                AccessFs::from_read(RULESET_ABI),
+            ))
         }))
+        .map_err(err)?
+        .add_rules(
+            grants
+                .tcp_bind_port0
+                .then(|| Ok(landlock::NetPort::new(0, AccessNet::BindTcp))),
+        )
         .map_err(err)?
         .restrict_self()
         .map_err(err)?;

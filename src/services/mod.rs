@@ -1,6 +1,6 @@
 //! What airlock answers itself, as the virtual network: ARP, DHCPv4, NDP,
 //! DHCPv6, and echo replies from the virtual addresses. Pure frame-in,
-//! frame-out code: no sockets, no syscalls.
+//! frame-out code: no sockets; only TFTP reads files (beneath its DIR).
 #![forbid(unsafe_code)]
 
 pub mod arp;
@@ -8,6 +8,7 @@ pub mod dhcp;
 pub mod dhcpv6;
 pub mod echo;
 pub mod ndp;
+pub mod tftp;
 
 use crate::config::Config;
 use crate::counters::Counters;
@@ -16,11 +17,12 @@ use crate::wire::{icmpv6, ip_proto, ipv6, Mac};
 use std::time::Instant;
 
 /// The servers that keep state: DHCPv4 leases, NDP's router
-/// advertisements, DHCPv6 leases.
+/// advertisements, DHCPv6 leases, TFTP transfers.
 pub struct Services {
     pub dhcp: dhcp::Server,
     pub ndp: ndp::Router,
     pub dhcp6: dhcpv6::Server,
+    pub tftp: tftp::Server,
 }
 
 impl Services {
@@ -29,6 +31,7 @@ impl Services {
             dhcp: dhcp::Server::new(cfg),
             ndp: ndp::Router::new(cfg),
             dhcp6: dhcpv6::Server::new(cfg),
+            tftp: tftp::Server::new(cfg),
         }
     }
 
