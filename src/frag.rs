@@ -16,6 +16,8 @@
 //! 65528; here that fragment is simply refused ([`Drop::Oversize`]).
 #![forbid(unsafe_code)]
 
+use crate::counters::Counters;
+use crate::wire::{ipv4, ipv6};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -249,6 +251,88 @@ impl Reassembler {
         }
     }
 
+    /// An IPv4 fragment whose header parsed as `repr`: once the datagram is
+    /// whole, its header as if never fragmented, and its payload.
+    pub fn push_v4(
+        &mut self,
+        repr: &ipv4::Repr,
+        header_len: usize,
+        data: &[u8],
+        now: Instant,
+        counters: &mut Counters,
+    ) -> Option<(ipv4::Repr, Datagram)> {
+        let key = Key {
+            src: IpAddr::V4(repr.src),
+            dst: IpAddr::V4(repr.dst),
+            proto: repr.protocol,
+            id: repr.ident as u32,
+        };
+        let f = Fragment {
+            offset: repr.frag_offset as usize,
+            more: repr.more_frags,
+            limit: u16::MAX as usize - header_len,
+            ttl: repr.ttl,
+            data,
+        };
+        let d = self.push_counted(key, f, now, counters)?;
+        let whole = ipv4::Repr {
+            more_frags: false,
+            frag_offset: 0,
+            ttl: d.ttl,
+            payload_len: d.payload().len() as u16,
+            ..*repr
+        };
+        Some((whole, d))
+    }
+
+    /// An IPv6 fragment: `ext` is what the extension walk found (the
+    /// fragment header and where `data`, the fragment's payload, begins).
+    pub fn push_v6(
+        &mut self,
+        repr: &ipv6::Repr,
+        ext: &ipv6::ExtHeaders,
+        frag: &ipv6::FragmentInfo,
+        data: &[u8],
+        now: Instant,
+        counters: &mut Counters,
+    ) -> Option<Datagram> {
+        let key = Key {
+            src: IpAddr::V6(repr.src),
+            dst: IpAddr::V6(repr.dst),
+            proto: ext.next_header,
+            id: frag.ident,
+        };
+        let f = Fragment {
+            offset: frag.offset as usize,
+            more: frag.more,
+            // The unfragmentable part stays; the fragment header goes.
+            limit: (u16::MAX as usize + 8).saturating_sub(ext.offset),
+            ttl: repr.hop_limit,
+            data,
+        };
+        self.push_counted(key, f, now, counters)
+    }
+
+    fn push_counted(
+        &mut self,
+        key: Key,
+        f: Fragment<'_>,
+        now: Instant,
+        counters: &mut Counters,
+    ) -> Option<Datagram> {
+        match self.push(key, f, now) {
+            Ok(None) => None,
+            Ok(Some(d)) => {
+                counters.frag_reassembled += 1;
+                Some(d)
+            }
+            Err(_) => {
+                counters.frag_dropped += 1;
+                None
+            }
+        }
+    }
+
     /// Return a datagram's buffers to the pool.
     pub fn give_back(&mut self, d: Datagram) {
         self.free.push((d.buf, d.seen));
@@ -452,12 +536,10 @@ mod tests {
     fn random_fragments_never_panic() {
         let mut r = Reassembler::new();
         let now = Instant::now();
-        let mut x = 0x1234_5678_9abc_def0u64;
+        let mut rng = crate::rng::Rng::new(0x1234_5678_9abc_def0);
         let buf = [5u8; 2048];
         for _ in 0..50_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             let off = (x as usize % 70_000) & !7;
             let len = (x >> 20) as usize % 2048;
             let more = x & (1 << 40) != 0;

@@ -19,6 +19,7 @@ pub mod outbound;
 pub mod passt;
 pub mod pcap;
 pub mod poller;
+pub mod rng;
 pub mod sandbox;
 pub mod services;
 pub mod stack;

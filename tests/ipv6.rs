@@ -515,15 +515,8 @@ fn tcp_over_ipv6_reaches_host_loopback() {
     let www = t.dir().join("www");
     std::fs::create_dir_all(&www).unwrap();
     // 3 MiB of varied bytes, so any reordering or loss shows in the hash.
-    let mut x: u64 = 0x243f_6a88_85a3_08d3;
-    let data: Vec<u8> = (0..3 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let mut data = vec![0u8; 3 << 20];
+    airlock::rng::Rng::new(0x243f_6a88_85a3_08d3).fill(&mut data);
     std::fs::write(www.join("file"), &data).unwrap();
     let port = "8126";
     let dir = www.to_string_lossy().into_owned();

@@ -20,6 +20,7 @@ use crate::counters::Counters;
 use crate::frame::L2;
 use crate::link::Tx;
 use crate::poller::{Poller, Token};
+use nix::sys::epoll::EpollFlags;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
@@ -130,6 +131,10 @@ pub struct Table {
     free: Vec<u32>,
     index: HashMap<Key, u32, BuildHasherDefault<FxHasher>>,
     max: usize,
+    /// Flows that registered end-of-turn work ([`Table::defer`]).
+    turn: Vec<Token>,
+    /// Reused by [`Table::on_tick`] so a tick does not allocate.
+    scratch: Vec<Token>,
 }
 
 /// The table is full: the guest gets a reset (TCP) or nothing (UDP/ICMP).
@@ -143,6 +148,8 @@ impl Table {
             free: Vec::new(),
             index: HashMap::default(),
             max,
+            turn: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -260,5 +267,70 @@ impl Table {
                 out.push(Token::Flow(i as u32, s.gen));
             }
         }
+    }
+
+    /// A flow owes work at the end of this turn (an ACK, an uncork, a
+    /// discard, a push). The flow asks once per turn (see
+    /// [`tcp::Conn::wants_ack`]), so the list stays as short as the flows
+    /// that spoke.
+    pub fn defer(&mut self, token: Token) {
+        self.turn.push(token);
+    }
+
+    /// An event on a flow's host socket: the flow handles it, registers
+    /// end-of-turn work if it has some, and is closed if it says so.
+    pub fn on_host_event(
+        &mut self,
+        token: Token,
+        ctx: &mut Ctx<'_>,
+        ev: EpollFlags,
+        rx: &mut dgram::RxHeaders,
+        counters: &mut Counters,
+    ) {
+        let verdict = match self.get_mut(token) {
+            Some(Flow::Tcp(c)) => {
+                let v = c.on_host_event(ctx, ev);
+                if c.wants_ack() {
+                    self.defer(token);
+                }
+                v
+            }
+            Some(Flow::Udp(c)) => c.on_host_event(ctx, ev, rx, counters),
+            Some(Flow::Icmp(c)) => c.on_host_event(ctx, ev, rx, counters),
+            None => return,
+        };
+        self.settle(token, verdict, counters);
+    }
+
+    /// Timers of every flow: retransmissions and idle timeouts.
+    pub fn on_tick(&mut self, ctx: &mut Ctx<'_>, udp: &udp::Timeouts, counters: &mut Counters) {
+        let mut tokens = std::mem::take(&mut self.scratch);
+        self.tokens(&mut tokens);
+        for &t in &tokens {
+            let v = match self.get_mut(t) {
+                Some(Flow::Tcp(c)) => c.on_tick(ctx),
+                Some(Flow::Udp(c)) => c.on_tick(ctx.now, udp),
+                Some(Flow::Icmp(c)) => c.on_tick(ctx.now),
+                None => continue,
+            };
+            self.settle(t, v, counters);
+        }
+        self.scratch = tokens;
+    }
+
+    /// End of a loop turn: each flow that registered work does it once.
+    pub fn end_of_turn(&mut self, ctx: &mut Ctx<'_>, counters: &mut Counters) {
+        if self.turn.is_empty() {
+            return;
+        }
+        let mut turn = std::mem::take(&mut self.turn);
+        for &t in &turn {
+            if let Some(Flow::Tcp(c)) = self.get_mut(t) {
+                let v = c.end_of_turn(ctx);
+                self.settle(t, v, counters);
+            }
+        }
+        turn.clear();
+        self.turn = turn;
     }
 }

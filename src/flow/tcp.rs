@@ -17,6 +17,7 @@
 //! #syscalls: socket(0=AF_INET|AF_INET6,1&SOCK_TYPE_MASK=SOCK_STREAM,2=0)
 //! #syscalls: connect(2=128) setsockopt getsockopt sendto(5=0) shutdown close
 
+use super::forward::Listener;
 use super::{nat, Ctx, Flow, Key, Table, Verdict};
 use crate::config::Config;
 use crate::counters::Counters;
@@ -27,7 +28,7 @@ use crate::wire::{ip_proto, tcp as tcpw};
 use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{self as sock, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -143,7 +144,7 @@ pub struct Conn {
     dup_sent: u8,
     /// TCP_CORK is on: the guest's segments of this turn coalesce.
     corked: bool,
-    /// Already on the stack's end-of-turn list.
+    /// Already on the table's end-of-turn list.
     queued: bool,
     /// Bytes the guest acknowledged that are still at the head of the
     /// socket's queue: discarded once per turn, not once per ACK.
@@ -914,32 +915,33 @@ pub fn on_guest_segment(
     counters: &mut Counters,
     key: Key,
     seg: &Segment<'_>,
-) -> Option<Token> {
+) {
     if let Some(i) = table.lookup(&key) {
         let Some((token, Flow::Tcp(conn))) = table.at(i) else {
-            return None;
+            return;
         };
         let verdict = conn.on_segment(ctx, seg);
         let wants_ack = conn.wants_ack();
         if verdict == Verdict::Close {
             table.settle(token, verdict, counters);
-            return None;
+        } else if wants_ack {
+            table.defer(token);
         }
-        return wants_ack.then_some(token);
+        return;
     }
     if seg.flags & (SYN | ACK | RST) != SYN {
         reply_rst(ctx, &key, seg);
-        return None;
+        return;
     }
     let Some(host_dst) = nat::outbound(cfg, key.remote) else {
         counters.tcp_refused += 1;
         reply_rst(ctx, &key, seg);
-        return None;
+        return;
     };
     let Ok(token) = table.vacant() else {
         counters.flows_full += 1;
         reply_rst(ctx, &key, seg);
-        return None;
+        return;
     };
     match Conn::connect(ctx, &cfg.outbound, token, key, host_dst, seg) {
         Ok(conn) => {
@@ -952,7 +954,54 @@ pub fn on_guest_segment(
             reply_rst(ctx, &key, seg);
         }
     }
-    None
+}
+
+/// A TCP forward's socket is readable: accept what waits (a bounded batch
+/// per event, so one busy forward cannot starve the loop) and open a flow
+/// for each connection.
+#[allow(clippy::too_many_arguments)]
+pub fn on_accept(
+    table: &mut Table,
+    ctx: &mut Ctx<'_>,
+    cfg: &Config,
+    counters: &mut Counters,
+    listener: &Listener,
+    i: u32,
+    guest6: Option<Ipv6Addr>,
+) {
+    for _ in 0..32 {
+        let (fd, peer) = match listener.accept() {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => {
+                log::debug!("accept on forward {i}: {e}");
+                counters.forward_accept_failed += 1;
+                break;
+            }
+        };
+        let Some(key) = listener.key(cfg, guest6, peer) else {
+            counters.forward_accept_failed += 1;
+            continue;
+        };
+        if table.lookup(&key).is_some() {
+            counters.forward_accept_failed += 1;
+            continue;
+        }
+        let Ok(token) = table.vacant() else {
+            counters.flows_full += 1;
+            continue;
+        };
+        match Conn::accepted(ctx, token, key, fd) {
+            Ok(c) => {
+                table.insert(token, key, Flow::Tcp(c));
+                counters.flows_opened += 1;
+            }
+            Err(e) => {
+                log::debug!("forward {i}: {e}");
+                counters.forward_accept_failed += 1;
+            }
+        }
+    }
 }
 
 /// Ethernet, IP and TCP headers of `repr` from `src` to `dst`, in front of

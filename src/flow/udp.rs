@@ -143,6 +143,64 @@ pub fn on_guest_datagram(
     }
 }
 
+/// Datagrams on a UDP forward: each opens or refreshes a forwarded flow
+/// and goes to the guest as from the peer's inbound address.
+#[allow(clippy::too_many_arguments)]
+pub fn on_forward_readable(
+    table: &mut Table,
+    ctx: &mut Ctx<'_>,
+    cfg: &Config,
+    counters: &mut Counters,
+    rx: &mut RxHeaders,
+    listener: &Listener,
+    i: u32,
+    guest6: Option<Ipv6Addr>,
+) {
+    let Some(guest) = listener.guest(cfg, guest6) else {
+        return;
+    };
+    let (now, l2) = (ctx.now, *ctx.l2);
+    let v6 = guest.is_ipv6();
+    let (hdr, max) = (frame_header(v6), max_payload(cfg.mtu, v6));
+    let (mut oversize, mut full, mut opened) = (0, 0, 0);
+    for _ in 0..4 {
+        let n = recv_frames(
+            ctx.tx,
+            listener.as_fd(),
+            rx,
+            hdr,
+            max,
+            &mut oversize,
+            |f, len, peer| {
+                let Some(key) = peer.and_then(|p| listener.key(cfg, guest6, p)) else {
+                    return 0;
+                };
+                let peer = peer.unwrap_or(key.remote);
+                match table.lookup(&key).and_then(|s| table.at(s)) {
+                    Some((_, Flow::Udp(c))) => c.on_forwarded(peer, now),
+                    Some(_) => return 0,
+                    None => {
+                        let Ok(token) = table.vacant() else {
+                            full += 1;
+                            return 0;
+                        };
+                        let c = Conn::forwarded(key, i, peer, now);
+                        table.insert(token, key, Flow::Udp(c));
+                        opened += 1;
+                    }
+                }
+                write_frame(f, &l2, key.remote, key.guest, len)
+            },
+        );
+        if n < BATCH {
+            break;
+        }
+    }
+    counters.udp_host_oversize += oversize;
+    counters.flows_full += full;
+    counters.flows_opened += opened;
+}
+
 /// Idle timeouts, from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {

@@ -21,6 +21,7 @@ use crate::config::{router_mac6, Config, Net6};
 use crate::counters::Counters;
 use crate::frame::{self, L2};
 use crate::link::Tx;
+use crate::rng::Rng;
 use crate::wire::ndp::{self, AddrList, NameList, NdpOption, Options, PrefixInfo};
 use crate::wire::{domain, icmpv6, ip_proto, Mac};
 use std::net::{IpAddr, Ipv6Addr};
@@ -84,9 +85,9 @@ pub struct Router {
     /// Unsolicited RAs still to be spaced at most 16 s apart.
     initial_left: u8,
     last_multicast: Option<Instant>,
-    /// xorshift64 state for the interval jitter (which only has to avoid
-    /// lock-step with other routers, not be unpredictable).
-    rng: u64,
+    /// The interval jitter only has to avoid lock-step with other
+    /// routers, not be unpredictable.
+    rng: Rng,
     /// Addresses the guest claimed by duplicate address detection.
     guest_addrs: [Option<Ipv6Addr>; GUEST_ADDRS],
     guest_next: usize,
@@ -105,7 +106,7 @@ impl Router {
             next_unsolicited: None,
             initial_left: 0,
             last_multicast: None,
-            rng: seed ^ 0x9e37_79b9_7f4a_7c15,
+            rng: Rng::new(seed ^ 0x9e37_79b9_7f4a_7c15),
             guest_addrs: [None; GUEST_ADDRS],
             guest_next: 0,
             mac: cfg.mac,
@@ -145,11 +146,8 @@ impl Router {
     /// Uniform in MinRtrAdvInterval..=MaxRtrAdvInterval, at most 16 s for
     /// the first few (RFC 4861 §6.2.4).
     fn next_interval(&mut self) -> Duration {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
         let span = (MAX_RTR_ADV_INTERVAL - MIN_RTR_ADV_INTERVAL).as_millis() as u64;
-        let d = MIN_RTR_ADV_INTERVAL + Duration::from_millis(self.rng % (span + 1));
+        let d = MIN_RTR_ADV_INTERVAL + Duration::from_millis(self.rng.next_u64() % (span + 1));
         if self.initial_left > 0 {
             self.initial_left -= 1;
             d.min(MAX_INITIAL_RTR_ADVERT_INTERVAL)

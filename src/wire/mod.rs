@@ -139,28 +139,7 @@ pub(crate) fn put(dst: &mut [u8], src: &[u8]) -> Result<()> {
 /// Deterministic test inputs shared by every file's no-panic test.
 #[cfg(test)]
 pub(crate) mod testutil {
-    /// xorshift64*: tiny, deterministic, good enough to scramble bytes.
-    pub struct Rng(u64);
-
-    impl Rng {
-        pub fn new(seed: u64) -> Rng {
-            Rng(seed | 1)
-        }
-        pub fn next_u64(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        pub fn below(&mut self, n: usize) -> usize {
-            (self.next_u64() % n.max(1) as u64) as usize
-        }
-        pub fn fill(&mut self, buf: &mut [u8]) {
-            for b in buf {
-                *b = self.next_u64() as u8;
-            }
-        }
-    }
+    pub use crate::rng::Rng;
 
     /// Feeds `f` every prefix of every golden buffer, every golden buffer
     /// with random bytes overwritten, and `random` pseudo-random buffers of

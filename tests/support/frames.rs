@@ -240,26 +240,14 @@ pub fn udp_parts(udp: &[u8]) -> Option<(u16, u16, &[u8])> {
     ))
 }
 
-/// A small deterministic generator (xorshift64*), so a failing barrage
-/// can be replayed exactly.
-pub struct Rng(u64);
+/// The crate's generator, so a failing barrage can be replayed exactly.
+pub use airlock::rng::Rng;
 
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed | 1)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next_u64() as u8).collect()
-    }
+/// `n` pseudo-random bytes.
+fn random_bytes(r: &mut Rng, n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    r.fill(&mut v);
+    v
 }
 
 /// Where the barrage aims: the guest's MAC and the virtual network's
@@ -573,7 +561,7 @@ pub fn barrage(t: Target) -> Vec<(String, Vec<u8>)> {
     fix_ip_checksum(&mut lie);
     add("65535-byte frame with IPv4 total length 65535", lie);
     let mut r = Rng::new(0xa1b2_c3d4);
-    let mut noise = r.bytes(65535);
+    let mut noise = random_bytes(&mut r, 65535);
     noise[..6].copy_from_slice(&rmac);
     noise[6..12].copy_from_slice(&mac);
     add("65535 bytes of noise", noise);
@@ -625,7 +613,7 @@ pub fn barrage(t: Target) -> Vec<(String, Vec<u8>)> {
     }
     for i in 0..40 {
         let n = 14 + r.below(1500);
-        let mut f = r.bytes(n);
+        let mut f = random_bytes(&mut r, n);
         f[..6].copy_from_slice(&rmac);
         f[6..12].copy_from_slice(&mac);
         let ets = [ETH_IPV4, ETH_ARP, ETH_IPV6];
