@@ -67,6 +67,13 @@ pub const AIRLOCK_FEATURES: &[(&str, &str)] = &[
         "hostfwd",
         "tests/udp_icmp_dns.rs::udp_echo_round_trip_and_forwards",
     ),
+    // --tftp DIR: TFTP at the virtual host address, PXE boot by iPXE.
+    ("tftp", "tests/vmm.rs::pxe_boot_over_tftp"),
+    // --vhost-user: the virtio-net backend, frames in guest memory.
+    (
+        "vhost-user",
+        "tests/vhost_user.rs::lease_ping_dns_forward_and_bulk_both_ways",
+    ),
     // --netns PATH: a tap device in another network namespace.
     (
         "netns",

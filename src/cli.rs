@@ -53,6 +53,10 @@ pub struct Options {
     /// Tap device name for --netns.
     #[arg(long, short = 'I', value_name = "NAME", default_value = "tap0")]
     pub interface: String,
+    /// Be the vhost-user backend of a virtio-net device on --socket PATH
+    /// (a listener) or --fd N (a connected vhost-user socket).
+    #[arg(long)]
+    pub vhost_user: bool,
     /// With --socket: exit when the VMM disconnects.
     #[arg(long, short = '1')]
     pub one_off: bool,
@@ -146,6 +150,26 @@ pub struct Options {
     /// Do not forward DNS from the virtual DNS address.
     #[arg(long)]
     pub disable_dns: bool,
+    /// Guest connections leave from ADDR (one per family; repeatable).
+    #[arg(long, short = 'o', value_name = "ADDR", action = ArgAction::Append)]
+    pub outbound_addr: Vec<String>,
+    /// Guest IPv4 connections leave through interface IFNAME.
+    #[arg(long, value_name = "IFNAME")]
+    pub outbound_if4: Option<String>,
+    /// Guest IPv6 connections leave through interface IFNAME.
+    #[arg(long, value_name = "IFNAME")]
+    pub outbound_if6: Option<String>,
+
+    // ---- network boot ----
+    /// Serve files read-only from DIR over TFTP at the virtual host address.
+    #[arg(long, value_name = "DIR")]
+    pub tftp: Option<PathBuf>,
+    /// Boot file name offered by DHCP (option 67).
+    #[arg(long, value_name = "NAME")]
+    pub dhcp_bootfile: Option<String>,
+    /// Network boot program: tftp://SERVER/FILE sets DHCP's next server and boot file.
+    #[arg(long, value_name = "URL")]
+    pub dhcp_nbp: Option<String>,
 
     // ---- sandbox and lifecycle ----
     /// How much of the sandbox to enforce.
@@ -160,6 +184,9 @@ pub struct Options {
     /// Log to FILE instead of stderr/syslog.
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// With --log-file: rotate the file in place, never past BYTES.
+    #[arg(long, value_name = "BYTES")]
+    pub log_size: Option<u64>,
     /// Only errors.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -169,6 +196,12 @@ pub struct Options {
     /// Log every frame (very verbose).
     #[arg(long)]
     pub trace: bool,
+    /// Capture every frame both ways to FILE (pcap, microseconds).
+    #[arg(long, short = 'p', value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Stop capturing before FILE passes BYTES.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::pcap::DEFAULT_SIZE)]
+    pub pcap_size: u64,
 
     /// Set by [`crate::passt`] when started with passt's personality.
     #[arg(skip)]

@@ -145,6 +145,18 @@ pub struct Config {
     pub max_flows: usize,
     pub udp_timeout_s: u64,
     pub udp_stream_timeout_s: u64,
+    /// `--outbound-addr`, `--outbound-if4`, `--outbound-if6`.
+    pub outbound: crate::outbound::Outbound,
+    /// `--tftp DIR`, as given (opened into `tftp_root` before the sandbox).
+    pub tftp: Option<std::path::PathBuf>,
+    /// The `--tftp` directory, set by startup.
+    pub tftp_root: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+    /// DHCP's boot file (option 67), from `--dhcp-bootfile` or the path of
+    /// `--dhcp-nbp`.
+    pub dhcp_bootfile: Option<String>,
+    /// DHCP's next server (siaddr and option 66) from `--dhcp-nbp`;
+    /// default the virtual host address.
+    pub dhcp_next_server: Option<Ipv4Addr>,
     /// One MAC for every address airlock answers for (passt's view); `None`
     /// is slirp's per-address MACs ([`router_mac4`], [`router_mac6`]).
     pub mac: Option<[u8; 6]>,
@@ -164,6 +176,23 @@ impl Config {
     pub fn mac6(&self, a: Ipv6Addr) -> [u8; 6] {
         self.mac.unwrap_or_else(|| router_mac6(a))
     }
+}
+
+/// `--dhcp-nbp tftp://SERVER/PATH`: the next server and the boot file.
+fn parse_nbp(url: &str) -> Result<(Ipv4Addr, String), ConfigError> {
+    let bad = || {
+        err(
+            "--dhcp-nbp",
+            format!("'{url}': want tftp://IPV4-ADDRESS/FILE"),
+        )
+    };
+    let rest = url.strip_prefix("tftp://").ok_or_else(bad)?;
+    let (host, path) = rest.split_once('/').ok_or_else(bad)?;
+    let host: Ipv4Addr = host.parse().map_err(|_| bad())?;
+    if path.is_empty() {
+        return Err(bad());
+    }
+    Ok((host, path.to_string()))
 }
 
 /// The MAC address the virtual router answers with: slirp's `52:55` plus the
@@ -592,6 +621,28 @@ impl Config {
         if o.max_flows == 0 || o.max_flows > 1 << 20 {
             return Err(err("--max-flows", "must be 1..=1048576"));
         }
+        let outbound = crate::outbound::Outbound::parse(
+            &o.outbound_addr,
+            o.outbound_if4.as_deref(),
+            o.outbound_if6.as_deref(),
+        )
+        .map_err(|(option, m)| err(option, m))?;
+        let nbp = o.dhcp_nbp.as_deref().map(parse_nbp).transpose()?;
+        for (option, name) in [
+            ("--dhcp-bootfile", o.dhcp_bootfile.as_deref()),
+            ("--dhcp-nbp", nbp.as_ref().map(|n| n.1.as_str())),
+        ] {
+            // DHCP option 67 holds at most 255 bytes; PXE ROMs read text.
+            if name.is_some_and(|n| n.len() > 255 || n.contains('\0')) {
+                return Err(err(option, "the boot file name is too long"));
+            }
+        }
+        if o.tftp.is_some() && net4.is_none() {
+            return Err(err(
+                "--tftp",
+                "needs IPv4 (TFTP is served on the virtual host address)",
+            ));
+        }
         Ok(Config {
             net4,
             net6,
@@ -608,6 +659,14 @@ impl Config {
             max_flows: o.max_flows,
             udp_timeout_s: o.udp_timeout.max(1),
             udp_stream_timeout_s: o.udp_stream_timeout.max(1),
+            outbound,
+            tftp: o.tftp.clone(),
+            tftp_root: None,
+            dhcp_bootfile: o
+                .dhcp_bootfile
+                .clone()
+                .or_else(|| nbp.as_ref().map(|n| n.1.clone())),
+            dhcp_next_server: nbp.map(|n| n.0),
             mac: None,
             virtual_subnet: true,
             mtu_option_always: false,

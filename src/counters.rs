@@ -64,4 +64,9 @@ counters! {
     /// Incomplete datagrams that timed out.
     frag_expired,
     forward_accept_failed,
+    tftp_malformed,
+    /// TFTP errors sent: refused names, unknown transfers, bad requests.
+    tftp_errors,
+    tftp_transfers,
+    tftp_transfers_done,
 }

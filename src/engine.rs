@@ -29,10 +29,14 @@ pub enum Exit {
     ParentGone,
 }
 
-/// Signals that end airlock cleanly; blocked and read from a signalfd so
-/// that they stay safe under the seccomp filter.
+/// The signal that asks for the [`Engine::report`] summary in the log.
+pub const STATS_SIGNAL: Signal = Signal::SIGUSR1;
+
+/// Signals that end airlock cleanly, and [`STATS_SIGNAL`]; blocked and read
+/// from a signalfd so that they stay safe under the seccomp filter.
 pub fn block_exit_signals() -> std::io::Result<SignalFd> {
     let mut set = SigSet::empty();
+    set.add(STATS_SIGNAL);
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
     set.add(Signal::SIGHUP);
@@ -88,6 +92,11 @@ impl Engine {
         (self.stack, self.signals)
     }
 
+    /// `--pcap`'s writer, to carry it to the next VMM connection.
+    pub fn take_pcap(&mut self) -> Option<crate::pcap::Pcap> {
+        self.link.tx.pcap.take()
+    }
+
     /// The stack, to hand it the forwards' sockets (bound before the
     /// sandbox).
     pub fn stack_mut(&mut self) -> &mut Stack {
@@ -130,6 +139,11 @@ impl Engine {
                                         return Exit::ParentGone;
                                     }
                                 }
+                                Ok(STATS_SIGNAL) => {
+                                    for line in self.report().lines() {
+                                        log::info!("stats: {line}");
+                                    }
+                                }
                                 Ok(sig) => return Exit::Signal(sig),
                                 Err(_) => {}
                             }
@@ -155,13 +169,28 @@ impl Engine {
         }
     }
 
-    /// Counters for `--debug`, one line per non-zero counter.
+    /// Counters for `--debug` at exit and SIGUSR1: link totals, flows by
+    /// protocol, then one line per non-zero drop counter.
     pub fn report(&self) -> String {
         let s = &self.link.tx.stats;
+        let (tcp, udp, icmp) = self.stack.flows_by_proto();
         let mut out = format!(
-            "link: rx {} frames / {} bytes, tx {} frames / {} bytes in {} flushes, runts {}, oversize {}, tx dropped {}\n",
+            "link: rx {} frames / {} bytes, tx {} frames / {} bytes in {} flushes, runts {}, oversize {}, tx dropped {}\nflows: tcp {tcp}, udp {udp}, icmp {icmp}\n",
             s.rx_frames, s.rx_bytes, s.tx_frames, s.tx_bytes, s.tx_flushes, s.rx_runt, s.rx_oversize, s.tx_dropped
         );
+        if let Some(p) = &self.link.tx.pcap {
+            let p = p.stats;
+            out.push_str(&format!(
+                "pcap: {} frames, {} dropped (file behind), {} over --pcap-size\n",
+                p.frames, p.dropped, p.over_size
+            ));
+        }
+        if let Some(v) = self.link.vhost_stats() {
+            out.push_str(&format!(
+                "vhost-user: device resets {}, refused requests {}, oversize {}, rx dropped {}, calls {}\n",
+                v.faults, v.bad_requests, v.tx_oversize, v.rx_dropped, v.calls
+            ));
+        }
         out.push_str(&self.stack.counters.to_string());
         out
     }

@@ -261,6 +261,15 @@ pub fn qemu_netdev_line(path: &Path) -> String {
     )
 }
 
+/// The QEMU options that connect a vhost-user virtio-net device to `path`
+/// (guest memory must be a shared memfd for the backend to map it).
+pub fn qemu_vhost_user_line(path: &Path) -> String {
+    let p = String::from_utf8_lossy(path.as_os_str().as_bytes()).replace(',', ",,");
+    format!(
+        "-object memory-backend-memfd,id=mem,size=RAM,share=on -numa node,memdev=mem -chardev socket,id=chr0,path={p} -netdev vhost-user,id=net0,chardev=chr0 -device virtio-net-pci,netdev=net0"
+    )
+}
+
 /// sd_notify: a datagram socket connected to `$NOTIFY_SOCKET` (an abstract
 /// name when it starts with `@`, else a path). Connected at start-up, so
 /// [`Notifier::ready`] needs no path once the sandbox is up.

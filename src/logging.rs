@@ -11,7 +11,14 @@
 //! (the syslog socket, the log file, the stderr reopen) is opened in [`init`],
 //! before the sandbox closes the filesystem.
 //!
+//! `--log-size` bounds a `--log-file` as passt does: the file is rotated in
+//! place, never renamed (the sandbox could not create a new one). When the
+//! next line would pass the bound, the oldest lines are dropped by moving
+//! the newest ~70% to the start and truncating, so the file always ends
+//! with the latest lines and never grows past the size.
+//!
 //! #syscalls: write sendto getpid
+//! #syscalls: pread64 pwrite64 ftruncate
 //! #syscalls-startup: socket connect openat close fcntl fstat|statx|newfstatat
 use crate::cli::Options;
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -20,7 +27,7 @@ use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,8 +77,117 @@ struct Sinks {
     stderr: Option<StderrWay>,
     stderr_fd: i32,
     syslog: Option<UnixDatagram>,
-    file: Option<File>,
+    file: Option<LogFile>,
     line: String,
+}
+
+/// Smallest `--log-size`: a few of the longest lines must fit after a
+/// rotation.
+pub const MIN_LOG_SIZE: u64 = 4 * MAX_LINE as u64;
+
+/// Share of `--log-size` kept by a rotation (passt cuts 30%).
+const KEEP_PERCENT: u64 = 70;
+
+/// `--log-file`, appended to, and with `--log-size` rotated in place.
+struct LogFile {
+    file: File,
+    /// `--log-size`, or `None` for an unbounded, O_APPEND file.
+    limit: Option<u64>,
+    /// Where the next line goes (the file's length) when `limit` is set.
+    end: u64,
+    /// The copy buffer for a rotation, allocated once.
+    buf: Vec<u8>,
+}
+
+impl LogFile {
+    fn open(path: &Path, limit: Option<u64>) -> Result<LogFile, String> {
+        let shown = path.display();
+        if let Some(l) = limit {
+            if l < MIN_LOG_SIZE {
+                return Err(format!("--log-size {l}: at least {MIN_LOG_SIZE} bytes"));
+            }
+        }
+        let mut o = OpenOptions::new();
+        o.create(true)
+            .mode(0o640)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY);
+        // O_APPEND would make pwrite ignore its offset: a rotated file is
+        // written at the offset kept here instead.
+        if limit.is_some() {
+            o.read(true).write(true);
+        } else {
+            o.append(true);
+        }
+        let file = o
+            .open(path)
+            .map_err(|e| format!("--log-file {shown}: {e}"))?;
+        let end = file
+            .metadata()
+            .map_err(|e| format!("--log-file {shown}: {e}"))?
+            .len();
+        Ok(LogFile {
+            file,
+            limit,
+            end,
+            buf: if limit.is_some() {
+                vec![0; 4096]
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    /// Write one line, rotating first if it would pass the limit.
+    fn write_line(&mut self, line: &[u8]) {
+        let Some(limit) = self.limit else {
+            let _ = self.file.write_all(line);
+            return;
+        };
+        if self.end + line.len() as u64 > limit && self.rotate(limit, line.len() as u64).is_err() {
+            // A file that cannot be rotated is emptied rather than grown.
+            let _ = self.file.set_len(0);
+            self.end = 0;
+        }
+        if self.file.write_all_at(line, self.end).is_ok() {
+            self.end += line.len() as u64;
+        }
+    }
+
+    /// Keep the newest lines that fit in KEEP_PERCENT of `limit` (minus room
+    /// for the next line), starting on a line boundary, at the start of the
+    /// file.
+    fn rotate(&mut self, limit: u64, next: u64) -> std::io::Result<()> {
+        let keep = (limit * KEEP_PERCENT / 100)
+            .saturating_sub(next)
+            .min(self.end);
+        let mut from = self.end - keep;
+        // Skip the partial line at the cut.
+        'find: while from < self.end {
+            let n = self.file.read_at(&mut self.buf, from)?;
+            if n == 0 {
+                break;
+            }
+            if let Some(i) = self.buf[..n].iter().position(|&b| b == b'\n') {
+                from += i as u64 + 1;
+                break 'find;
+            }
+            from += n as u64;
+        }
+        let mut to = 0u64;
+        while from < self.end {
+            let want = ((self.end - from) as usize).min(self.buf.len());
+            let n = self.file.read_at(&mut self.buf[..want], from)?;
+            if n == 0 {
+                break;
+            }
+            self.file.write_all_at(&self.buf[..n], to)?;
+            from += n as u64;
+            to += n as u64;
+        }
+        self.file.set_len(to)?;
+        self.end = to;
+        Ok(())
+    }
 }
 
 /// The `log::Log` implementation. One per process, installed by [`init`].
@@ -122,16 +238,23 @@ impl Logger {
         log_file: Option<&Path>,
         syslog_path: &Path,
     ) -> Result<Logger, String> {
+        Logger::with_size(level, daemon, stderr, log_file, None, syslog_path)
+    }
+
+    /// [`Logger::new`], with `--log-size` bounding the log file.
+    pub fn with_size(
+        level: LevelFilter,
+        daemon: bool,
+        stderr: BorrowedFd<'_>,
+        log_file: Option<&Path>,
+        log_size: Option<u64>,
+        syslog_path: &Path,
+    ) -> Result<Logger, String> {
+        if log_size.is_some() && log_file.is_none() {
+            return Err("--log-size needs --log-file".into());
+        }
         let file = match log_file {
-            Some(p) => Some(
-                OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .mode(0o640)
-                    .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
-                    .open(p)
-                    .map_err(|e| format!("--log-file {}: {e}", p.display()))?,
-            ),
+            Some(p) => Some(LogFile::open(p, log_size)?),
             None => None,
         };
         let stderr_way = if daemon || file.is_some() {
@@ -217,7 +340,7 @@ impl Logger {
         // syslog takes the datagram as the line; the others want '\n'.
         if let Some(f) = s.file.as_mut() {
             s.line.push('\n');
-            let _ = f.write_all(s.line.as_bytes());
+            f.write_line(s.line.as_bytes());
             return;
         }
         if syslog {
@@ -299,16 +422,18 @@ impl Log for Logger {
 static LOGGER: std::sync::OnceLock<&'static Logger> = std::sync::OnceLock::new();
 
 /// Install the process logger: stderr when `daemon` is false, syslog when
-/// true, or `--log-file` (opened here, before the sandbox, O_APPEND|O_CLOEXEC).
+/// true, or `--log-file` (opened here, before the sandbox, O_APPEND|O_CLOEXEC,
+/// or read-write and rotated in place under `--log-size`).
 /// Level from `-q`/`-d`/`--trace`. Call once, early, after
 /// [`crate::lifecycle::ensure_std_fds`].
 pub fn init(opts: &Options, daemon: bool) -> Result<(), String> {
     let stderr = std::io::stderr();
-    let logger = Logger::new(
+    let logger = Logger::with_size(
         level_from(opts),
         daemon,
         stderr.as_fd(),
         opts.log_file.as_deref(),
+        opts.log_size,
         Path::new("/dev/log"),
     )?;
     let logger: &'static Logger = Box::leak(Box::new(logger));
@@ -437,6 +562,71 @@ mod tests {
         let line = lines.next().unwrap();
         assert!(line.contains(&format!(" airlock[{}]: é", std::process::id())));
         assert!(line.len() <= MAX_LINE, "long lines are cut");
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn log_size_rotates_in_place() {
+        let (_r, w) = pipe().unwrap();
+        let p = tmp("rotate");
+        std::fs::write(&p, "x".repeat(5000) + "\n").unwrap();
+        let size = MIN_LOG_SIZE;
+        let l = Logger::with_size(
+            LevelFilter::Info,
+            false,
+            w.as_fd(),
+            Some(&p),
+            Some(size),
+            &tmp("n"),
+        )
+        .unwrap();
+        let ino = std::fs::metadata(&p).unwrap().ino();
+        for i in 0..2000 {
+            l.write_line(
+                Level::Info,
+                format_args!("line {i:05} {}", "y".repeat(i % 200)),
+            );
+            let len = std::fs::metadata(&p).unwrap().len();
+            assert!(len <= size, "{len} > {size} after line {i}");
+        }
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().ino(),
+            ino,
+            "rotated in place"
+        );
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.ends_with(&format!("line 01999 {}\n", "y".repeat(1999 % 200))));
+        assert!(
+            text.len() as u64 > size / 2,
+            "a rotation keeps the newest lines"
+        );
+        // Every line is whole: rotation cuts on line boundaries.
+        for line in text.lines() {
+            assert!(
+                line.contains(" airlock[") && line.contains(": line "),
+                "{line:?}"
+            );
+        }
+        assert!(!text.contains("xxx"), "the old content went first");
+        assert!(Logger::with_size(
+            LevelFilter::Info,
+            false,
+            w.as_fd(),
+            Some(&p),
+            Some(100),
+            &tmp("n")
+        )
+        .is_err());
+        assert!(Logger::with_size(
+            LevelFilter::Info,
+            false,
+            w.as_fd(),
+            None,
+            Some(size),
+            &tmp("n")
+        )
+        .is_err());
         let _ = std::fs::remove_file(&p);
     }
 

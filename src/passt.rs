@@ -838,6 +838,13 @@ pub fn config(o: &Options, p: &Passt, resolv_conf: Option<&str>) -> Result<Confi
         mac: Some(p.mac.unwrap_or(PASST_MAC)),
         virtual_subnet: false,
         mtu_option_always: true,
+        // passt mode refuses --pcap, --log-size and --outbound* (see
+        // `refused`) and has no TFTP.
+        outbound: Default::default(),
+        tftp: None,
+        tftp_root: None,
+        dhcp_bootfile: None,
+        dhcp_next_server: None,
     })
 }
 

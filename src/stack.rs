@@ -28,6 +28,7 @@ pub struct Stack {
     dhcp: services::dhcp::Server,
     ndp: services::ndp::Router,
     dhcp6: services::dhcpv6::Server,
+    tftp: services::tftp::Server,
     /// Flows that owe the guest an ACK at the end of this turn.
     dirty: Vec<Token>,
     /// The IPv6 address the guest was last seen using.
@@ -57,6 +58,7 @@ impl Stack {
         let dhcp = services::dhcp::Server::new(&cfg);
         let ndp = services::ndp::Router::new(&cfg);
         let dhcp6 = services::dhcpv6::Server::new(&cfg);
+        let tftp = services::tftp::Server::new(&cfg);
         let env = flow::Env {
             poller,
             l2: L2 {
@@ -75,6 +77,7 @@ impl Stack {
             dhcp,
             ndp,
             dhcp6,
+            tftp,
             dirty: Vec::new(),
             guest6: None,
             scratch: Vec::new(),
@@ -91,6 +94,11 @@ impl Stack {
 
     pub fn flow_count(&self) -> usize {
         self.flows.len()
+    }
+
+    /// Live flows: (TCP, UDP, ICMP echo).
+    pub fn flows_by_proto(&self) -> (usize, usize, usize) {
+        self.flows.by_proto()
     }
 
     /// Once the link is up.
@@ -196,6 +204,10 @@ impl Stack {
                     self.counters.ipv4_ignored += 1;
                     return;
                 }
+                if self.tftp.wants(&self.cfg, repr.dst, l4) {
+                    let (cfg, l2, c) = (&self.cfg, &self.env.l2, &mut self.counters);
+                    return self.tftp.handle(cfg, l2, repr.src, l4, tx, now, c);
+                }
                 self.on_udp(src, dst, repr.ttl, l4, tx, now);
             }
             ip_proto::TCP => {
@@ -296,6 +308,7 @@ impl Stack {
     /// Periodic work: retransmissions, timeouts.
     pub fn on_tick(&mut self, now: Instant, tx: &mut Tx) {
         self.ndp.on_tick(&self.cfg, now, tx);
+        self.tftp.on_tick(&self.cfg, &self.env.l2, tx, now);
         let mut tokens = std::mem::take(&mut self.scratch);
         self.flows.tokens(&mut tokens);
         let mut ctx = self.env.ctx(tx, now);

@@ -25,6 +25,7 @@ use crate::flow::forward;
 use crate::lifecycle::{self, Daemon, Notifier, ParentWatch, PidFile, RemoveOnDrop};
 use crate::link::{self, Link};
 use crate::logging;
+use crate::pcap::Pcap;
 use crate::sandbox;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::SignalFd;
@@ -57,6 +58,12 @@ pub fn run(mut opts: Options) -> i32 {
         };
     }
     if opts.print_capabilities {
+        if opts.vhost_user {
+            return match caps::print_vhost_user_capabilities() {
+                Ok(()) => EXIT_OK,
+                Err(e) => fail(EXIT_FAILURE, e),
+            };
+        }
         return match caps::print_capabilities(&sandbox::kernel_layers()) {
             Ok(()) => EXIT_OK,
             Err(e) => fail(EXIT_FAILURE, e),
@@ -101,10 +108,17 @@ pub fn run(mut opts: Options) -> i32 {
     } else {
         None
     };
-    let cfg = match Config::from_options(&opts, resolv.as_deref()) {
+    let mut cfg = match Config::from_options(&opts, resolv.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
+    // The --tftp directory is part of the configuration: open it now.
+    if let Some(dir) = &cfg.tftp {
+        match crate::services::tftp::open_root(dir) {
+            Ok(fd) => cfg.tftp_root = Some(std::sync::Arc::new(fd)),
+            Err(e) => return fail(EXIT_USAGE, e),
+        }
+    }
     if cfg.dns_forward && cfg.dns_upstream.is_empty() {
         log::warn!("no DNS upstream (no --dns-upstream, nothing usable in /etc/resolv.conf): DNS to the virtual resolver will go unanswered");
     }
@@ -120,8 +134,21 @@ pub fn run(mut opts: Options) -> i32 {
     // 4. The link, and the files that go with --socket.
     let mut keep: Vec<RemoveOnDrop> = Vec::new();
     let mut removable: Vec<PathBuf> = Vec::new();
+    if opts.vhost_user && opts.netns.is_some() {
+        return fail(
+            EXIT_USAGE,
+            "--vhost-user needs --socket or --fd, not --netns",
+        );
+    }
     let source = if let Some(n) = opts.fd {
-        match link::inherit_fd(n).and_then(Link::from_socket) {
+        let open = |fd| {
+            if opts.vhost_user {
+                Link::vhost_user(std::os::unix::net::UnixStream::from(fd), cfg.mtu)
+            } else {
+                Link::from_socket(fd)
+            }
+        };
+        match link::inherit_fd(n).and_then(open) {
             Ok(l) => Source::Link(Box::new(l)),
             Err(e) => return fail(EXIT_USAGE, format!("--fd {n}: {e}")),
         }
@@ -148,7 +175,11 @@ pub fn run(mut opts: Options) -> i32 {
         };
         keep.push(RemoveOnDrop::new(path));
         removable.extend(path.parent().map(|p| p.to_path_buf()));
-        let line = lifecycle::qemu_netdev_line(path);
+        let line = if opts.vhost_user {
+            lifecycle::qemu_vhost_user_line(path)
+        } else {
+            lifecycle::qemu_netdev_line(path)
+        };
         if daemon.is_none() {
             println!("{line}");
         }
@@ -163,6 +194,13 @@ pub fn run(mut opts: Options) -> i32 {
                 removable.extend(p.parent().map(|d| d.to_path_buf()));
                 Some(f)
             }
+            Err(e) => return fail(EXIT_USAGE, e),
+        },
+        None => None,
+    };
+    let mut pcap = match &opts.pcap {
+        Some(p) => match Pcap::create(p, opts.pcap_size) {
+            Ok(c) => Some(c),
             Err(e) => return fail(EXIT_USAGE, e),
         },
         None => None,
@@ -208,7 +246,12 @@ pub fn run(mut opts: Options) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(EXIT_FAILURE, format!("signals: {e}")),
     };
-    if let Err(e) = sandbox::lock_down(opts.sandbox, &removable) {
+    let grants = sandbox::Grants {
+        removable_dirs: &removable,
+        readable_dirs: cfg.tftp.as_slice(),
+        tcp_bind_port0: cfg.outbound.binds_tcp(),
+    };
+    if let Err(e) = sandbox::lock_down_with(opts.sandbox, &grants) {
         return fail(EXIT_FAILURE, format!("sandbox: {e}"));
     }
 
@@ -221,7 +264,7 @@ pub fn run(mut opts: Options) -> i32 {
             if let Some(n) = &notifier {
                 let _ = n.ready();
             }
-            serve(*l, &cfg, &opts, signals, parent, listeners).0
+            serve(*l, &cfg, &opts, signals, parent, listeners, &mut pcap).0
         }
         Source::Listener(listener) => {
             if let Some(n) = &notifier {
@@ -233,12 +276,18 @@ pub fn run(mut opts: Options) -> i32 {
                     Ok(None) => break EXIT_OK,
                     Err(e) => break fail(EXIT_FAILURE, format!("accept: {e}")),
                 };
-                let link = match Link::from_socket(conn) {
+                let link = if opts.vhost_user {
+                    Link::vhost_user(std::os::unix::net::UnixStream::from(conn), cfg.mtu)
+                } else {
+                    Link::from_socket(conn)
+                };
+                let link = match link {
                     Ok(l) => l,
                     Err(e) => break fail(EXIT_FAILURE, format!("VMM connection: {e}")),
                 };
                 log::info!("VMM connected");
-                let (code, again, back) = serve(link, &cfg, &opts, signals, parent, listeners);
+                let (code, again, back) =
+                    serve(link, &cfg, &opts, signals, parent, listeners, &mut pcap);
                 (signals, listeners) = back;
                 if !again || opts.one_off {
                     break code;
@@ -268,6 +317,10 @@ fn accept_vmm(
         }
         if fds[1].any().unwrap_or(false) {
             while let Ok(Some(s)) = signals.read_signal() {
+                if s.ssi_signo == engine::STATS_SIGNAL as u32 {
+                    log::info!("stats: waiting for the VMM to connect");
+                    continue;
+                }
                 if s.ssi_signo == lifecycle::PARENT_DEATH_SIGNAL as u32
                     && !parent.as_mut().is_some_and(|p| p.parent_gone())
                 {
@@ -293,15 +346,18 @@ type Kept = (SignalFd, Vec<forward::Listener>);
 
 /// Run one link to its end. Returns the exit code, whether another VMM may
 /// follow (the link ended because the VMM left), and what outlives a link:
-/// the signalfd and the forwards' sockets.
+/// the signalfd and the forwards' sockets (and `--pcap`'s writer, taken
+/// from and put back into `pcap`).
 fn serve(
-    link: Link,
+    mut link: Link,
     cfg: &Config,
     opts: &Options,
     signals: SignalFd,
     parent: Option<ParentWatch>,
     listeners: Vec<forward::Listener>,
+    pcap: &mut Option<Pcap>,
 ) -> (i32, bool, Kept) {
+    link.tx.pcap = pcap.take();
     let mut engine = match Engine::new(link, cfg.clone(), signals, parent) {
         Ok(e) => e,
         Err((e, signals)) => return (fail(EXIT_FAILURE, e), false, (signals, listeners)),
@@ -318,6 +374,7 @@ fn serve(
             log::info!("{line}");
         }
     }
+    *pcap = engine.take_pcap();
     let (mut stack, signals) = engine.into_parts();
     let back = (signals, stack.take_forwards());
     match exit {

@@ -310,3 +310,30 @@ pub fn set_if_up(name: [u8; libc::IFNAMSIZ]) {
         }
     }
 }
+
+/// Open `name` read-only beneath the directory `dir`: `openat2(2)` with
+/// `RESOLVE_BENEATH` (no absolute path, no `..` or symlink that leaves
+/// `dir`) and `RESOLVE_NO_MAGICLINKS` (no `/proc/self/fd` tricks).
+/// `O_NONBLOCK`, so a FIFO or device cannot block the open.
+pub fn open_beneath(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    // SAFETY: open_how is plain old data; all-zero is valid.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: `name` is NUL-terminated and `how` is a valid open_how of the
+    // size passed; both outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}

@@ -30,6 +30,7 @@ const TARGETS: &[(&str, Entry)] = &[
     ("dhcpv6", fuzz_api::dhcpv6),
     ("stream_deframe", fuzz_api::stream_deframe),
     ("options", fuzz_api::options),
+    ("vhost_rings", fuzz_api::vhost_rings),
 ];
 
 /// Second wall besides the stack targets' `--restrict` configuration: this

@@ -2,8 +2,10 @@
 # tests/setup.sh — install what airlock's tests and demo need, idempotently,
 # on Debian 12 as root: the guest tools (busybox udhcpc/ping, iproute2), the
 # reference helper for the harness self-check (passt), benchmark tools, a C
-# toolchain for linking, libvirt (tests/libvirt.rs runs a private libvirtd),
-# and Rust (rustup, only if cargo is missing).
+# toolchain for linking, the man page linters (mandoc, groff), QEMU's iPXE
+# ROMs (the PXE test), lintian and cargo-deb (the package test), libvirt
+# (tests/libvirt.rs runs a private libvirtd), and Rust (rustup, only if
+# cargo is missing).
 # `apt-get update` runs only if a package is missing.
 set -euo pipefail
 
@@ -12,7 +14,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-pkgs="busybox-static iproute2 procps iperf3 passt python3 gcc libc6-dev ca-certificates curl qemu-system-x86 isc-dhcp-client tcpdump man-db libvirt-daemon-system libvirt-clients"
+pkgs="busybox-static iproute2 procps iperf3 passt python3 gcc libc6-dev ca-certificates curl qemu-system-x86 isc-dhcp-client tcpdump man-db mandoc groff-base ipxe-qemu lintian libvirt-daemon-system libvirt-clients"
 need=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"
@@ -48,5 +50,10 @@ if command -v rustup >/dev/null; then
   for c in clippy rustfmt; do
     rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
   done
+fi
+# cargo-deb builds the Debian package (tests/package.sh).
+if ! command -v cargo-deb >/dev/null; then
+  echo "tests/setup.sh: installing cargo-deb" >&2
+  cargo install --locked -q cargo-deb
 fi
 exit 0

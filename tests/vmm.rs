@@ -724,6 +724,93 @@ fn guest_report_parses_markers() {
     assert!(!alive(i32::MAX));
 }
 
+/// PXE: QEMU's own iPXE ROM (Debian's ipxe-qemu) boots with `-boot n`:
+/// it leases from airlock, reads the boot file DHCP names
+/// (`--dhcp-bootfile`, an iPXE script) over TFTP from `--tftp DIR`, then
+/// the kernel and initramfs it names; the booted guest leases, pings,
+/// downloads and resolves as in every other scenario.
+#[test]
+fn pxe_boot_over_tftp() {
+    let _l = serial();
+    let ns = HostNs::new("p");
+    let boot = TempDir::new("tftp");
+    let g = guest();
+    for f in ["vmlinuz", "initrd.gz"] {
+        std::fs::copy(g.join(f), boot.0.join(f)).unwrap();
+    }
+    std::fs::write(
+        boot.0.join("boot.ipxe"),
+        format!(
+            "#!ipxe\nkernel vmlinuz console=ttyS0 quiet panic=-1 airlock.port={HTTP_PORT} airlock.file=blob airlock.name={DNS_NAME} airlock.dns=10.0.2.3\ninitrd initrd.gz\nboot\n"
+        ),
+    )
+    .unwrap();
+    let (vmm_end, helper_end) = pair(SockType::Datagram);
+    let log = boot.0.join("airlock.log");
+    let mut a = ns.cmd(AIRLOCK);
+    a.arg(format!("--fd={}", helper_end.as_raw_fd()))
+        .arg("--tftp")
+        .arg(&boot.0)
+        .args(["--dhcp-bootfile", "boot.ipxe", "--debug", "--log-file"])
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut airlock = spawn_with_fds(&mut a, &[&helper_end]);
+    drop(helper_end);
+    let mut q = ns.cmd("timeout");
+    q.args([
+        "240",
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-m",
+        "256",
+        "-nodefaults",
+    ])
+    .args([
+        "-no-user-config",
+        "-nographic",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+    ])
+    .args(["-no-reboot", "-boot", "n"])
+    // Debian 12's iPXE ROM (2019) drives only the legacy virtio interface.
+    .args(["-device", "virtio-net-pci,netdev=n0,disable-modern=on"])
+    .arg("-netdev")
+    .arg(format!("socket,fd={},id=n0", vmm_end.as_raw_fd()))
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let q = spawn_with_fds(&mut q, &[&vmm_end]);
+    drop(vmm_end);
+    let out = q.wait_with_output().unwrap();
+    let _ = kill(Pid::from_raw(airlock.id() as i32), Signal::SIGTERM);
+    let _ = wait_child(&mut airlock, Duration::from_secs(2));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let r = GuestReport::parse(&out.stdout);
+    let ctx = format!(
+        "{}\n--- airlock log ---\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["boot.ipxe", "vmlinuz", "initrd.gz"] {
+        assert!(
+            text.contains(&format!("reads {f} (")),
+            "no TFTP read of {f}\n{ctx}\n{}",
+            r.console
+        );
+    }
+    let done: u64 = text
+        .lines()
+        .find_map(|l| l.split("tftp_transfers_done: ").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(done >= 3, "{done} transfers completed\n{ctx}");
+    r.assert_network(&ns, true);
+}
+
 /// airlock as `passt`: a symlink named so in `dir`, as a launcher finds it.
 fn passt_link(dir: &TempDir) -> PathBuf {
     let link = dir.0.join("passt");
@@ -853,4 +940,72 @@ fn qemu_netdev_passt_replay() {
         Some("192.0.2.1"),
     );
     assert!(gone.is_some(), "airlock still running after QEMU exited");
+}
+
+/// `--vhost-user` behind a real QEMU: guest memory a shared memfd on one
+/// NUMA node, the device a vhost-user netdev on airlock's socket; the
+/// guest leases, pings, downloads and resolves as over the other links.
+///
+/// Where QEMU cannot drive a vhost-user-net backend at all (measured on
+/// this project's machines: QEMU 7.2 under TCG segfaults right after the
+/// guest's virtio-net driver enables the rings, with any backend, passt
+/// included; with KVM it aborts on an MSR assertion) the test reports
+/// itself skipped with QEMU's status and stops there. A QEMU that runs
+/// the guest to the end gets every check. tests/vhost_user.rs covers the
+/// backend with rust-vmm's front-end instead.
+#[test]
+fn vhost_user_qemu_guest() {
+    let _l = serial();
+    let ns = HostNs::new("v");
+    let dir = TempDir::new("vhost");
+    let sock = dir.0.join("vhost.sock");
+    let mut airlock = ns
+        .cmd(AIRLOCK)
+        .args(["--vhost-user", "--foreground", "--one-off", "--socket"])
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !sock.exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(sock.exists(), "airlock did not listen");
+    let mut q = qemu(&ns, "vhost-user,chardev=chr0");
+    q.args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
+        .args(["-numa", "node,memdev=mem", "-chardev"])
+        .arg(format!("socket,id=chr0,path={}", sock.display()));
+    let out = q.output().unwrap();
+    let r = GuestReport::parse(&out.stdout);
+    let ended = wait_child(&mut airlock, Duration::from_secs(2));
+    if ended.is_none() {
+        let _ = airlock.kill();
+        let _ = airlock.wait();
+    }
+    let mut airlock_log = String::new();
+    if let Some(mut e) = airlock.stderr.take() {
+        let _ = e.read_to_string(&mut airlock_log);
+    }
+    // A QEMU that died of a signal (SIGSEGV 139, SIGABRT 134 through
+    // `timeout`) before the guest got a lease cannot drive vhost-user here.
+    let code = out.status.code();
+    let qemu_crashed = matches!(code, Some(134) | Some(139)) || code.is_none();
+    if qemu_crashed && r.lease.is_none() {
+        eprintln!(
+            "vhost_user_qemu_guest: skipped: QEMU cannot drive a vhost-user-net backend on this machine \
+             (exit {:?}; QEMU 7.2 TCG segfaults once the guest enables the rings). stderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+        );
+        assert!(
+            !airlock_log.contains("panicked"),
+            "airlock itself failed: {airlock_log}"
+        );
+        return;
+    }
+    r.assert_network(&ns, true);
+    let (st, _) = ended.expect("airlock still running 2 s after QEMU exited");
+    assert_eq!(st.code(), Some(0), "{st:?}\n{airlock_log}");
 }

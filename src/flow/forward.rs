@@ -8,7 +8,11 @@
 //! forwarded separately. A port that cannot be bound is a startup error
 //! naming the forward.
 //!
-//! #syscalls: socket(0=AF_INET|AF_INET6) setsockopt bind listen accept4 ioctl(1=FIONBIO) getpeername close
+//! `listen` is start-up only: after the sandbox no socket can start
+//! listening, whatever it is bound to (see [`crate::outbound`]).
+//!
+//! #syscalls: socket(0=AF_INET|AF_INET6) setsockopt bind accept4 ioctl(1=FIONBIO) getpeername close
+//! #syscalls-startup: listen
 #![forbid(unsafe_code)]
 
 use super::{nat, Key};

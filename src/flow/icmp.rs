@@ -31,7 +31,7 @@ use nix::sys::socket::{
     SockaddrStorage,
 };
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -105,7 +105,7 @@ pub fn on_guest_echo(
         counters.flows_full += 1;
         return true;
     };
-    match Echo::open(ctx, token, key, host_dst.ip()) {
+    match Echo::open(ctx, &cfg.outbound, token, key, host_dst.ip()) {
         Ok(mut c) => {
             if c.on_guest(now, msg, ttl).is_err() {
                 counters.icmp_dropped += 1;
@@ -147,18 +147,16 @@ pub struct Echo {
 impl Echo {
     /// Open a ping socket toward `host_dst`. An EACCES error means
     /// `net.ipv4.ping_group_range` excludes airlock's group.
-    pub fn open(ctx: &mut Ctx<'_>, token: Token, key: Key, host_dst: IpAddr) -> io::Result<Echo> {
-        let (fam, proto, any) = match host_dst {
-            IpAddr::V4(_) => (
-                AddressFamily::Inet,
-                SockProtocol::Icmp,
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            ),
-            IpAddr::V6(_) => (
-                AddressFamily::Inet6,
-                SockProtocol::IcmpV6,
-                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            ),
+    pub fn open(
+        ctx: &mut Ctx<'_>,
+        outbound: &crate::outbound::Outbound,
+        token: Token,
+        key: Key,
+        host_dst: IpAddr,
+    ) -> io::Result<Echo> {
+        let (fam, proto) = match host_dst {
+            IpAddr::V4(_) => (AddressFamily::Inet, SockProtocol::Icmp),
+            IpAddr::V6(_) => (AddressFamily::Inet6, SockProtocol::IcmpV6),
         };
         let fd = sock::socket(
             fam,
@@ -172,10 +170,7 @@ impl Echo {
             sock::setsockopt(&fd, sockopt::Ipv4RecvErr, &true)?;
         }
         // Ask for the guest's identifier; the host may have given it away.
-        let _ = sock::bind(
-            fd.as_raw_fd(),
-            &SockaddrStorage::from(SocketAddr::new(any, key.guest.port())),
-        );
+        outbound.prepare_dgram(&fd, &SocketAddr::new(host_dst, 0), key.guest.port())?;
         sock::connect(
             fd.as_raw_fd(),
             &SockaddrStorage::from(SocketAddr::new(host_dst, 0)),

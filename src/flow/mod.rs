@@ -231,6 +231,19 @@ impl Table {
         Some(flow)
     }
 
+    /// Live flows by protocol: (TCP, UDP, ICMP echo).
+    pub fn by_proto(&self) -> (usize, usize, usize) {
+        let mut n = (0, 0, 0);
+        for f in self.slots.iter().filter_map(|s| s.flow.as_ref()) {
+            match f {
+                Flow::Tcp(_) => n.0 += 1,
+                Flow::Udp(_) => n.1 += 1,
+                Flow::Icmp(_) => n.2 += 1,
+            }
+        }
+        n
+    }
+
     /// Act on what a flow said after a call: close it (and count that) or
     /// keep it.
     pub fn settle(&mut self, token: Token, verdict: Verdict, counters: &mut Counters) {

@@ -195,6 +195,7 @@ impl Conn {
     /// A guest SYN: start connecting to `host_dst` on the host.
     pub fn connect(
         ctx: &mut Ctx<'_>,
+        outbound: &crate::outbound::Outbound,
         token: Token,
         key: Key,
         host_dst: SocketAddr,
@@ -202,6 +203,7 @@ impl Conn {
     ) -> io::Result<Conn> {
         let fd = new_socket(&host_dst)?;
         tune(&fd);
+        outbound.prepare_tcp(&fd, &host_dst)?;
         match sock::connect(
             std::os::fd::AsRawFd::as_raw_fd(&fd),
             &SockaddrStorage::from(host_dst),
@@ -900,7 +902,7 @@ pub fn on_guest_segment(
         reply_rst(ctx, &key, seg);
         return None;
     };
-    match Conn::connect(ctx, token, key, host_dst, seg) {
+    match Conn::connect(ctx, &cfg.outbound, token, key, host_dst, seg) {
         Ok(conn) => {
             table.insert(token, key, Flow::Tcp(conn));
             counters.flows_opened += 1;

@@ -106,7 +106,7 @@ pub fn on_guest_datagram(
         counters.flows_full += 1;
         return;
     };
-    match Conn::open(ctx, token, key, host_dst) {
+    match Conn::open(ctx, &cfg.outbound, token, key, host_dst) {
         Ok(mut c) => {
             if c.on_guest(now, payload, ttl, None).is_err() {
                 counters.udp_dropped += 1;
@@ -164,6 +164,7 @@ impl Conn {
     /// `host_dst`, bound to the guest's source port if that is free.
     pub fn open(
         ctx: &mut Ctx<'_>,
+        outbound: &crate::outbound::Outbound,
         token: super::Token,
         key: Key,
         host_dst: SocketAddr,
@@ -179,16 +180,8 @@ impl Conn {
         } else {
             sock::setsockopt(&fd, sockopt::Ipv4RecvErr, &true)?;
         }
-        let any = if host_dst.is_ipv6() {
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-        } else {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        };
         // The guest's port if free; otherwise connect picks an ephemeral one.
-        let _ = sock::bind(
-            fd.as_raw_fd(),
-            &SockaddrStorage::from(SocketAddr::new(any, key.guest.port())),
-        );
+        outbound.prepare_dgram(&fd, &host_dst, key.guest.port())?;
         sock::connect(fd.as_raw_fd(), &SockaddrStorage::from(host_dst))?;
         ctx.poller.add(fd.as_fd(), token, EpollFlags::EPOLLIN)?;
         Ok(Conn {

@@ -10,6 +10,9 @@
 //!   in the middle of one; `sendmsg` of many frames at once, never blocking.
 //! - [`Kind::Tap`] (`tap.rs`): a tap device (`--netns`), one frame per
 //!   read/write.
+//! - [`Kind::VhostUser`] (`vhost_user/`): frames straight from and into
+//!   guest memory (`--vhost-user`); the link's descriptor is the backend's
+//!   own epoll set (control socket, transmit kick).
 //!
 //! Frames to the guest are queued in [`Tx`] (`tx.rs`) and leave in batches:
 //! the engine flushes once per event-loop turn, or earlier when the queue
@@ -24,6 +27,7 @@ mod dgram;
 mod stream;
 mod tap;
 mod tx;
+pub mod vhost_user;
 
 pub use crate::sys::inherit_fd;
 pub use tap::open_tap_in_netns;
@@ -44,6 +48,7 @@ pub enum Kind {
     Dgram,
     Stream,
     Tap,
+    VhostUser,
 }
 
 /// Why the link ended.
@@ -125,6 +130,8 @@ pub struct Link {
     /// STREAM: bytes of a partial frame carried at the start of `rx`.
     carry: usize,
     rx_lens: [usize; dgram::RX_SLOTS],
+    /// VhostUser: the control channel and transmit ring.
+    vhost: Option<Box<vhost_user::Backend>>,
     pub tx: Tx,
 }
 
@@ -141,6 +148,7 @@ impl Link {
             Kind::Dgram => vec![0; dgram::RX_BYTES],
             Kind::Stream => vec![0; stream::RX_BYTES],
             Kind::Tap => vec![0; tap::RX_BYTES],
+            Kind::VhostUser => vec![0; crate::wire::virtio_net::HEADER_LEN + MAX_FRAME + 1],
         };
         Ok(Link {
             kind,
@@ -148,6 +156,7 @@ impl Link {
             rx,
             carry: 0,
             rx_lens: [0; dgram::RX_SLOTS],
+            vhost: None,
             tx: Tx::new(txfd, kind),
         })
     }
@@ -181,12 +190,16 @@ impl Link {
             Kind::Dgram => self.recv_dgram(&mut on_frame),
             Kind::Stream => self.recv_stream(&mut on_frame),
             Kind::Tap => self.recv_tap(&mut on_frame),
+            Kind::VhostUser => self.recv_vhost(&mut on_frame),
         }
     }
 
     fn deliver(tx: &mut Tx, frame: &[u8], on_frame: &mut impl FnMut(&[u8], &mut Tx)) {
         tx.stats.rx_frames += 1;
         tx.stats.rx_bytes += frame.len() as u64;
+        if let Some(p) = tx.pcap.as_mut() {
+            p.frame(frame);
+        }
         if frame.len() < MIN_FRAME {
             tx.stats.rx_runt += 1;
             return;

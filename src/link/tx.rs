@@ -28,7 +28,11 @@ pub struct Tx {
     /// STREAM: the unwritten tail of a frame the VMM stopped reading in
     /// the middle of; it goes first next time, so the framing never breaks.
     pub(super) tail: Vec<u8>,
+    /// VhostUser: the device whose receive ring a flush fills.
+    pub(super) vhost: Option<super::vhost_user::Rx>,
     pub stats: Stats,
+    /// `--pcap`: sees every frame received and flushed.
+    pub pcap: Option<crate::pcap::Pcap>,
 }
 
 impl Tx {
@@ -41,7 +45,9 @@ impl Tx {
             used: 0,
             closed: None,
             tail: Vec::new(),
+            vhost: None,
             stats: Stats::default(),
+            pcap: None,
         }
     }
 
@@ -97,6 +103,7 @@ impl Tx {
     /// Send everything queued. Waits (bounded) for a VMM that is slow to
     /// read rather than dropping: the link is lossless and so is airlock.
     pub fn flush(&mut self) {
+        self.capture();
         if self.frames.is_empty() {
             self.used = 0;
             if !self.tail.is_empty() {
@@ -111,12 +118,27 @@ impl Tx {
             Kind::Dgram => self.flush_dgram(),
             Kind::Stream => self.flush_stream(),
             Kind::Tap => self.flush_tap(),
+            Kind::VhostUser => {
+                self.flush_vhost();
+                Ok(())
+            }
         };
         if let Err(e) = r {
             self.closed.get_or_insert(Closed::from_io(e));
         }
         self.frames.clear();
         self.used = 0;
+    }
+
+    /// `--pcap`: record the queued frames, then write the capture.
+    fn capture(&mut self) {
+        let Some(p) = self.pcap.as_mut() else { return };
+        for &(off, len) in &self.frames {
+            if let Some(f) = self.buf.get(off + 4..off + 4 + len) {
+                p.frame(f);
+            }
+        }
+        p.flush();
     }
 
     pub(super) fn account(&mut self, len: usize) {

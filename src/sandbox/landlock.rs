@@ -92,6 +92,16 @@ pub fn kernel_abi() -> i32 {
 /// `removable_dirs` (the directories of airlock's own `--socket` and
 /// `--pid` files, which it deletes on exit).
 pub fn restrict(removable_dirs: &[std::path::PathBuf]) -> Result<Enforced, Error> {
+    restrict_with(&super::Grants {
+        removable_dirs,
+        ..super::Grants::default()
+    })
+}
+
+/// [`restrict`], keeping the [`super::Grants`] as well: reading beneath
+/// `readable_dirs` (`--tftp`), and a TCP bind to port 0 (`--outbound-addr`).
+pub fn restrict_with(grants: &super::Grants<'_>) -> Result<Enforced, Error> {
+    let removable_dirs = grants.removable_dirs;
     let abi = kernel_abi();
     if abi < 1 {
         return Ok(Enforced {
@@ -100,6 +110,15 @@ pub fn restrict(removable_dirs: &[std::path::PathBuf]) -> Result<Enforced, Error
         });
     }
     let err = |e: landlock::RulesetError| Error::Landlock(e.to_string());
+    // A --tftp directory that cannot be opened now is an error: without
+    // its rule every read would fail later.
+    let readable = grants
+        .readable_dirs
+        .iter()
+        .map(|d| {
+            landlock::PathFd::new(d).map_err(|e| Error::Landlock(format!("{}: {e}", d.display())))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     let status = landlock::Ruleset::default()
         .handle_access(AccessFs::from_all(RULESET_ABI))
         .map_err(err)?
@@ -115,6 +134,19 @@ pub fn restrict(removable_dirs: &[std::path::PathBuf]) -> Result<Enforced, Error
                 .ok()
                 .map(|fd| Ok(landlock::PathBeneath::new(fd, AccessFs::RemoveFile)))
         }))
+        .map_err(err)?
+        .add_rules(readable.into_iter().map(|fd| {
+            Ok::<_, landlock::RulesetError>(landlock::PathBeneath::new(
+                fd,
+                AccessFs::from_read(RULESET_ABI),
+            ))
+        }))
+        .map_err(err)?
+        .add_rules(
+            grants
+                .tcp_bind_port0
+                .then(|| Ok(landlock::NetPort::new(0, AccessNet::BindTcp))),
+        )
         .map_err(err)?
         .restrict_self()
         .map_err(err)?;

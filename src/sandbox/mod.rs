@@ -162,6 +162,33 @@ fn missing(have: &[&'static str]) -> Vec<&'static str> {
         .collect()
 }
 
+/// The rights the landlock ruleset keeps, beyond none.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Grants<'a> {
+    /// Remove files directly in these (airlock's own `--socket`, `--pid`).
+    pub removable_dirs: &'a [std::path::PathBuf],
+    /// Read files and list directories beneath these (`--tftp DIR`).
+    pub readable_dirs: &'a [std::path::PathBuf],
+    /// Bind TCP to port 0 (`--outbound-addr`: the address without a port,
+    /// `IP_BIND_ADDRESS_NO_PORT`); every other port stays refused.
+    pub tcp_bind_port0: bool,
+}
+
+/// [`lock_down_with`] keeping only the right to remove files in
+/// `removable_dirs`.
+pub fn lock_down(
+    mode: SandboxMode,
+    removable_dirs: &[std::path::PathBuf],
+) -> Result<Report, Error> {
+    lock_down_with(
+        mode,
+        &Grants {
+            removable_dirs,
+            ..Grants::default()
+        },
+    )
+}
+
 /// Locks the calling process down: `PR_SET_NO_NEW_PRIVS`,
 /// `PR_SET_DUMPABLE 0`, landlock, seccomp, in that order. Call it once,
 /// single-threaded, after [`drop_privileges`] and before the event loop.
@@ -170,10 +197,7 @@ fn missing(have: &[&'static str]) -> Vec<&'static str> {
 /// changing anything) when a layer is missing; `Log` is `Enforce` with a
 /// seccomp filter that logs instead of killing; `Off` only warns.
 /// Logs the [`Report`] as one line.
-pub fn lock_down(
-    mode: SandboxMode,
-    removable_dirs: &[std::path::PathBuf],
-) -> Result<Report, Error> {
+pub fn lock_down_with(mode: SandboxMode, grants: &Grants<'_>) -> Result<Report, Error> {
     if mode == SandboxMode::Off {
         log::warn!("--sandbox=off: no landlock, no seccomp; a compromised airlock keeps every right of uid {}", nix::unistd::getuid());
         return Ok(Report::off(mode));
@@ -193,7 +217,7 @@ pub fn lock_down(
         .map_err(|e| Error::Prctl(format!("PR_SET_NO_NEW_PRIVS: {e}")))?;
     nix::sys::prctl::set_dumpable(false)
         .map_err(|e| Error::Prctl(format!("PR_SET_DUMPABLE: {e}")))?;
-    let landlock = landlock::restrict(removable_dirs)?;
+    let landlock = landlock::restrict_with(grants)?;
     let seccomp = if seccomp::available(filter_mode) {
         seccomp::install(filter_mode)?
     } else {

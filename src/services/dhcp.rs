@@ -143,7 +143,7 @@ impl Server {
             } else {
                 net.guest
             },
-            siaddr: net.host,
+            siaddr: cfg.dhcp_next_server.unwrap_or(net.host),
             giaddr: Ipv4Addr::UNSPECIFIED,
             client_mac,
         };
@@ -162,7 +162,8 @@ impl Server {
                 gateway: net.host,
             },
         ];
-        let mut opts: [OptionRepr; 14] = [OptionRepr::Raw { code: 0, data: &[] }; 14];
+        let mut opts: [OptionRepr; 16] = [OptionRepr::Raw { code: 0, data: &[] }; 16];
+        let next_server = cfg.dhcp_next_server.map(|a| a.to_string());
         let mut n = 0;
         let mut push = |o| {
             opts[n] = o;
@@ -198,6 +199,13 @@ impl Server {
             }
             if cfg.mtu != 1500 || cfg.mtu_option_always {
                 push(OptionRepr::InterfaceMtu(cfg.mtu));
+            }
+            // PXE: the boot file, fetched by TFTP from siaddr.
+            if let Some(s) = &next_server {
+                push(OptionRepr::TftpServer(s));
+            }
+            if let Some(f) = &cfg.dhcp_bootfile {
+                push(OptionRepr::BootfileName(f));
             }
         } else {
             push(OptionRepr::Message("requested address not available"));

@@ -44,6 +44,8 @@ pub mod opt {
     pub const RENEWAL_TIME: u8 = 58;
     pub const REBINDING_TIME: u8 = 59;
     pub const CLIENT_ID: u8 = 61;
+    pub const TFTP_SERVER: u8 = 66;
+    pub const BOOTFILE_NAME: u8 = 67;
     pub const RAPID_COMMIT: u8 = 80;
     pub const DOMAIN_SEARCH: u8 = 119;
     pub const CLASSLESS_ROUTES: u8 = 121;
@@ -450,6 +452,10 @@ pub enum OptionRepr<'a> {
     DomainSearch(&'a [&'a str]),
     /// Option 121.
     ClasslessRoutes(&'a [Route]),
+    /// Option 66: the TFTP server, as text.
+    TftpServer(&'a str),
+    /// Option 67: the boot file name.
+    BootfileName(&'a str),
     Raw {
         code: u8,
         data: &'a [u8],
@@ -537,6 +543,8 @@ impl OptionSink<'_> {
                 }
                 Ok(())
             }
+            OptionRepr::TftpServer(s) => self.option(opt::TFTP_SERVER, s.as_bytes()),
+            OptionRepr::BootfileName(s) => self.option(opt::BOOTFILE_NAME, s.as_bytes()),
             OptionRepr::Raw { code, data } => self.option(code, data),
         }
     }

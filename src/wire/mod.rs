@@ -51,8 +51,11 @@ pub mod ipv4;
 pub mod ipv6;
 pub mod ndp;
 pub mod netlink;
+pub mod pcap;
 pub mod tcp;
+pub mod tftp;
 pub mod udp;
+pub mod virtio_net;
 
 /// Why a buffer could not be parsed or emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -20,6 +20,7 @@ pub mod helper;
 pub mod process;
 pub mod relay;
 pub mod topo;
+pub mod vhost_frontend;
 
 pub use guest::{Guest, Lease};
 pub use helper::{Helper, LinkMode};

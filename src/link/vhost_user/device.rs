@@ -1,0 +1,698 @@
+//! The virtio-net device behind the vhost-user protocol: what the
+//! control requests set up (features, memory table, rings, eventfds) and
+//! what the data path does with it (frames out of the transmit ring, into
+//! the receive ring). rust-vmm's `vhost` crate parses and answers the
+//! messages, `virtio-queue` keeps the rings, `vm-memory` maps the memfd
+//! regions `MAP_SHARED` without `PROT_EXEC`.
+//!
+//! A driver that breaks the rules (a chain that loops or leaves guest
+//! memory, rings outside it, a header too short) gets its device reset:
+//! both rings stop, the error eventfds fire, and nothing of the chain is
+//! used. The VMM brings the rings back by setting them up again.
+//!
+//! #syscalls: read write poll|ppoll mmap(2&PROT_EXEC=0) munmap newfstatat|fstat|statx close
+#![forbid(unsafe_code)]
+
+use super::virtq;
+use crate::wire::virtio_net as vnet;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use vhost::vhost_user::message::{
+    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags, VhostUserInflight,
+    VhostUserLog, VhostUserMemoryRegion, VhostUserProtocolFeatures, VhostUserShMemConfig,
+    VhostUserSharedMsg, VhostUserSingleMemoryRegion, VhostUserVirtioFeatures,
+    VhostUserVringAddrFlags, VhostUserVringState,
+};
+use vhost::vhost_user::{
+    Backend as BackendChannel, Error as VuError, GpuBackend, Result as VuResult,
+    VhostUserBackendReqHandlerMut,
+};
+use vhost::VhostUserMemoryRegionBase;
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_net::*;
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+
+use virtq::Fault;
+
+/// Receive queue (device to driver) and transmit queue.
+pub const RXQ: usize = 0;
+pub const TXQ: usize = 1;
+/// Largest ring airlock accepts (QEMU's and Linux's maximum).
+pub const MAX_QUEUE: u16 = 1024;
+/// The MAC the device reports: QEMU's default for a first NIC.
+pub const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+/// Memory regions accepted in one table (the protocol's baseline).
+const MAX_REGIONS: usize = 8;
+/// How long a flush waits for the driver to post receive buffers.
+const RX_STALL_MS: u16 = 200;
+/// Receive buffers one frame may span (MRG_RXBUF).
+const MAX_MERGE: usize = 256;
+
+/// Virtio features offered: VERSION_1, the ring features, the net device
+/// fields, and the offloads that let the guest send and take 64 KiB TCP
+/// segments at any MTU (airlock completes a partial checksum itself and
+/// never sends partial ones or GSO frames, so the guest-side offloads only
+/// say "I accept").
+pub const VIRTIO_FEATURES: u64 = 1 << VIRTIO_F_VERSION_1
+    | 1 << VIRTIO_RING_F_EVENT_IDX
+    | 1 << VIRTIO_NET_F_MRG_RXBUF
+    | 1 << VIRTIO_NET_F_MAC
+    | 1 << VIRTIO_NET_F_MTU
+    | 1 << VIRTIO_NET_F_STATUS
+    | 1 << VIRTIO_NET_F_CSUM
+    | 1 << VIRTIO_NET_F_GUEST_CSUM
+    | 1 << VIRTIO_NET_F_HOST_TSO4
+    | 1 << VIRTIO_NET_F_HOST_TSO6
+    | 1 << VIRTIO_NET_F_GUEST_TSO4
+    | 1 << VIRTIO_NET_F_GUEST_TSO6
+    | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+
+/// Protocol features: acknowledged requests and the config space; one
+/// queue pair, so no MQ.
+pub fn protocol_features() -> VhostUserProtocolFeatures {
+    VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::CONFIG
+}
+
+/// Counters for `--debug`.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Device resets for a driver that broke the rules.
+    pub faults: u64,
+    /// Requests answered with an error.
+    pub bad_requests: u64,
+    /// Guest frames longer than [`MAX_FRAME`].
+    pub tx_oversize: u64,
+    /// Frames to the guest dropped: rings not running, no buffers in time,
+    /// or (without MRG_RXBUF) a buffer too small.
+    pub rx_dropped: u64,
+    pub calls: u64,
+}
+
+/// Guest memory and where each region sits in the VMM's address space
+/// (ring addresses arrive as VMM virtual addresses).
+struct Memory {
+    guest: GuestMemoryMmap,
+    /// (VMM address, size, guest physical address)
+    table: Vec<(u64, u64, u64)>,
+}
+
+impl Memory {
+    fn to_guest(&self, vmm: u64) -> Option<GuestAddress> {
+        self.table.iter().find_map(|&(va, size, gpa)| {
+            let off = vmm.checked_sub(va)?;
+            (off < size).then(|| GuestAddress(gpa + off))
+        })
+    }
+}
+
+struct Vring {
+    queue: Queue,
+    /// Descriptor table, available and used rings, as VMM addresses.
+    addrs: Option<(u64, u64, u64)>,
+    kick: Option<File>,
+    call: Option<File>,
+    err: Option<File>,
+    enabled: bool,
+    /// Reset after a fault; set up again by the VMM.
+    broken: bool,
+}
+
+impl Vring {
+    fn new() -> Vring {
+        Vring {
+            queue: Queue::new(MAX_QUEUE).expect("a power of two"),
+            addrs: None,
+            kick: None,
+            call: None,
+            err: None,
+            enabled: false,
+            broken: false,
+        }
+    }
+
+    fn running(&self) -> bool {
+        self.queue.ready() && self.kick.is_some() && self.enabled && !self.broken
+    }
+
+    fn signal(&self, stats: &mut Stats) {
+        if let Some(c) = &self.call {
+            stats.calls += 1;
+            let _ = (&*c).write(&1u64.to_ne_bytes());
+        }
+    }
+}
+
+/// The virtio-net device: what the control requests set up and the data
+/// path uses.
+pub struct Device {
+    features: u64,
+    protocol: u64,
+    mtu: u16,
+    mem: Option<Memory>,
+    rings: [Vring; 2],
+    /// The link's own epoll set: control socket and transmit kick.
+    epoll: Arc<Epoll>,
+    pub stats: Stats,
+    /// Per-frame scratch: (head, bytes written) of the buffers one frame
+    /// takes, kept to avoid an allocation per frame.
+    heads: Vec<(u16, u32)>,
+    /// How long a flush waits for receive buffers ([`RX_STALL_MS`]).
+    stall_ms: u16,
+}
+
+/// Tokens in the link's own epoll set.
+pub(super) const TOKEN_SOCKET: u64 = 0;
+const TOKEN_KICK: u64 = 1;
+
+fn bad(msg: &'static str) -> VuError {
+    VuError::InvalidOperation(msg)
+}
+
+impl Device {
+    pub(super) fn new(mtu: u16, epoll: Arc<Epoll>) -> Device {
+        Device {
+            features: 0,
+            protocol: 0,
+            mtu,
+            mem: None,
+            rings: [Vring::new(), Vring::new()],
+            epoll,
+            stats: Stats::default(),
+            heads: Vec::with_capacity(MAX_MERGE),
+            stall_ms: RX_STALL_MS,
+        }
+    }
+
+    /// The transmit ring's kick eventfd, drained when the link wakes.
+    pub(super) fn tx_kick(&self) -> Option<&File> {
+        self.rings[TXQ].kick.as_ref()
+    }
+
+    fn has(&self, bit: u32) -> bool {
+        self.features & (1 << bit) != 0
+    }
+
+    fn ring(&mut self, index: u32) -> VuResult<&mut Vring> {
+        self.rings
+            .get_mut(index as usize)
+            .ok_or(VuError::InvalidParam)
+    }
+
+    /// Point the queue at its rings, translated through the memory table;
+    /// a ring outside guest memory leaves the queue stopped.
+    fn apply_addrs(&mut self, index: usize) {
+        let Some(mem) = &self.mem else {
+            self.rings[index].queue.set_ready(false);
+            return;
+        };
+        let r = &mut self.rings[index];
+        let ok = r.addrs.is_some_and(|(d, a, u)| {
+            match (mem.to_guest(d), mem.to_guest(a), mem.to_guest(u)) {
+                (Some(d), Some(a), Some(u)) => {
+                    r.queue.try_set_desc_table_address(d).is_ok()
+                        && r.queue.try_set_avail_ring_address(a).is_ok()
+                        && r.queue.try_set_used_ring_address(u).is_ok()
+                }
+                _ => false,
+            }
+        });
+        r.queue.set_ready(ok);
+        r.queue.set_ready(ok && r.queue.is_valid(&mem.guest));
+    }
+
+    fn update_kick_poll(&mut self, old: Option<&File>) {
+        if let Some(f) = old {
+            let _ = self.epoll.delete(f);
+        }
+        if let Some(f) = &self.rings[TXQ].kick {
+            let _ = self
+                .epoll
+                .add(f, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_KICK));
+        }
+    }
+
+    /// A driver broke the rules: stop both rings and tell the VMM.
+    pub fn fault(&mut self, f: Fault) {
+        self.stats.faults += 1;
+        log::warn!("vhost-user: {f}: device reset");
+        for r in &mut self.rings {
+            r.broken = true;
+            r.queue.set_ready(false);
+            if let Some(e) = &r.err {
+                let _ = (&*e).write(&1u64.to_ne_bytes());
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        let old = self.rings[TXQ].kick.take();
+        self.update_kick_poll(old.as_ref());
+        self.rings = [Vring::new(), Vring::new()];
+        self.features = 0;
+        self.mem = None;
+    }
+
+    /// The config space (virtio 1.2 §5.1.4): mac, status, max pairs, mtu.
+    fn config(&self) -> [u8; 12] {
+        let mut c = [0u8; 12];
+        c[..6].copy_from_slice(&GUEST_MAC);
+        c[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
+        c[8..10].copy_from_slice(&1u16.to_le_bytes());
+        c[10..12].copy_from_slice(&self.mtu.to_le_bytes());
+        c
+    }
+
+    /// Take the next frame the driver sent into `buf` (virtio-net header,
+    /// then the frame); `None` when the transmit ring is empty. Returns the
+    /// range of `buf` that holds the frame.
+    pub fn pop_tx(&mut self, buf: &mut [u8]) -> Result<Option<(usize, usize)>, Fault> {
+        let Some(mem) = &self.mem else {
+            return Ok(None);
+        };
+        let r = &mut self.rings[TXQ];
+        if !r.running() {
+            return Ok(None);
+        }
+        loop {
+            let q = &mut r.queue;
+            let avail = q
+                .avail_idx(&mem.guest, std::sync::atomic::Ordering::Acquire)
+                .map_err(|_| Fault::Ring)?;
+            let pending = avail - std::num::Wrapping(q.next_avail());
+            if pending.0 > q.size() {
+                return Err(Fault::Ring);
+            }
+            if pending.0 == 0 {
+                // Ask for a kick, then look once more: a frame added in
+                // between would otherwise wait for the next one.
+                if q.enable_notification(&mem.guest).map_err(|_| Fault::Ring)? {
+                    continue;
+                }
+                return Ok(None);
+            }
+            let _ = q.disable_notification(&mem.guest);
+            let Some(chain) = q.pop_descriptor_chain(&mem.guest) else {
+                return Err(Fault::Ring);
+            };
+            let head = chain.head_index();
+            let (n, total) = virtq::read_chain(
+                &mem.guest,
+                GuestAddress(q.desc_table()),
+                q.size(),
+                head,
+                buf,
+            )?;
+            q.add_used(&mem.guest, head, 0).map_err(|_| Fault::Ring)?;
+            if (total as usize) < vnet::HEADER_LEN {
+                return Err(Fault::Short);
+            }
+            if total as usize > buf.len() {
+                self.stats.tx_oversize += 1;
+                continue;
+            }
+            let h = vnet::Repr::parse(&buf[..n]).map_err(|_| Fault::Short)?;
+            let frame = &mut buf[vnet::HEADER_LEN..n];
+            if h.flags & vnet::F_NEEDS_CSUM != 0 {
+                // Offloaded checksum: the stack checks every checksum, so
+                // finish it here. A bad offset only spoils this frame.
+                let _ = vnet::complete_checksum(frame, h.csum_start, h.csum_offset);
+            }
+            return Ok(Some((vnet::HEADER_LEN, n)));
+        }
+    }
+
+    /// Tell the driver about used transmit buffers, if it wants to know.
+    pub fn notify_tx(&mut self) {
+        let Some(mem) = &self.mem else { return };
+        let r = &mut self.rings[TXQ];
+        if r.running() && r.queue.needs_notification(&mem.guest).unwrap_or(true) {
+            r.signal(&mut self.stats);
+        }
+    }
+
+    /// Whether frames can go to the guest at all.
+    pub fn rx_running(&self) -> bool {
+        self.mem.is_some() && self.rings[RXQ].running()
+    }
+
+    /// Place one frame in the guest's receive buffers. `Ok(false)`: no
+    /// buffers came in time, or the frame does not fit; it is dropped.
+    pub fn push_rx(&mut self, frame: &[u8]) -> Result<bool, Fault> {
+        let merge = self.has(VIRTIO_NET_F_MRG_RXBUF);
+        let Some(mem) = &self.mem else {
+            return Ok(false);
+        };
+        let r = &mut self.rings[RXQ];
+        let need = vnet::HEADER_LEN + frame.len();
+        let mut hdr = [0u8; vnet::HEADER_LEN];
+        vnet::Repr::plain(1)
+            .emit(&mut hdr)
+            .map_err(|_| Fault::Short)?;
+        self.heads.clear();
+        let mut placed = 0usize;
+        while placed < need {
+            let q = &mut r.queue;
+            let avail = q
+                .avail_idx(&mem.guest, std::sync::atomic::Ordering::Acquire)
+                .map_err(|_| Fault::Ring)?;
+            let pending = avail - std::num::Wrapping(q.next_avail());
+            if pending.0 > q.size() {
+                return Err(Fault::Ring);
+            }
+            if pending.0 == 0 {
+                if !wait_for_buffers(q, &mem.guest, r.kick.as_ref(), self.stall_ms)? {
+                    for _ in 0..self.heads.len() {
+                        q.go_to_previous_position();
+                    }
+                    return Ok(false);
+                }
+                continue;
+            }
+            let Some(chain) = q.pop_descriptor_chain(&mem.guest) else {
+                return Err(Fault::Ring);
+            };
+            let head = chain.head_index();
+            let (table, size) = (GuestAddress(q.desc_table()), q.size());
+            let n = if placed == 0 {
+                virtq::write_chain(&mem.guest, table, size, head, &[&hdr, frame])?
+            } else {
+                let rest = &frame[placed - vnet::HEADER_LEN..];
+                virtq::write_chain(&mem.guest, table, size, head, &[rest])?
+            };
+            if placed == 0 && n < vnet::HEADER_LEN {
+                return Err(Fault::Short);
+            }
+            placed += n;
+            self.heads.push((head, n as u32));
+            let full = placed < need && (!merge || self.heads.len() == MAX_MERGE);
+            if full {
+                // One buffer must hold it all (no MRG_RXBUF), or it would
+                // take more buffers than any real frame: drop, give back.
+                for _ in 0..self.heads.len() {
+                    q.go_to_previous_position();
+                }
+                return Ok(false);
+            }
+        }
+        let (first, _) = self.heads[0];
+        let q = &mut r.queue;
+        if self.heads.len() > 1 {
+            vnet::set_num_buffers(&mut hdr, self.heads.len() as u16).map_err(|_| Fault::Short)?;
+            virtq::write_chain(
+                &mem.guest,
+                GuestAddress(q.desc_table()),
+                q.size(),
+                first,
+                &[&hdr],
+            )?;
+        }
+        for &(head, len) in &self.heads {
+            q.add_used(&mem.guest, head, len).map_err(|_| Fault::Ring)?;
+        }
+        Ok(true)
+    }
+
+    /// Tell the driver about filled receive buffers, if it wants to know.
+    pub fn notify_rx(&mut self) {
+        let Some(mem) = &self.mem else { return };
+        let r = &mut self.rings[RXQ];
+        if r.running() && r.queue.needs_notification(&mem.guest).unwrap_or(true) {
+            r.signal(&mut self.stats);
+        }
+    }
+}
+
+/// The driver has no receive buffers: ask for a kick and wait for it, at
+/// most `stall_ms`. True when there may be buffers now.
+fn wait_for_buffers(
+    q: &mut Queue,
+    mem: &GuestMemoryMmap,
+    kick: Option<&File>,
+    stall_ms: u16,
+) -> Result<bool, Fault> {
+    if q.enable_notification(mem).map_err(|_| Fault::Ring)? {
+        return Ok(true);
+    }
+    let Some(kick) = kick else { return Ok(false) };
+    let mut fds = [PollFd::new(kick.as_fd(), PollFlags::POLLIN)];
+    let ready = matches!(poll(&mut fds, PollTimeout::from(stall_ms)), Ok(n) if n > 0);
+    if ready {
+        let mut b = [0u8; 8];
+        let _ = (&*kick).read(&mut b);
+    }
+    Ok(ready)
+}
+
+#[cfg(feature = "fuzzing")]
+impl Device {
+    /// A device on `guest` as a VMM would leave it set up: identity
+    /// address map, ring `q` at `q * 0x3000` (descriptors, then avail at
+    /// +0x1000, used at +0x2000) with `sizes[q]` entries, both enabled, no
+    /// waiting for buffers. For `fuzz_api`.
+    pub fn fuzz(guest: GuestMemoryMmap, sizes: [u16; 2], features: u64) -> Option<Device> {
+        use vm_memory::GuestMemoryBackend;
+        let epoll = Arc::new(Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).ok()?);
+        let mut d = Device::new(65520, epoll);
+        d.stall_ms = 0;
+        let size = guest.last_addr().0 + 1;
+        d.mem = Some(Memory {
+            guest,
+            table: vec![(0, size, 0)],
+        });
+        d.set_features(features & VIRTIO_FEATURES).ok()?;
+        for (q, &n) in sizes.iter().enumerate() {
+            let base = q as u64 * 0x3000;
+            let r = &mut d.rings[q];
+            r.queue.try_set_size(n).ok()?;
+            r.addrs = Some((base, base + 0x1000, base + 0x2000));
+            r.enabled = true;
+            let efd = nix::sys::eventfd::EventFd::from_value_and_flags(
+                0,
+                nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+            )
+            .ok()?;
+            r.kick = Some(File::from(std::os::fd::OwnedFd::from(efd)));
+            d.apply_addrs(q);
+        }
+        Some(d)
+    }
+}
+
+/// Map one region the VMM sent; the file must hold all of it (a mapping
+/// past the end of a memfd faults when touched).
+fn map_region(r: &VhostUserMemoryRegion, file: File) -> VuResult<GuestRegionMmap> {
+    let size = usize::try_from(r.memory_size).map_err(|_| VuError::InvalidParam)?;
+    let end = r
+        .mmap_offset
+        .checked_add(r.memory_size)
+        .ok_or(VuError::InvalidParam)?;
+    let len = file.metadata().map_err(VuError::ReqHandlerError)?.len();
+    if size == 0 || end > len || r.guest_phys_addr.checked_add(r.memory_size).is_none() {
+        return Err(VuError::InvalidParam);
+    }
+    let region = MmapRegion::from_file(FileOffset::new(file, r.mmap_offset), size)
+        .map_err(|_| VuError::InvalidParam)?;
+    GuestRegionMmap::new(region, GuestAddress(r.guest_phys_addr)).ok_or(VuError::InvalidParam)
+}
+
+impl VhostUserBackendReqHandlerMut for Device {
+    fn set_owner(&mut self) -> VuResult<()> {
+        Ok(())
+    }
+    fn reset_owner(&mut self) -> VuResult<()> {
+        self.reset();
+        Ok(())
+    }
+    fn reset_device(&mut self) -> VuResult<()> {
+        self.reset();
+        Ok(())
+    }
+    fn get_features(&mut self) -> VuResult<u64> {
+        Ok(VIRTIO_FEATURES)
+    }
+    fn set_features(&mut self, features: u64) -> VuResult<()> {
+        if features & !VIRTIO_FEATURES != 0 {
+            return Err(VuError::InvalidParam);
+        }
+        self.features = features;
+        let event_idx = self.has(VIRTIO_RING_F_EVENT_IDX);
+        for r in &mut self.rings {
+            r.queue.set_event_idx(event_idx);
+            // Without PROTOCOL_FEATURES a ring runs as soon as it is kicked.
+            if features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() == 0 {
+                r.enabled = true;
+            }
+        }
+        Ok(())
+    }
+    fn set_mem_table(
+        &mut self,
+        ctx: &[VhostUserMemoryRegion],
+        files: Vec<File>,
+        _postcopy: Option<bool>,
+    ) -> VuResult<Option<Vec<VhostUserMemoryRegionBase>>> {
+        if ctx.is_empty() || ctx.len() > MAX_REGIONS || ctx.len() != files.len() {
+            return Err(VuError::InvalidParam);
+        }
+        let mut regions = Vec::with_capacity(ctx.len());
+        let mut table = Vec::with_capacity(ctx.len());
+        for (r, f) in ctx.iter().zip(files) {
+            regions.push(map_region(r, f)?);
+            table.push((r.user_addr, r.memory_size, r.guest_phys_addr));
+        }
+        regions.sort_by_key(vm_memory::GuestMemoryRegion::start_addr);
+        let guest = GuestMemoryMmap::from_regions(regions).map_err(|_| VuError::InvalidParam)?;
+        // The old mappings go here; the rings are pointed at the new ones
+        // (a table that no longer holds them stops them).
+        self.mem = Some(Memory { guest, table });
+        self.apply_addrs(RXQ);
+        self.apply_addrs(TXQ);
+        Ok(None)
+    }
+    fn set_vring_num(&mut self, index: u32, num: u32) -> VuResult<()> {
+        let n = u16::try_from(num).map_err(|_| VuError::InvalidParam)?;
+        self.ring(index)?
+            .queue
+            .try_set_size(n)
+            .map_err(|_| VuError::InvalidParam)
+    }
+    fn set_vring_addr(
+        &mut self,
+        index: u32,
+        _flags: VhostUserVringAddrFlags,
+        descriptor: u64,
+        used: u64,
+        available: u64,
+        _log: u64,
+    ) -> VuResult<()> {
+        let r = self.ring(index)?;
+        r.addrs = Some((descriptor, available, used));
+        r.broken = false;
+        self.apply_addrs(index as usize);
+        // Before a memory table the addresses wait for one; after, rings
+        // outside guest memory are refused.
+        if self.mem.is_none() || self.rings[index as usize].queue.ready() {
+            Ok(())
+        } else {
+            Err(VuError::InvalidParam)
+        }
+    }
+    fn set_vring_base(&mut self, index: u32, base: u32) -> VuResult<()> {
+        let b = u16::try_from(base).map_err(|_| VuError::InvalidParam)?;
+        let r = self.ring(index)?;
+        r.queue.set_next_avail(b);
+        r.queue.set_next_used(b);
+        Ok(())
+    }
+    fn get_vring_base(&mut self, index: u32) -> VuResult<VhostUserVringState> {
+        // GET_VRING_BASE stops the ring.
+        let r = self.ring(index)?;
+        let base = r.queue.next_avail();
+        r.enabled = false;
+        let old = r.kick.take();
+        if index as usize == TXQ {
+            self.update_kick_poll(old.as_ref());
+        }
+        Ok(VhostUserVringState::new(index, u32::from(base)))
+    }
+    fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        let r = self.ring(u32::from(index))?;
+        let old = std::mem::replace(&mut r.kick, fd);
+        r.broken = false;
+        if usize::from(index) == TXQ {
+            self.update_kick_poll(old.as_ref());
+        }
+        self.apply_addrs(usize::from(index));
+        Ok(())
+    }
+    fn set_vring_call(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        self.ring(u32::from(index))?.call = fd;
+        Ok(())
+    }
+    fn set_vring_err(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        self.ring(u32::from(index))?.err = fd;
+        Ok(())
+    }
+    fn get_protocol_features(&mut self) -> VuResult<VhostUserProtocolFeatures> {
+        Ok(protocol_features())
+    }
+    fn set_protocol_features(&mut self, features: u64) -> VuResult<()> {
+        if features & !protocol_features().bits() != 0 {
+            return Err(VuError::InvalidParam);
+        }
+        self.protocol = features;
+        Ok(())
+    }
+    fn get_queue_num(&mut self) -> VuResult<u64> {
+        Ok(2)
+    }
+    fn set_vring_enable(&mut self, index: u32, enable: bool) -> VuResult<()> {
+        self.ring(index)?.enabled = enable;
+        Ok(())
+    }
+    fn get_config(
+        &mut self,
+        offset: u32,
+        size: u32,
+        _flags: VhostUserConfigFlags,
+    ) -> VuResult<Vec<u8>> {
+        let c = self.config();
+        let (o, s) = (offset as usize, size as usize);
+        c.get(o..o.checked_add(s).ok_or(VuError::InvalidParam)?)
+            .map(|b| b.to_vec())
+            .ok_or(VuError::InvalidParam)
+    }
+    fn set_config(&mut self, _: u32, _: &[u8], _: VhostUserConfigFlags) -> VuResult<()> {
+        Err(bad("the net config space is read-only"))
+    }
+    fn set_backend_req_fd(&mut self, _backend: BackendChannel) {}
+    fn set_gpu_socket(&mut self, _: GpuBackend) -> VuResult<()> {
+        Err(bad("not a GPU"))
+    }
+    fn get_shared_object(&mut self, _: VhostUserSharedMsg) -> VuResult<File> {
+        Err(bad("no shared objects"))
+    }
+    fn get_inflight_fd(&mut self, _: &VhostUserInflight) -> VuResult<(VhostUserInflight, File)> {
+        Err(bad("INFLIGHT_SHMFD not offered"))
+    }
+    fn set_inflight_fd(&mut self, _: &VhostUserInflight, _: File) -> VuResult<()> {
+        Err(bad("INFLIGHT_SHMFD not offered"))
+    }
+    fn get_max_mem_slots(&mut self) -> VuResult<u64> {
+        Err(bad("CONFIGURE_MEM_SLOTS not offered"))
+    }
+    fn add_mem_region(
+        &mut self,
+        _: &VhostUserSingleMemoryRegion,
+        _: File,
+        _: Option<bool>,
+    ) -> VuResult<Option<VhostUserMemoryRegionBase>> {
+        Err(bad("CONFIGURE_MEM_SLOTS not offered"))
+    }
+    fn remove_mem_region(&mut self, _: &VhostUserSingleMemoryRegion) -> VuResult<()> {
+        Err(bad("CONFIGURE_MEM_SLOTS not offered"))
+    }
+    fn set_device_state_fd(
+        &mut self,
+        _: VhostTransferStateDirection,
+        _: VhostTransferStatePhase,
+        _: File,
+    ) -> VuResult<Option<File>> {
+        Err(bad("DEVICE_STATE not offered"))
+    }
+    fn check_device_state(&mut self) -> VuResult<()> {
+        Err(bad("DEVICE_STATE not offered"))
+    }
+    fn get_shmem_config(&mut self) -> VuResult<VhostUserShMemConfig> {
+        Err(bad("SHMEM not offered"))
+    }
+    fn set_log_base(&mut self, _: &VhostUserLog, _: File) -> VuResult<()> {
+        Err(bad("LOG_SHMFD not offered"))
+    }
+}

@@ -1,0 +1,298 @@
+//! `--vhost-user`: the link is the vhost-user backend of a virtio-net
+//! device. The VMM shares guest memory and the two virtqueues; frames are
+//! read from the guest's transmit buffers and written into its receive
+//! buffers in place, with no syscall per frame and no socket in between.
+//!
+//! Everything runs on airlock's one thread: the control socket and the
+//! transmit queue's kick eventfd sit in a small epoll set of their own
+//! whose descriptor is the link's, so the engine sees one readable link as
+//! with any other framing. The receive queue's kick is only read while a
+//! flush waits for buffers (bounded, as a slow VMM's socket is).
+//!
+//! - `device.rs`: the device and its request handler;
+//! - `virtq.rs`: the checked descriptor-chain walker.
+//!
+//! #syscalls: recvmsg sendmsg epoll_create1 epoll_wait|epoll_pwait|epoll_pwait2 epoll_ctl read
+//! #syscalls: setsockopt recvfrom nanosleep|clock_nanosleep
+#![forbid(unsafe_code)]
+
+mod device;
+pub mod virtq;
+
+pub use device::{protocol_features, Device, Stats, GUEST_MAC, VIRTIO_FEATURES};
+pub use virtq::Fault;
+
+use super::{Closed, Kind, Link, Recv, Tx, MAX_FRAME};
+use device::TOKEN_SOCKET;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, MutexGuard};
+use vhost::vhost_user::{BackendReqHandler, Error as VuError};
+
+/// Frames taken from the transmit ring per link wakeup.
+const RX_BURST: usize = 32;
+/// How long a request begun may take to arrive whole, or a reply to go.
+const CONTROL_WAIT_MS: u64 = 200;
+/// The protocol's largest request body.
+const MAX_MSG_SIZE: usize = 0x1000;
+
+/// The link side of the device: the control channel and the epoll set the
+/// engine polls as the link's descriptor.
+pub(super) struct Backend {
+    /// The control socket, to peek at requests before the handler reads.
+    sock: UnixStream,
+    peek: Vec<u8>,
+    handler: BackendReqHandler<Mutex<Device>>,
+    dev: Arc<Mutex<Device>>,
+    epoll: Arc<Epoll>,
+}
+
+/// Lock the device; only airlock's one thread ever does.
+pub fn lock(dev: &Mutex<Device>) -> MutexGuard<'_, Device> {
+    dev.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Backend {
+    /// Serve the VMM on `stream`, a connected vhost-user socket.
+    pub fn new(stream: UnixStream, mtu: u16) -> std::io::Result<Backend> {
+        // A VMM that stops reading replies must not hold the loop either.
+        stream.set_write_timeout(Some(std::time::Duration::from_millis(CONTROL_WAIT_MS)))?;
+        let epoll = Arc::new(Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?);
+        epoll.add(&stream, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SOCKET))?;
+        let dev = Arc::new(Mutex::new(Device::new(mtu, epoll.clone())));
+        let sock = stream.try_clone()?;
+        let handler = BackendReqHandler::from_stream(stream, dev.clone());
+        Ok(Backend {
+            sock,
+            peek: vec![0; 12 + MAX_MSG_SIZE],
+            handler,
+            dev,
+            epoll,
+        })
+    }
+
+    /// The device, shared with the transmit queue.
+    pub fn device(&self) -> Arc<Mutex<Device>> {
+        self.dev.clone()
+    }
+
+    /// A descriptor for the engine's epoll set: readable when the VMM sent
+    /// a request or kicked the transmit ring.
+    pub fn poll_fd(&self) -> std::io::Result<OwnedFd> {
+        self.epoll.0.try_clone()
+    }
+
+    /// Answer the VMM's pending requests and consume a transmit kick.
+    /// Call once per link wakeup, before taking frames.
+    pub fn service(&mut self) -> Result<(), Closed> {
+        let mut events = [EpollEvent::empty(); 2];
+        let n = self
+            .epoll
+            .wait(&mut events, EpollTimeout::ZERO)
+            .unwrap_or(0);
+        let mut control = false;
+        for ev in &events[..n] {
+            if ev.data() == TOKEN_SOCKET {
+                control = true;
+            } else {
+                let d = lock(&self.dev);
+                if let Some(k) = d.tx_kick() {
+                    let mut b = [0u8; 8];
+                    let _ = (&*k).read(&mut b);
+                }
+            }
+        }
+        if control && self.request_ready()? {
+            match self.handler.handle_request() {
+                Ok(()) => {}
+                Err(
+                    VuError::Disconnected
+                    | VuError::PartialMessage
+                    | VuError::SocketBroken(_)
+                    | VuError::SocketError(_),
+                ) => return Err(Closed::Hangup),
+                Err(e @ (VuError::InvalidMessage | VuError::OversizedMsg)) => {
+                    // A header that cannot be trusted: the channel is out of step.
+                    log::warn!("vhost-user: {e}: closing the connection");
+                    return Err(Closed::Hangup);
+                }
+                Err(e) => {
+                    // The whole message was read: the channel stays in step.
+                    let mut d = lock(&self.dev);
+                    d.stats.bad_requests += 1;
+                    log::warn!("vhost-user request refused: {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a whole request is waiting. The `vhost` crate reads a
+    /// request with blocking calls and retries forever on a short read, so
+    /// it is only called once the header and body are all there: a VMM that
+    /// stops in the middle of one is waited for [`CONTROL_WAIT_MS`] at
+    /// most, then taken for gone.
+    fn request_ready(&mut self) -> Result<bool, Closed> {
+        use nix::sys::socket::{recv, MsgFlags};
+        use std::os::fd::AsRawFd;
+        const HDR: usize = 12;
+        for _ in 0..CONTROL_WAIT_MS {
+            let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+            let n = match recv(self.sock.as_raw_fd(), &mut self.peek, flags) {
+                Ok(0) => return Err(Closed::Hangup),
+                Ok(n) => n,
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => return Ok(false),
+                Err(_) => return Err(Closed::Hangup),
+            };
+            if let Some(h) = self.peek.get(8..HDR).filter(|_| n >= HDR) {
+                let size = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+                // An oversized request is left to the handler to refuse.
+                if size > MAX_MSG_SIZE || n >= HDR + size {
+                    return Ok(true);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        log::warn!("vhost-user: a request stopped half-way for {CONTROL_WAIT_MS} ms: closing the connection");
+        Err(Closed::Hangup)
+    }
+
+    /// The next guest frame into `buf`, as a range of it; `None` when the
+    /// ring is empty. A fault resets the device and ends the batch.
+    pub fn next_frame(&mut self, buf: &mut [u8]) -> Option<(usize, usize)> {
+        let mut d = lock(&self.dev);
+        match d.pop_tx(buf) {
+            Ok(f) => f,
+            Err(f) => {
+                d.fault(f);
+                None
+            }
+        }
+    }
+
+    pub fn end_batch(&mut self) {
+        lock(&self.dev).notify_tx();
+    }
+
+    pub fn stats(&self) -> Stats {
+        lock(&self.dev).stats.clone()
+    }
+}
+
+impl AsFd for Backend {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.0.as_fd()
+    }
+}
+
+/// Frames to the guest: the transmit queue's flush for this framing.
+pub(super) struct Rx {
+    dev: Arc<Mutex<Device>>,
+}
+
+impl Rx {
+    pub fn new(dev: Arc<Mutex<Device>>) -> Rx {
+        Rx { dev }
+    }
+
+    /// Place every frame; returns (frames placed, frames dropped).
+    pub fn push<'a>(&mut self, frames: impl Iterator<Item = &'a [u8]>) -> (u64, u64) {
+        let mut d = lock(&self.dev);
+        let (mut sent, mut dropped) = (0u64, 0u64);
+        let mut running = d.rx_running();
+        for f in frames {
+            if !running || f.len() > MAX_FRAME {
+                dropped += 1;
+                continue;
+            }
+            match d.push_rx(f) {
+                Ok(true) => sent += 1,
+                Ok(false) => {
+                    // No buffers in time: the rest would wait as long.
+                    dropped += 1;
+                    running = false;
+                }
+                Err(fault) => {
+                    d.fault(fault);
+                    dropped += 1;
+                    running = false;
+                }
+            }
+        }
+        if sent > 0 {
+            d.notify_rx();
+        }
+        d.stats.rx_dropped += dropped;
+        (sent, dropped)
+    }
+}
+
+impl Link {
+    /// `--vhost-user`: be the virtio-net backend on a connected vhost-user
+    /// socket, offering `mtu` in the device's config space.
+    pub fn vhost_user(stream: UnixStream, mtu: u16) -> std::io::Result<Link> {
+        let backend = Backend::new(stream, mtu)?;
+        let mut link = Link::new(backend.poll_fd()?, Kind::VhostUser)?;
+        link.tx.vhost = Some(Rx::new(backend.device()));
+        link.vhost = Some(Box::new(backend));
+        Ok(link)
+    }
+
+    /// The vhost-user device's counters, for `--debug`.
+    pub fn vhost_stats(&self) -> Option<Stats> {
+        self.vhost.as_ref().map(|b| b.stats())
+    }
+
+    pub(super) fn recv_vhost(
+        &mut self,
+        on_frame: &mut impl FnMut(&[u8], &mut Tx),
+    ) -> Result<Recv, Closed> {
+        let Some(backend) = self.vhost.as_mut() else {
+            return Ok(Recv::Drained);
+        };
+        backend.service()?;
+        let mut n = 0;
+        while n < RX_BURST {
+            let Some((start, end)) = backend.next_frame(&mut self.rx) else {
+                break;
+            };
+            n += 1;
+            if end - start > MAX_FRAME {
+                self.tx.stats.rx_oversize += 1;
+                continue;
+            }
+            Self::deliver(&mut self.tx, &self.rx[start..end], on_frame);
+        }
+        backend.end_batch();
+        // A full burst leaves the kick unread: the link stays readable.
+        Ok(if n == RX_BURST {
+            Recv::More
+        } else {
+            Recv::Drained
+        })
+    }
+}
+
+impl Tx {
+    pub(super) fn flush_vhost(&mut self) {
+        let Some(rx) = self.vhost.as_mut() else {
+            return;
+        };
+        let buf = &self.buf;
+        let frames = self
+            .frames
+            .iter()
+            .map(|&(off, len)| &buf[off + 4..off + 4 + len]);
+        let (sent, dropped) = rx.push(frames);
+        self.stats.tx_frames += sent;
+        self.stats.tx_dropped += dropped;
+        self.stats.tx_bytes += self
+            .frames
+            .iter()
+            .take(sent as usize)
+            .map(|&(_, l)| l as u64)
+            .sum::<u64>();
+    }
+}
