@@ -3,8 +3,9 @@
 # on Debian 12 as root: the guest tools (busybox udhcpc/ping, iproute2), the
 # reference helper for the harness self-check (passt), benchmark tools, a C
 # toolchain for linking, the man page linters (mandoc, groff), QEMU's iPXE
-# ROMs (the PXE test), lintian and cargo-deb (the package test), and Rust
-# (rustup, only if cargo is missing).
+# ROMs (the PXE test), lintian and cargo-deb (the package test), libvirt
+# (tests/libvirt.rs runs a private libvirtd), and Rust (rustup, only if
+# cargo is missing).
 # `apt-get update` runs only if a package is missing.
 set -euo pipefail
 
@@ -13,7 +14,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-pkgs="busybox-static iproute2 procps iperf3 passt python3 gcc libc6-dev ca-certificates curl qemu-system-x86 isc-dhcp-client tcpdump man-db mandoc groff-base ipxe-qemu lintian"
+pkgs="busybox-static iproute2 procps iperf3 passt python3 gcc libc6-dev ca-certificates curl qemu-system-x86 isc-dhcp-client tcpdump man-db mandoc groff-base ipxe-qemu lintian libvirt-daemon-system libvirt-clients"
 need=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"
@@ -25,6 +26,10 @@ if [ -n "$need" ]; then
   # shellcheck disable=SC2086
   apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
+
+# libvirt's package autostarts a "default" NAT network for the system
+# daemon; the tests run their own private libvirtd and want no host bridge.
+rm -f /etc/libvirt/qemu/networks/autostart/default.xml
 
 # The tap devices live behind /dev/net/tun (missing in some containers).
 if [ ! -c /dev/net/tun ]; then

@@ -1,0 +1,499 @@
+//! A real libvirtd (Debian 12's 9.0, installed by tests/setup.sh) runs
+//! airlock as its slirp helper for `<interface type='user'>` (issues 15, 19):
+//! libvirt probes `--print-capabilities`, starts airlock with `--fd=N`
+//! (`--net=`/`--net6=` from `<ip>` elements) and `--exit-with-parent`, and
+//! QEMU gets the other end as `-netdev socket,fd=N`. The guest kit
+//! (tests/qemu/build-guest.sh) leases, pings the router, downloads a file
+//! from the host namespace's loopback and resolves a name; `virsh destroy`
+//! must leave no airlock behind, and libvirtd's log must show no `unknown
+//! slirp feature` warning (libvirt warns for any `features` word it lacks).
+//!
+//! The daemon is private: it runs inside the dead-end "host" namespace of a
+//! [`Topology`] and inside its own mount namespace, where a tmpfs covers
+//! `/run` and this test's folders are bound over `/etc/libvirt`,
+//! `/run/libvirt`, `/var/lib/libvirt`, `/var/cache/libvirt` and
+//! `/var/log/libvirt`, so it reads our `qemu.conf` (`slirp_helper`, root,
+//! no cgroups, no security driver) and `libvirtd.conf` (log file, no
+//! auth), sees no networks to autostart, and leaves nothing on the machine.
+//! virsh reaches it through `qemu:///system?socket=<our run dir>`.
+//!
+//! The tests take one lock: each is a TCG boot.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use support::process::{must, run, Daemon};
+use support::{Topology, AIRLOCK};
+
+const HTTP_PORT: u16 = 8080;
+const DNS_NAME: &str = "airlock.test";
+const DNS_ADDR: &str = "192.0.2.77";
+/// The words libvirt 9.0's `qemuSlirpNewForHelper` logs for an unknown
+/// entry of `features`.
+const UNKNOWN_FEATURE: &str = "unknown slirp feature";
+/// libvirt's compiled-in `slirp_helper`.
+const DEFAULT_HELPER: &str = "/usr/bin/slirp-helper";
+
+fn qemu_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/qemu")
+}
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The guest kernel and initramfs, built once per test run.
+fn guest() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let cache = std::env::var_os("AIRLOCK_GUEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                let target = std::env::var_os("CARGO_TARGET_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+                target.join("qemu-guest")
+            });
+        let script = qemu_dir().join("build-guest.sh");
+        let out = must(&["bash", script.to_str().unwrap(), cache.to_str().unwrap()]);
+        let dir = PathBuf::from(out.trim());
+        assert!(dir.join("vmlinuz").exists() && dir.join("initrd.gz").exists());
+        dir
+    })
+}
+
+/// A folder removed on drop, even when the test fails (libvirtd's log is
+/// printed instead).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "airlock-libvirt-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        for d in ["etc", "run", "lib", "cache", "log", "www"] {
+            std::fs::create_dir_all(p.join(d)).unwrap();
+        }
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The HTTP server (a random file, its sha256 kept) and the DNS server on
+/// the host namespace's loopback.
+struct Servers {
+    children: Vec<Child>,
+    blob_sha256: String,
+}
+
+impl Servers {
+    fn start(topo: &Topology, www: &Path) -> Servers {
+        let blob = www.join("blob");
+        let mut data = vec![0u8; 300_000];
+        let mut x = 0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id());
+        for b in &mut data {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        std::fs::write(&blob, &data).unwrap();
+        let sum = must(&["sha256sum", blob.to_str().unwrap()]);
+        let mut s = Servers {
+            children: Vec::new(),
+            blob_sha256: sum[..64].to_string(),
+        };
+        let port = HTTP_PORT.to_string();
+        let web = qemu_dir().join("web.py");
+        s.spawn(
+            topo,
+            &[
+                web.to_str().unwrap(),
+                "127.0.0.1",
+                &port,
+                www.to_str().unwrap(),
+            ],
+        );
+        let dns = qemu_dir().join("dns.py");
+        let entry = format!("{DNS_NAME}={DNS_ADDR}");
+        s.spawn(topo, &[dns.to_str().unwrap(), "127.0.0.1", "53", &entry]);
+        s
+    }
+
+    fn spawn(&mut self, topo: &Topology, argv: &[&str]) {
+        let mut full = vec!["python3"];
+        full.extend_from_slice(argv);
+        let mut child = topo
+            .host_cmd(&full)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        self.children.push(child);
+        assert_eq!(line.trim(), "ready", "{argv:?} did not start");
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Mounts the private folders, then becomes libvirtd (`exec`, so the
+/// daemon's pid is the spawned command's).
+const START: &str = r#"set -e
+d=$1
+mount --make-rprivate /
+mount -t tmpfs -o mode=0755 airlock-run /run
+mkdir /run/libvirt
+mount --bind "$d/run" /run/libvirt
+mount --bind "$d/etc" /etc/libvirt
+mount --bind "$d/lib" /var/lib/libvirt
+mount --bind "$d/cache" /var/cache/libvirt
+mount --bind "$d/log" /var/log/libvirt
+exec libvirtd -f /etc/libvirt/libvirtd.conf
+"#;
+
+/// A private libvirtd in `topo`'s host namespace.
+struct Libvirtd {
+    daemon: Daemon,
+    uri: String,
+    log: PathBuf,
+}
+
+impl Libvirtd {
+    /// `helper`: the `slirp_helper` line of qemu.conf (None: libvirt's
+    /// default).
+    fn start(topo: &Topology, dir: &Path, helper: Option<&str>) -> Libvirtd {
+        for bin in ["libvirtd", "virsh", "unshare"] {
+            assert!(
+                run(
+                    Command::new("sh").args(["-c", &format!("command -v {bin}")]),
+                    Duration::from_secs(5)
+                )
+                .success(),
+                "{bin} missing: run tests/setup.sh (installs libvirt-daemon-system, libvirt-clients)"
+            );
+        }
+        std::fs::write(
+            dir.join("etc/libvirtd.conf"),
+            "auth_unix_rw = \"none\"\n\
+             auth_unix_ro = \"none\"\n\
+             unix_sock_rw_perms = \"0700\"\n\
+             log_level = 3\n\
+             log_filters = \"1:util.command 1:qemu.qemu_slirp\"\n\
+             log_outputs = \"1:file:/var/log/libvirt/libvirtd.log\"\n",
+        )
+        .unwrap();
+        let mut qemu = String::from(
+            "user = \"root\"\n\
+             group = \"root\"\n\
+             dynamic_ownership = 0\n\
+             remember_owner = 0\n\
+             security_driver = \"none\"\n\
+             cgroup_controllers = [ ]\n\
+             namespaces = [ ]\n\
+             stdio_handler = \"file\"\n",
+        );
+        if let Some(h) = helper {
+            qemu.push_str(&format!("slirp_helper = \"{h}\"\n"));
+        }
+        std::fs::write(dir.join("etc/qemu.conf"), qemu).unwrap();
+
+        let d = dir.to_str().unwrap();
+        let mut cmd = topo.host_cmd(&["unshare", "-m", "sh", "-c", START, "start", d]);
+        let daemon = Daemon::spawn("libvirtd", &mut cmd, &dir.join("libvirtd.out"));
+        let lv = Libvirtd {
+            daemon,
+            uri: format!("qemu:///system?socket={d}/run/libvirt-sock"),
+            log: dir.join("log/libvirtd.log"),
+        };
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let o = lv.virsh_run(&["version"]);
+            if o.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < end,
+                "libvirtd did not answer in 60 s: {}\n{}",
+                o.describe(),
+                lv.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        lv
+    }
+
+    fn virsh_run(&self, args: &[&str]) -> support::process::Outcome {
+        run(
+            Command::new("virsh")
+                .args(["-q", "-c", &self.uri])
+                .args(args),
+            Duration::from_secs(60),
+        )
+    }
+
+    fn virsh(&self, args: &[&str]) -> String {
+        let o = self.virsh_run(args);
+        assert!(
+            o.success(),
+            "virsh {args:?}: {}\n{}",
+            o.describe(),
+            self.log_text()
+        );
+        o.stdout
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Libvirtd {
+    fn drop(&mut self) {
+        // libvirtd's own shutdown; Topology's drop then kills what is left.
+        self.daemon.set_report_on_panic(false);
+        self.daemon.stop(Duration::from_secs(10));
+        if std::thread::panicking() {
+            eprintln!("libvirtd's log:\n{}", self.log_text());
+        }
+    }
+}
+
+/// `(ipv4 net, ipv6 net)` for `<ip>` elements, as `addr/prefix`.
+type Ips<'a> = Option<(&'a str, &'a str)>;
+
+fn domain_xml(name: &str, console: &Path, ips: Ips) -> String {
+    let g = guest();
+    let dns = match ips {
+        Some((v4, _)) => v4.replace(".0/24", ".3"),
+        None => "10.0.2.3".to_string(),
+    };
+    let ip = match ips {
+        Some((v4, v6)) => {
+            let (a4, p4) = v4.split_once('/').unwrap();
+            let (a6, p6) = v6.split_once('/').unwrap();
+            format!(
+                "<ip family='ipv4' address='{a4}' prefix='{p4}'/>\
+                 <ip family='ipv6' address='{a6}' prefix='{p6}'/>"
+            )
+        }
+        None => String::new(),
+    };
+    // No ACPI: the guest's final poweroff halts it, so the domain is still
+    // running (and airlock with it) when the test destroys it.
+    format!(
+        "<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{k}</kernel>
+    <initrd>{i}</initrd>
+    <cmdline>console=ttyS0 quiet panic=-1 airlock.port={HTTP_PORT} airlock.file=blob airlock.name={DNS_NAME} airlock.dns={dns}</cmdline>
+  </os>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <interface type='user'>
+      <model type='virtio'/>
+      {ip}
+    </interface>
+    <serial type='file'>
+      <source path='{c}'/>
+      <target port='0'/>
+    </serial>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+",
+        k = g.join("vmlinuz").display(),
+        i = g.join("initrd.gz").display(),
+        c = console.display(),
+    )
+}
+
+/// Processes in the host namespace running `exe`, with their argv.
+fn helpers_in(topo: &Topology, exe: &Path) -> Vec<(i32, Vec<String>)> {
+    let pids = must(&["ip", "netns", "pids", topo.host_ns()]);
+    pids.split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e.as_path() == exe)
+        })
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let argv = raw
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            Some((pid, argv))
+        })
+        .collect()
+}
+
+/// The guest's AIRLOCK-GUEST markers: key → rest of the line.
+fn markers(console: &str) -> Vec<(String, String)> {
+    console
+        .lines()
+        .filter_map(|l| {
+            let rest = l[l.find("AIRLOCK-GUEST ")? + 14..].trim();
+            let (k, v) = rest.split_once(' ').unwrap_or((rest, ""));
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+fn marker<'a>(m: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    m.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// One domain through a private libvirtd whose qemu.conf names `helper`
+/// (None: the default `/usr/bin/slirp-helper`), `exe` being the binary
+/// that must run.
+fn boot_and_destroy(helper: Option<&str>, exe: &Path, ips: Ips) {
+    let _l = serial();
+    let topo = Topology::new();
+    let scratch = Scratch::new();
+    let servers = Servers::start(&topo, &scratch.0.join("www"));
+    let lv = Libvirtd::start(&topo, &scratch.0, helper);
+
+    let console = scratch.0.join("console.log");
+    let xml = scratch.0.join("domain.xml");
+    let name = format!("airlock-{}", topo.prefix());
+    std::fs::write(&xml, domain_xml(&name, &console, ips)).unwrap();
+    lv.virsh(&["create", xml.to_str().unwrap()]);
+
+    // libvirt ran airlock, with the argv its <interface> implies.
+    let found = helpers_in(&topo, exe);
+    let log = lv.log_text();
+    assert_eq!(found.len(), 1, "airlock processes: {found:?}\n{log}");
+    let (pid, argv) = &found[0];
+    let mut want = vec!["--fd=".to_string()];
+    if let Some((v4, v6)) = ips {
+        want.push(format!("--net={v4}"));
+        want.push(format!("--net6={v6}"));
+    }
+    want.push("--exit-with-parent".to_string());
+    assert_eq!(argv.len(), want.len() + 1, "argv {argv:?}");
+    assert!(argv[1].starts_with("--fd=") && argv[1][5..].parse::<u32>().is_ok());
+    assert_eq!(&argv[2..], &want[1..], "argv {argv:?}");
+    let probe = format!("About to run {} --print-capabilities", argv[0]);
+    assert!(
+        log.contains(&probe),
+        "no capability probe in the log:\n{log}"
+    );
+
+    // The guest's run.
+    let end = Instant::now() + Duration::from_secs(240);
+    let text = loop {
+        let t = std::fs::read_to_string(&console).unwrap_or_default();
+        if t.contains("AIRLOCK-GUEST done") || Instant::now() > end {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let m = markers(&text);
+    let net = ips.map_or("10.0.2", |(v4, _)| v4.trim_end_matches(".0/24"));
+    let lease = marker(&m, "lease").unwrap_or("");
+    let want_lease = format!("ip={net}.15 mask=24 router={net}.2 dns={net}.3");
+    assert!(lease.starts_with(&want_lease), "lease {lease:?}\n{text}");
+    assert_eq!(
+        marker(&m, "ping"),
+        Some(format!("ok {net}.2").as_str()),
+        "{text}"
+    );
+    assert_eq!(
+        marker(&m, "sha256"),
+        Some(servers.blob_sha256.as_str()),
+        "{text}"
+    );
+    let dns = format!("{DNS_NAME} {DNS_ADDR}");
+    assert_eq!(marker(&m, "dns"), Some(dns.as_str()), "{text}");
+    assert!(marker(&m, "done").is_some(), "guest did not finish\n{text}");
+
+    // virsh destroy takes airlock down with the domain.
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "airlock ended while the guest ran\n{}",
+        lv.log_text()
+    );
+    lv.virsh(&["destroy", &name]);
+    let end = Instant::now() + Duration::from_secs(5);
+    while !helpers_in(&topo, exe).is_empty() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = helpers_in(&topo, exe);
+    assert!(left.is_empty(), "airlock left after destroy: {left:?}");
+
+    let log = lv.log_text();
+    let bad: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(UNKNOWN_FEATURE))
+        .collect();
+    assert!(bad.is_empty(), "libvirtd warned: {bad:#?}");
+}
+
+fn airlock_exe() -> PathBuf {
+    std::fs::canonicalize(AIRLOCK).unwrap()
+}
+
+/// `<interface type='user'>` with no `<ip>`: libvirt's 10.0.2.0/24.
+#[test]
+fn libvirtd_user_interface() {
+    boot_and_destroy(Some(AIRLOCK), &airlock_exe(), None);
+}
+
+/// `<ip>` elements become `--net=` and `--net6=`; the guest leases there.
+#[test]
+fn libvirtd_user_interface_ip() {
+    boot_and_destroy(
+        Some(AIRLOCK),
+        &airlock_exe(),
+        Some(("10.0.5.0/24", "fd00:5::/64")),
+    );
+}
+
+/// libvirt's default `slirp_helper` (issue 19), when the alternative is
+/// installed and resolves to an airlock.
+#[test]
+fn libvirtd_default_slirp_helper() {
+    let Ok(target) = std::fs::canonicalize(DEFAULT_HELPER) else {
+        eprintln!("skipped: {DEFAULT_HELPER} does not exist");
+        return;
+    };
+    if target.file_name().is_none_or(|n| n != "airlock") {
+        eprintln!("skipped: {DEFAULT_HELPER} resolves to {target:?}, not an airlock");
+        return;
+    }
+    boot_and_destroy(None, &target, None);
+}
