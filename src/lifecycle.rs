@@ -145,8 +145,9 @@ impl ParentWatch {
             return false;
         }
         if self.since.elapsed() < LAUNCH_GRACE {
+            // No re-arm: the parent-death signal stays set across
+            // reparenting (prctl(2)), and prctl is a start-up syscall only.
             self.parent = now;
-            let _ = self.rearm();
             return false;
         }
         true

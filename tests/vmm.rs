@@ -671,7 +671,9 @@ fn exit_with_parent_ends_airlock() {
         .unwrap();
     let pid: i32 = line.trim().parse().unwrap();
     let _guard = KillOnDrop(pid);
-    std::thread::sleep(Duration::from_millis(500));
+    // Past airlock's launch grace (a parent gone within 500 ms of start is
+    // taken for a double fork's intermediate).
+    std::thread::sleep(Duration::from_millis(1000));
     assert!(alive(pid), "airlock ended while its parent lives");
     assert_eq!(ppid_of(pid), parent.id() as i32);
     parent.kill().unwrap();
