@@ -27,6 +27,7 @@ use crate::link::{self, Link};
 use crate::logging;
 use crate::pcap::Pcap;
 use crate::sandbox;
+use nix::fcntl::{FcntlArg, FdFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::SignalFd;
 use std::io::ErrorKind;
@@ -91,6 +92,19 @@ pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
     // command to exit, then reads the pid file.
     let passt_fd = passt.is_some() && opts.fd.is_some();
     if (opts.socket.is_some() || passt_fd) && !opts.foreground {
+        // The daemon is this program run again, and claims --fd itself: the
+        // descriptor must survive that exec, and only that one.
+        let link_cloexec = |on: bool| {
+            if let Some(fd) = &inherited {
+                let flags = if on {
+                    FdFlag::FD_CLOEXEC
+                } else {
+                    FdFlag::empty()
+                };
+                let _ = nix::fcntl::fcntl(fd, FcntlArg::F_SETFD(flags));
+            }
+        };
+        link_cloexec(false);
         match Daemon::start() {
             Ok(d) => daemon = Some(d),
             Err(e) => {
@@ -98,6 +112,7 @@ pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
                 return EXIT_FAILURE;
             }
         }
+        link_cloexec(true);
     }
     if let Err(e) = logging::init(&opts, false) {
         return usage(e);

@@ -200,7 +200,14 @@ fn bad_outbound_options_exit_2() {
         &["--outbound-addr", "not-an-address"][..],
         &["--outbound-if4", "a/b"][..],
     ] {
-        let mut argv = vec![support::AIRLOCK, "--fd", "99"];
+        // A link that would fail later: the options must be refused first
+        // (--fd is claimed before anything else, so it cannot be a bad one).
+        let mut argv = vec![
+            support::AIRLOCK,
+            "--foreground",
+            "--socket",
+            "/nonexistent/airlock.sock",
+        ];
         argv.extend_from_slice(args);
         let o = run_argv(&argv, Duration::from_secs(10));
         assert_eq!(

@@ -340,9 +340,8 @@ fn refusals_and_answers() {
             .unwrap()
     };
     for (args, named) in [
-        (&["--vhost-user"][..], "--vhost-user"),
-        (&["-f", "--no-dhcp"], "--no-dhcp"),
-        (&["--pcap", "/tmp/x"], "--pcap"),
+        (&["-f", "--no-dhcp"][..], "--no-dhcp"),
+        (&["-f", "--map-guest-addr", "10.0.2.9"], "--map-guest-addr"),
         (&["-fx"], "-x"),
         (&["--netns", "/run/netns/x"], "--netns"),
     ] {
@@ -365,9 +364,10 @@ fn refusals_and_answers() {
     assert_eq!(doc["type"], "slirp-helper");
     assert!(run(&["--version"]).status.success());
     let o = std::process::Command::new(support::AIRLOCK)
-        .args(["--compat=passt", "--vhost-user"])
+        .args(["--compat=passt", "--no-ra"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--no-ra"));
     let _ = std::fs::remove_dir_all(&dir);
 }

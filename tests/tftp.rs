@@ -111,7 +111,14 @@ fn files_come_whole_and_nothing_leaves_the_directory() {
 #[test]
 fn tftp_needs_a_directory() {
     let o = support::process::run_argv(
-        &[support::AIRLOCK, "--fd", "99", "--tftp", "/nonexistent/dir"],
+        &[
+            support::AIRLOCK,
+            "--foreground",
+            "--socket",
+            "/nonexistent/airlock.sock",
+            "--tftp",
+            "/nonexistent/dir",
+        ],
         Duration::from_secs(10),
     );
     assert_eq!(o.status.and_then(|s| s.code()), Some(2), "{}", o.describe());
