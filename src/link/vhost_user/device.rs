@@ -281,14 +281,7 @@ impl Device {
         }
         loop {
             let q = &mut r.queue;
-            let avail = q
-                .avail_idx(&mem.guest, std::sync::atomic::Ordering::Acquire)
-                .map_err(|_| Fault::Ring)?;
-            let pending = avail - std::num::Wrapping(q.next_avail());
-            if pending.0 > q.size() {
-                return Err(Fault::Ring);
-            }
-            if pending.0 == 0 {
+            if pending(q, &mem.guest)? == 0 {
                 // Ask for a kick, then look once more: a frame added in
                 // between would otherwise wait for the next one.
                 if q.enable_notification(&mem.guest).map_err(|_| Fault::Ring)? {
@@ -358,14 +351,7 @@ impl Device {
         let mut placed = 0usize;
         while placed < need {
             let q = &mut r.queue;
-            let avail = q
-                .avail_idx(&mem.guest, std::sync::atomic::Ordering::Acquire)
-                .map_err(|_| Fault::Ring)?;
-            let pending = avail - std::num::Wrapping(q.next_avail());
-            if pending.0 > q.size() {
-                return Err(Fault::Ring);
-            }
-            if pending.0 == 0 {
+            if pending(q, &mem.guest)? == 0 {
                 if !wait_for_buffers(q, &mem.guest, r.kick.as_ref(), self.stall_ms)? {
                     for _ in 0..self.heads.len() {
                         q.go_to_previous_position();
@@ -695,4 +681,17 @@ impl VhostUserBackendReqHandlerMut for Device {
     fn set_log_base(&mut self, _: &VhostUserLog, _: File) -> VuResult<()> {
         Err(bad("LOG_SHMFD not offered"))
     }
+}
+
+/// Buffers the driver made available that the device has not taken yet; a
+/// driver index more than a ring ahead is a lie, and a fault.
+fn pending(q: &Queue, mem: &GuestMemoryMmap) -> Result<u16, Fault> {
+    let avail = q
+        .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
+        .map_err(|_| Fault::Ring)?;
+    let pending = (avail - std::num::Wrapping(q.next_avail())).0;
+    if pending > q.size() {
+        return Err(Fault::Ring);
+    }
+    Ok(pending)
 }
