@@ -58,20 +58,17 @@ fn fail(code: i32, msg: impl std::fmt::Display) -> i32 {
 
 /// Run airlock; returns the process exit status.
 pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
-    if passt.as_ref().is_some_and(|p| p.print_capabilities) {
-        return match caps::print_vhost_user_capabilities() {
-            Ok(()) => EXIT_OK,
-            Err(e) => fail(EXIT_FAILURE, e),
+    // passt's personality and --vhost-user answer as a vhost-user `net`
+    // backend; airlock's own mode as libvirt's slirp-helper.
+    let vhost_caps = passt.as_ref().is_some_and(|p| p.print_capabilities)
+        || (opts.print_capabilities && opts.vhost_user);
+    if vhost_caps || opts.print_capabilities {
+        let printed = if vhost_caps {
+            caps::print_vhost_user_capabilities()
+        } else {
+            caps::print_capabilities(&sandbox::kernel_layers())
         };
-    }
-    if opts.print_capabilities {
-        if opts.vhost_user {
-            return match caps::print_vhost_user_capabilities() {
-                Ok(()) => EXIT_OK,
-                Err(e) => fail(EXIT_FAILURE, e),
-            };
-        }
-        return match caps::print_capabilities(&sandbox::kernel_layers()) {
+        return match printed {
             Ok(()) => EXIT_OK,
             Err(e) => fail(EXIT_FAILURE, e),
         };
