@@ -165,6 +165,33 @@ pub struct Config {
     pub virtual_subnet: bool,
     /// DHCP option 26 even at 1500 (passt sends it always; slirp never).
     pub mtu_option_always: bool,
+    /// What the guest gets no answer or carriage for (passt's `--no-*`).
+    pub off: Off,
+    /// passt's `--map-guest-addr`: guest traffic to this address goes to
+    /// the guest's own address on the host side, and host peers at that
+    /// address appear from here.
+    pub map_guest: MapGuest,
+}
+
+/// passt's `--no-dhcp`, `--no-dhcpv6`, `--no-ndp`, `--no-ra`, `--no-tcp`,
+/// `--no-udp`, `--no-icmp`: each drops the guest's messages of that kind
+/// silently. `ndp` implies `ra` (no RA is sent without NDP).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Off {
+    pub dhcp: bool,
+    pub dhcpv6: bool,
+    pub ndp: bool,
+    pub ra: bool,
+    pub tcp: bool,
+    pub udp: bool,
+    pub icmp: bool,
+}
+
+/// `--map-guest-addr`, one address per family.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MapGuest {
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
 }
 
 impl Config {
@@ -667,6 +694,8 @@ impl Config {
             mac: None,
             virtual_subnet: true,
             mtu_option_always: false,
+            off: Off::default(),
+            map_guest: MapGuest::default(),
         })
     }
 }

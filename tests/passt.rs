@@ -340,8 +340,10 @@ fn refusals_and_answers() {
             .unwrap()
     };
     for (args, named) in [
-        (&["-f", "--no-dhcp"][..], "--no-dhcp"),
-        (&["-f", "--map-guest-addr", "10.0.2.9"], "--map-guest-addr"),
+        (&["-f", "--freebind"][..], "--freebind"),
+        (&["-f", "--repair-path", "/run/r.sock"], "--repair-path"),
+        (&["-f", "--map-guest-addr", "127.0.0.1"], "--map-guest-addr"),
+        (&["-f", "--no-tcp", "-t", "22"], "--tcp-ports"),
         (&["-fx"], "-x"),
         (&["--netns", "/run/netns/x"], "--netns"),
     ] {
@@ -364,10 +366,315 @@ fn refusals_and_answers() {
     assert_eq!(doc["type"], "slirp-helper");
     assert!(run(&["--version"]).status.success());
     let o = std::process::Command::new(support::AIRLOCK)
-        .args(["--compat=passt", "--no-ra"])
+        .args(["--compat=passt", "--stats", "5"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--no-ra"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--stats"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// airlock started as `passt -f --fd N ARGS` on `t`'s guest link.
+fn start_as_passt(t: &Topology, args: &[&str]) -> Helper {
+    let link = t.dir().join("passt");
+    if !link.exists() {
+        std::os::unix::fs::symlink(support::AIRLOCK, &link).unwrap();
+    }
+    let program = link.to_string_lossy().into_owned();
+    let mut argv = vec![program.as_str(), "-f", "--fd", "{fd}"];
+    argv.extend_from_slice(args);
+    let mut h = Helper::spawn(t, "passt", LinkMode::Stream, &argv);
+    h.wait_ready(t, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    h
+}
+
+/// Host-side servers for the `--no-*` and `--map-guest-addr` tests: each
+/// `tcp:ADDR:PORT` answers `tcp-ok PEER`, each `udp:ADDR:PORT` answers
+/// `udp-ok`; the script ends by itself after 60 s.
+const SERVERS: &str = "\
+import socket, sys, threading, time
+def tcp(a, p):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((a, p)); s.listen(8)
+    while True:
+        c, peer = s.accept(); c.sendall(('tcp-ok %s\\n' % peer[0]).encode()); c.close()
+def udp(a, p):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((a, p))
+    while True:
+        d, peer = s.recvfrom(2048); s.sendto(b'udp-ok', peer)
+for spec in sys.argv[1:]:
+    kind, a, p = spec.split(':')
+    threading.Thread(target=tcp if kind == 'tcp' else udp, args=(a, int(p)), daemon=True).start()
+print('ready', flush=True)
+time.sleep(60)
+";
+
+struct Servers(std::process::Child);
+
+impl Servers {
+    fn start(t: &Topology, specs: &[&str]) -> Servers {
+        use std::io::BufRead;
+        let mut argv = vec!["python3", "-c", SERVERS];
+        argv.extend_from_slice(specs);
+        let mut c = t
+            .host_cmd(&argv)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let out = c.stdout.take().unwrap();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "host servers did not start");
+        Servers(c)
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What the guest gets over TCP from `addr:port` (empty: nothing).
+fn guest_tcp(t: &Topology, addr: &str, port: u16) -> String {
+    let o = t.guest_run(
+        &["busybox", "nc", "-w", "2", addr, &port.to_string()],
+        Duration::from_secs(10),
+    );
+    o.stdout.trim().to_string()
+}
+
+/// The answer to one UDP datagram from the guest (empty: none in 2 s).
+fn guest_udp(t: &Topology, addr: &str, port: u16) -> String {
+    let py = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(2)\n\
+         s.sendto(b'x',('{addr}',{port}))\nprint(s.recv(64).decode())\n"
+    );
+    let o = t.guest_run(&["python3", "-c", &py], Duration::from_secs(10));
+    o.stdout.trim().to_string()
+}
+
+/// `--no-tcp`, `--no-udp`, `--no-icmp` (passt's meaning): the guest's
+/// messages of that protocol are dropped, silently, and only those. The
+/// gateway 192.0.2.1 reaches the host's loopback, where the servers are.
+#[test]
+fn no_tcp_udp_icmp_drop_only_their_protocol() {
+    for off in [None, Some("--no-tcp"), Some("--no-udp"), Some("--no-icmp")] {
+        let t = Topology::new();
+        let _s = Servers::start(&t, &["tcp:127.0.0.1:7001", "udp:127.0.0.1:7002"]);
+        let mut h = start_as_passt(&t, off.as_slice());
+        t.guest()
+            .dhcp()
+            .unwrap_or_else(|e| panic!("{off:?}: {e}\n{}", h.log()));
+        let tcp = guest_tcp(&t, "192.0.2.1", 7001);
+        let udp = guest_udp(&t, "192.0.2.1", 7002);
+        let icmp = t.guest().ping("192.0.2.1").is_ok();
+        let want = |o: &str| off != Some(o);
+        assert_eq!(
+            tcp.starts_with("tcp-ok"),
+            want("--no-tcp"),
+            "{off:?}: tcp {tcp:?}"
+        );
+        assert_eq!(udp == "udp-ok", want("--no-udp"), "{off:?}: udp {udp:?}");
+        assert_eq!(icmp, want("--no-icmp"), "{off:?}: icmp");
+        assert!(h.is_running(), "{off:?}: {}", h.diagnose());
+    }
+}
+
+/// `--no-dhcp`: no DHCP answer at all; the guest configured by hand still
+/// has its network.
+#[test]
+fn no_dhcp_offers_no_lease() {
+    let t = Topology::new();
+    let _s = Servers::start(&t, &["tcp:127.0.0.1:7001"]);
+    let _h = start_as_passt(&t, &["--no-dhcp"]);
+    let g = t.guest();
+    let o = support::guest::Udhcpc {
+        tries: 2,
+        ..Default::default()
+    };
+    assert!(g.dhcp_with(&o).is_err(), "a lease with --no-dhcp");
+    g.configure_static(
+        "192.0.2.2".parse().unwrap(),
+        24,
+        "192.0.2.1".parse().unwrap(),
+        65520,
+    );
+    assert!(guest_tcp(&t, "192.0.2.1", 7001).starts_with("tcp-ok"));
+}
+
+/// `--map-guest-addr ADDR`: the guest reaches the host's own address (its
+/// own address too, so it cannot name it) as ADDR; without the option ADDR
+/// is just another address out there (here: the dead end).
+#[test]
+fn map_guest_addr_reaches_the_hosts_own_address() {
+    for map in [false, true] {
+        let t = Topology::new();
+        let _s = Servers::start(&t, &["tcp:192.0.2.2:7003"]);
+        let args: &[&str] = if map {
+            &["--map-guest-addr", "192.0.2.99"]
+        } else {
+            &[]
+        };
+        let mut h = start_as_passt(&t, args);
+        t.guest()
+            .dhcp()
+            .unwrap_or_else(|e| panic!("{args:?}: {e}\n{}", h.log()));
+        let got = guest_tcp(&t, "192.0.2.99", 7003);
+        if map {
+            assert!(got.starts_with("tcp-ok"), "{got:?}\n{}", h.diagnose());
+        } else {
+            assert_eq!(got, "", "unmapped 192.0.2.99 answered");
+        }
+    }
+}
+
+/// Guest sysctls for IPv6 autoconfiguration, before the link comes up; no
+/// DAD so the link-local address is usable at once.
+fn guest_takes_ra(t: &Topology) {
+    let o = t.guest_run(
+        &[
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.tap0.forwarding=0",
+            "net.ipv6.conf.tap0.accept_ra=2",
+            "net.ipv6.conf.tap0.autoconf=1",
+            "net.ipv6.conf.tap0.accept_dad=0",
+            "net.ipv6.conf.tap0.use_tempaddr=0",
+            "net.ipv6.conf.tap0.router_solicitation_delay=0",
+        ],
+        Duration::from_secs(10),
+    );
+    assert!(o.success(), "{}", o.describe());
+}
+
+/// The guest's global IPv6 addresses on tap0 (`ip -j`), as ADDR/LEN.
+fn global6(t: &Topology) -> Vec<String> {
+    let o = t.guest_run(
+        &[
+            "ip", "-j", "-6", "addr", "show", "dev", "tap0", "scope", "global",
+        ],
+        Duration::from_secs(10),
+    );
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap_or_default();
+    let mut out = Vec::new();
+    for link in v.as_array().into_iter().flatten() {
+        for a in link["addr_info"].as_array().into_iter().flatten() {
+            if let (Some(l), Some(p)) = (a["local"].as_str(), a["prefixlen"].as_u64()) {
+                out.push(format!("{l}/{p}"));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Waits up to `limit` for a SLAAC address (one not given by hand).
+fn wait_slaac(t: &Topology, limit: Duration) -> Option<String> {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        let a = global6(t).into_iter().find(|a| a.ends_with("/64"));
+        if a.is_some() || std::time::Instant::now() >= end {
+            return a;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A DHCPv6 exchange from the guest's link-local address (python3, a UDP
+/// socket on port 546): `msg_type` 11 (Information-request, ORO 23 24 39)
+/// or 1 (Solicit with rapid commit, ORO 23 24 39, an IA_NA), `fqdn` adding
+/// the client FQDN option. Prints the reply's options as `CODE=HEX` lines
+/// after `reply`, or nothing if none came in 3 s (three tries).
+const DHCP6_CLIENT: &str = "\
+import socket, sys
+t = int(sys.argv[1])
+i = socket.if_nametoindex('tap0')
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('::', 546))
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, i)
+s.settimeout(1)
+mac = bytes.fromhex(open('/sys/class/net/tap0/address').read().strip().replace(':', ''))
+def opt(c, d): return c.to_bytes(2, 'big') + len(d).to_bytes(2, 'big') + d
+m = bytes([t, 1, 2, 3]) + opt(1, bytes([0, 3, 0, 1]) + mac) + opt(6, bytes([0, 23, 0, 24, 0, 39]))
+if t == 1:
+    m += opt(14, b'') + opt(3, bytes([0, 0, 0, 1]) + bytes(8))
+for _ in range(3):
+    try:
+        s.sendto(m, ('ff02::1:2', 547, 0, i))
+        d = s.recv(4096)
+    except OSError:
+        continue
+    print('reply', d[0])
+    o = d[4:]
+    while len(o) >= 4:
+        c, n = int.from_bytes(o[0:2], 'big'), int.from_bytes(o[2:4], 'big')
+        print('%d=%s' % (c, o[4:4 + n].hex()))
+        o = o[4 + n:]
+    break
+";
+
+/// The reply's options (code -> hex), or `None` if nothing answered.
+fn dhcp6(t: &Topology, msg_type: u8) -> Option<BTreeMap<u16, String>> {
+    let o = t.guest_run(
+        &["python3", "-c", DHCP6_CLIENT, &msg_type.to_string()],
+        Duration::from_secs(15),
+    );
+    let mut lines = o.stdout.lines();
+    lines.next()?.starts_with("reply").then_some(())?;
+    Some(
+        lines
+            .filter_map(|l| l.split_once('='))
+            .filter_map(|(c, h)| Some((c.parse().ok()?, h.to_string())))
+            .collect(),
+    )
+}
+
+/// `--no-ra` (NDP answered, no router advertisement), `--no-ndp` (no
+/// neighbour or router advertisement), `--no-dhcpv6` (no DHCPv6 reply),
+/// each against the default, in a guest that autoconfigures.
+#[test]
+fn no_ndp_no_ra_no_dhcpv6() {
+    for off in [None, Some("--no-ra"), Some("--no-ndp"), Some("--no-dhcpv6")] {
+        let t = Topology::new();
+        guest_takes_ra(&t);
+        let mut h = start_as_passt(&t, off.as_slice());
+        let ra = !matches!(off, Some("--no-ra" | "--no-ndp"));
+        let wait = if ra { 15 } else { 4 };
+        let slaac = wait_slaac(&t, Duration::from_secs(wait));
+        assert_eq!(slaac.is_some(), ra, "{off:?}: SLAAC {slaac:?}");
+        let o = t.guest_run(
+            &[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                "fd00::5/64",
+                "dev",
+                "tap0",
+                "nodad",
+            ],
+            Duration::from_secs(5),
+        );
+        assert!(o.success(), "{}", o.describe());
+        let o = t.guest_run(
+            &["busybox", "ping", "-6", "-c", "1", "-W", "2", "fd00::1"],
+            Duration::from_secs(10),
+        );
+        assert_eq!(
+            o.success(),
+            off != Some("--no-ndp"),
+            "{off:?}: ping -6 fd00::1"
+        );
+        let reply = dhcp6(&t, 11);
+        assert_eq!(
+            reply.is_some(),
+            off != Some("--no-dhcpv6"),
+            "{off:?}: {reply:?}"
+        );
+        assert!(h.is_running(), "{off:?}: {}", h.diagnose());
+    }
 }

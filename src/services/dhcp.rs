@@ -60,6 +60,10 @@ impl Server {
         counters: &mut Counters,
     ) {
         let Some(net) = cfg.net4.as_ref() else { return };
+        if cfg.off.dhcp {
+            counters.disabled += 1;
+            return;
+        }
         let pseudo = crate::wire::checksum::PseudoHeader::V4 {
             src,
             dst: Ipv4Addr::BROADCAST,

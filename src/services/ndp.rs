@@ -115,7 +115,7 @@ impl Router {
 
     /// The link is up: advertise at once, then on schedule.
     pub fn start(&mut self, cfg: &Config, now: Instant, tx: &mut Tx) {
-        if cfg.net6.is_none() {
+        if cfg.net6.is_none() || cfg.off.ra {
             return;
         }
         self.initial_left = MAX_INITIAL_RTR_ADVERTISEMENTS - 1;
@@ -184,6 +184,10 @@ impl Router {
             counters.ipv6_ignored += 1;
             return 0;
         };
+        if cfg.off.ndp {
+            counters.disabled += 1;
+            return 0;
+        }
         // Hop limit 255 or it was forwarded from off-link: never trusted.
         if pkt.hop_limit != HOP_LIMIT || pkt.src.is_multicast() {
             counters.ndp_malformed += 1;
@@ -199,6 +203,11 @@ impl Router {
             }
         };
         match msg {
+            // passt's --no-ra: solicitations go unanswered, NDP stays.
+            ndp::Repr::RouterSolicit { .. } if cfg.off.ra => {
+                counters.disabled += 1;
+                0
+            }
             ndp::Repr::RouterSolicit { options } => {
                 self.on_router_solicit(net, pkt, options, now, buf, counters)
             }
@@ -599,6 +608,31 @@ mod tests {
             m.extend_from_slice(&hex("0101525400123456"));
         }
         m
+    }
+
+    /// passt's `--no-ra`: solicitations unanswered, neighbours still
+    /// answered; `--no-ndp`: neither (none at start: tests/passt.rs).
+    #[test]
+    fn no_ra_and_no_ndp() {
+        let rs = hex("8500 0000 00000000 0101525400123456");
+        let guest = a("fec0::5054:ff:fe12:3456");
+        let ns_pkt = Incoming {
+            eth_src: GUEST_MAC,
+            src: guest,
+            dst: a("ff02::1:ff00:2"),
+            hop_limit: 255,
+        };
+        for (ra, ndp) in [(true, false), (true, true), (false, false)] {
+            let mut c = Config::for_test(&[]);
+            c.off.ra = ra;
+            c.off.ndp = ndp;
+            let mut r = Router::new(&c);
+            let now = Instant::now();
+            let f = run(&mut r, &c, rs_from(guest_ll()), &rs, now);
+            assert_eq!(f.is_empty(), ra, "RS answered with off.ra={ra}");
+            let f = run(&mut r, &c, ns_pkt, &ns(a("fec0::2"), true), now);
+            assert_eq!(f.is_empty(), ndp, "NS answered with off.ndp={ndp}");
+        }
     }
 
     /// NS in (golden) -> NA out (golden, from the wire tests).
