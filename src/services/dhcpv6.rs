@@ -9,6 +9,10 @@
 //! back with zero lifetimes); Confirm says whether the client's addresses
 //! are on link; Release and Decline are acknowledged.
 //!
+//! With `--fqdn` (passt's personality) every configuring reply carries the
+//! client FQDN option (39, RFC 4704), with passt's flags: O set when the
+//! client asked to update the AAAA record itself (S), else none.
+//!
 //! The server's DUID is a DUID-LL of the router MAC; answers go from the
 //! router's link-local address to the client's address and port.
 //! Pure frame-in, frame-out: no sockets, no syscalls.
@@ -48,7 +52,15 @@ pub struct Server {
     duid: [u8; 10],
     /// Option 24's data: the search list, encoded.
     domains: Vec<u8>,
+    /// Option 39's data (flags 0, then the name) and the same with the O
+    /// flag; empty without `--fqdn`.
+    fqdn: [Vec<u8>; 2],
 }
+
+/// RFC 4704 §4.1: S, the client would update its AAAA record; O, the
+/// server overrode that.
+const FQDN_S: u8 = 0x01;
+const FQDN_O: u8 = 0x02;
 
 /// What a client message calls for.
 struct Answer {
@@ -80,7 +92,24 @@ impl Server {
         if domain::encode(&names, &mut domains).is_err() {
             domains.clear();
         }
-        Server { duid, domains }
+        let fqdn = cfg
+            .fqdn
+            .as_deref()
+            .and_then(|f| {
+                let mut v = vec![0u8; 1 + domain::encoded_len(&[f]).ok()?];
+                domain::encode(&[f], v.get_mut(1..)?).ok()?;
+                Some(v)
+            })
+            .unwrap_or_default();
+        let mut fqdn_o = fqdn.clone();
+        if let Some(flags) = fqdn_o.first_mut() {
+            *flags = FQDN_O;
+        }
+        Server {
+            duid,
+            domains,
+            fqdn: [fqdn, fqdn_o],
+        }
     }
 
     /// The server's DUID.
@@ -137,19 +166,29 @@ impl Server {
             counters.dhcpv6_malformed += 1;
             return 0;
         }
-        let req =
-            match dhcpv6::Packet::new_checked(u.payload()).and_then(|p| dhcpv6::Repr::parse(&p)) {
-                Ok(r) => r,
-                Err(_) => {
-                    counters.dhcpv6_malformed += 1;
-                    return 0;
-                }
-            };
+        let Ok(p) = dhcpv6::Packet::new_checked(u.payload()) else {
+            counters.dhcpv6_malformed += 1;
+            return 0;
+        };
+        let Ok(req) = dhcpv6::Repr::parse(&p) else {
+            counters.dhcpv6_malformed += 1;
+            return 0;
+        };
+        // The client's FQDN flags, for option 39's answer (the list parsed
+        // whole above).
+        let s_flag = p
+            .options_iter()
+            .filter_map(Result::ok)
+            .find(|o| o.code == opt::CLIENT_FQDN)
+            .and_then(|o| o.data.first())
+            .is_some_and(|f| f & FQDN_S != 0);
         let Some(a) = self.decide(net, &req) else {
             counters.dhcpv6_ignored += 1;
             return 0;
         };
-        self.write_reply(cfg, net, pkt, u.src_port(), &req, &a, buf)
+        let [plain, overridden] = &self.fqdn;
+        let fqdn = if s_flag { overridden } else { plain };
+        self.write_reply(cfg, net, pkt, u.src_port(), &req, &a, fqdn, buf)
     }
 
     /// RFC 8415 §16's validity rules, then the answer for each type.
@@ -228,6 +267,7 @@ impl Server {
         client_port: u16,
         req: &dhcpv6::Repr,
         a: &Answer,
+        fqdn: &[u8],
         buf: &mut [u8],
     ) -> usize {
         let bound = IaAddress {
@@ -258,7 +298,7 @@ impl Server {
             }
         }
         let dns = [net.dns];
-        let mut opts = [OptionRepr::RapidCommit; 8];
+        let mut opts = [OptionRepr::RapidCommit; 9];
         let mut n = 0;
         let mut push = |o| {
             if let Some(slot) = opts.get_mut(n) {
@@ -296,6 +336,12 @@ impl Server {
             push(OptionRepr::Raw {
                 code: opt::DOMAIN_LIST,
                 data: &self.domains,
+            });
+        }
+        if a.config && !fqdn.is_empty() {
+            push(OptionRepr::Raw {
+                code: opt::CLIENT_FQDN,
+                data: fqdn,
             });
         }
         let opts = opts.get(..n).unwrap_or(&[]);
@@ -497,6 +543,36 @@ mod tests {
             rep.windows(6).any(|w| w == hex("000d000d0004")),
             "{rep:02x?}"
         );
+    }
+
+    /// `--fqdn`: option 39 in every configuring reply, flags 0, or O when
+    /// the client set S (passt's answer); none without `--fqdn`.
+    #[test]
+    fn client_fqdn_option() {
+        let mut c = Config::for_test(&[]);
+        let fqdn39 = |rep: &[u8]| {
+            let p = dhcpv6::Packet::new_checked(rep).unwrap();
+            let o = p.options_iter().map(|o| o.unwrap());
+            o.filter(|o| o.code == opt::CLIENT_FQDN)
+                .map(|o| o.data.to_vec())
+                .collect::<Vec<_>>()
+        };
+        let info = msg(11, &client());
+        assert!(fqdn39(&exchange(&c, &info).unwrap()).is_empty());
+        c.fqdn = Some("vm1.example.test".into());
+        let name = "03766d31076578616d706c650474657374 00";
+        assert_eq!(
+            fqdn39(&exchange(&c, &info).unwrap()),
+            [hex(&format!("00 {name}"))]
+        );
+        // The client would update AAAA itself (S): the server overrides (O).
+        let with_s = msg(11, &format!("{} 0027000301 0000", client()));
+        assert_eq!(
+            fqdn39(&exchange(&c, &with_s).unwrap()),
+            [hex(&format!("02 {name}"))]
+        );
+        let solicit = msg(1, &format!("{} {IA_EMPTY} 000e0000", client()));
+        assert_eq!(fqdn39(&exchange(&c, &solicit).unwrap()).len(), 1);
     }
 
     #[test]
