@@ -742,6 +742,7 @@ pub fn config(o: &Options, p: &Passt, resolv_conf: Option<&str>) -> Result<Confi
         _ => None,
     };
     let mut dns_upstream = Vec::new();
+    let mut dns6 = false;
     let net4 = if o.disable_ipv4 {
         None
     } else {
@@ -811,12 +812,21 @@ pub fn config(o: &Options, p: &Passt, resolv_conf: Option<&str>) -> Result<Confi
                     )
                 };
                 dns_upstream.extend(dns.map(|d| d.1));
+                // Without an IPv6 resolver passt offers none over IPv6.
+                dns6 = dns.is_some();
                 Some(Net6 {
                     prefix: Ipv6Addr::from(u128::from(guest) & mask),
                     prefix_len: len,
                     host: gw,
                     dns: dns.map_or(gw, |d| d.0),
                     guest,
+                    // passt's: a link-local gateway itself, else the host
+                    // interface's own link-local address.
+                    router_ll: if gw.segments()[0] & 0xffc0 == 0xfe80 {
+                        Some(gw)
+                    } else {
+                        host.and_then(|h| h.link_local)
+                    },
                 })
             }
             _ => None,
@@ -900,6 +910,8 @@ pub fn config(o: &Options, p: &Passt, resolv_conf: Option<&str>) -> Result<Confi
         tftp_root: None,
         dhcp_bootfile: None,
         dhcp_next_server: None,
+        dns6,
+        passt_ipv6: true,
         off,
         map_guest,
     })
@@ -930,11 +942,13 @@ mod tests {
                 index: 2,
                 addr: Some(("192.0.2.2".parse().unwrap(), 24)),
                 gateway: Some("192.0.2.1".parse().unwrap()),
+                link_local: None,
             }),
             Some(HostAddr {
                 index: 2,
                 addr: Some(("fd00::2".parse().unwrap(), 64)),
                 gateway: Some("fd00::1".parse().unwrap()),
+                link_local: Some("fe80::2c94:3aff:fe9c:1abe".parse().unwrap()),
             }),
         ]
     }
@@ -1042,6 +1056,20 @@ mod tests {
             (n6.guest, n6.host),
             ("fd00::2".parse().unwrap(), "fd00::1".parse().unwrap())
         );
+        // The router speaks from the host interface's link-local address;
+        // no IPv6 resolver in resolv.conf, so none offered over IPv6.
+        let ll: Ipv6Addr = "fe80::2c94:3aff:fe9c:1abe".parse().unwrap();
+        assert_eq!(n6.router_link_local(), ll);
+        assert!(n6.is_own(ll));
+        assert!(c.passt_ipv6 && !c.dns6);
+        let (o, mut p) = run_passt(&["-f", "--fd", "3", "-g", "fe80::1"]);
+        p.host = host();
+        let c = config(&o, &p, Some("nameserver fd00::53\n")).unwrap();
+        assert_eq!(
+            c.net6.as_ref().unwrap().router_link_local(),
+            "fe80::1".parse::<Ipv6Addr>().unwrap()
+        );
+        assert!(c.dns6);
     }
 
     #[test]

@@ -328,6 +328,7 @@ mod tests {
             index: 2,
             addr: Some(("192.0.2.2".parse().unwrap(), 24)),
             gateway: Some("192.0.2.1".parse().unwrap()),
+            link_local: None,
         });
         let cfg = crate::passt::config(&o, &p, Some("nameserver 127.0.0.1\n")).unwrap();
         let (vmm, ours) = UnixDatagram::pair().unwrap();

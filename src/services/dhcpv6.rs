@@ -270,10 +270,16 @@ impl Server {
         fqdn: &[u8],
         buf: &mut [u8],
     ) -> usize {
+        // passt leases forever ([`Config::passt_ipv6`]).
+        let (life, t1, t2) = if cfg.passt_ipv6 {
+            (u32::MAX, u32::MAX, u32::MAX)
+        } else {
+            (LIFETIME_S, T1_S, T2_S)
+        };
         let bound = IaAddress {
             addr: net.guest,
-            preferred_lifetime: LIFETIME_S,
-            valid_lifetime: LIFETIME_S,
+            preferred_lifetime: life,
+            valid_lifetime: life,
         };
         let mut addrs = [bound; 1 + STALE_ADDRS];
         let mut n_addrs = 1;
@@ -313,8 +319,8 @@ impl Server {
         if let (true, Some(ia)) = (a.bind, req.ia_na) {
             push(OptionRepr::IaNa {
                 iaid: ia.iaid,
-                t1: T1_S,
-                t2: T2_S,
+                t1,
+                t2,
                 addresses: addrs.get(..n_addrs).unwrap_or(&[]),
                 status: None,
             });
@@ -325,11 +331,12 @@ impl Server {
         if a.rapid_commit {
             push(OptionRepr::RapidCommit);
         }
-        if a.preference {
-            // The highest: the client need not wait for other servers.
+        if a.preference && !cfg.passt_ipv6 {
+            // The highest: the client need not wait for other servers
+            // (passt sends none).
             push(OptionRepr::Preference(255));
         }
-        if a.config && cfg.dns_forward {
+        if a.config && cfg.dns6 {
             push(OptionRepr::DnsServers(&dns));
         }
         if a.config && !self.domains.is_empty() {
@@ -543,6 +550,28 @@ mod tests {
             rep.windows(6).any(|w| w == hex("000d000d0004")),
             "{rep:02x?}"
         );
+    }
+
+    /// passt's lease: forever, no preference option, DNS only with an
+    /// IPv6 resolver.
+    #[test]
+    fn passt_style_lease() {
+        let mut c = Config::for_test(&[]);
+        c.passt_ipv6 = true;
+        c.dns6 = false;
+        let adv = exchange(&c, &msg(1, &format!("{} {IA_EMPTY}", client()))).unwrap();
+        let r = parse(&adv);
+        assert_eq!(r.msg_type, MessageType::Advertise);
+        let ia = r.ia_na.unwrap();
+        assert_eq!((ia.t1, ia.t2), (u32::MAX, u32::MAX));
+        let a0 = ia.addresses().next().unwrap();
+        assert_eq!(
+            (a0.preferred_lifetime, a0.valid_lifetime),
+            (u32::MAX, u32::MAX)
+        );
+        let p = dhcpv6::Packet::new_checked(&adv[..]).unwrap();
+        let codes: Vec<u16> = p.options_iter().map(|o| o.unwrap().code).collect();
+        assert_eq!(codes, [opt::SERVER_ID, opt::CLIENT_ID, opt::IA_NA]);
     }
 
     /// `--fqdn`: option 39 in every configuring reply, flags 0, or O when
