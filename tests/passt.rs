@@ -170,6 +170,8 @@ fn launchers() -> Vec<(&'static str, Vec<&'static str>)> {
                 "-m1500",
             ],
         ),
+        // Kata's passt endpoint: `-P FILE -s PATH`, nothing else.
+        ("kata", vec![]),
         // libguestfs's direct backend: slirp's view, set by hand.
         (
             "libguestfs",
