@@ -81,6 +81,7 @@ const KNOWN_DEBIAN: &[(&str, &str, &str)] = &[
         "the host interface's MAC",
     ),
     ("qemu-10.1", "neigh.router", "the host interface's MAC"),
+    ("kata", "neigh.router", "the host interface's MAC"),
     // ... in IPv6 too: the router's MAC and the RA's source link-layer
     // address.
     ("libvirt-11.x", "neigh6.router", "the host interface's MAC"),
@@ -93,6 +94,8 @@ const KNOWN_DEBIAN: &[(&str, &str, &str)] = &[
     ("libvirt-11.x+ip", "ra.slla", "the host interface's MAC"),
     ("qemu-10.1", "neigh6.router", "the host interface's MAC"),
     ("qemu-10.1", "ra.slla", "the host interface's MAC"),
+    ("kata", "neigh6.router", "the host interface's MAC"),
+    ("kata", "ra.slla", "the host interface's MAC"),
     // Router lifetime 9000 s, from before passt took RFC 8319's 65535.
     ("*", "ra.lifetime", "router lifetime 9000"),
 ];
@@ -632,7 +635,7 @@ fn wait_slaac(t: &Topology, limit: Duration) -> Option<String> {
 /// A DHCPv6 exchange from the guest's link-local address (python3, a UDP
 /// socket on port 546): `msg_type` 11 (Information-request, ORO 23 24 39)
 /// or 1 (Solicit, ORO 23 24 39, an IA_NA). Prints the reply's options as `CODE=HEX` lines
-/// after `reply`, or nothing if none came in 3 s (three tries).
+/// after `reply`, or nothing if none came (five tries, 2 s apart).
 const DHCP6_CLIENT: &str = "\
 import socket, sys
 t = int(sys.argv[1])
@@ -641,13 +644,13 @@ s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(('::', 546))
 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, i)
-s.settimeout(1)
+s.settimeout(2)
 mac = bytes.fromhex(open('/sys/class/net/tap0/address').read().strip().replace(':', ''))
 def opt(c, d): return c.to_bytes(2, 'big') + len(d).to_bytes(2, 'big') + d
 m = bytes([t, 1, 2, 3]) + opt(1, bytes([0, 3, 0, 1]) + mac) + opt(6, bytes([0, 23, 0, 24, 0, 39]))
 if t == 1:
     m += opt(3, bytes([0, 0, 0, 1]) + bytes(8))
-for _ in range(3):
+for _ in range(5):
     try:
         s.sendto(m, ('ff02::1:2', 547, 0, i))
         d = s.recv(4096)
@@ -728,17 +731,17 @@ fn no_ndp_no_ra_no_dhcpv6() {
 /// the advertisement that answers it, as `KEY=VALUE` lines: `src`,
 /// `flags`, `lifetime`, `hop` (cur hop limit), then per option `slla`,
 /// `prefix` (ADDR/LEN L/A flags, valid, preferred), `mtu`, `rdnss`,
-/// `dnssl`. Nothing if no RA came in 3 s.
+/// `dnssl`. Nothing if no RA came (five tries, 2 s apart).
 const RA_CLIENT: &str = "\
 import socket, sys
 i = socket.if_nametoindex('tap0')
 s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, i)
-s.settimeout(1)
+s.settimeout(2)
 def be(b): return int.from_bytes(b, 'big')
 def a6(b): return socket.inet_ntop(socket.AF_INET6, b)
-for _ in range(3):
+for _ in range(5):
     s.sendto(bytes([133, 0, 0, 0, 0, 0, 0, 0]), ('ff02::2', 0, 0, i))
     try:
         while True:
@@ -813,7 +816,7 @@ fn view6(t: &Topology, v: &mut View) {
         .to_string();
     let ll = |a: String| if a == up0_ll { "up0-ll".to_string() } else { a };
     wait_slaac(t, Duration::from_secs(10));
-    let o = t.guest_run(&["python3", "-c", RA_CLIENT], Duration::from_secs(10));
+    let o = t.guest_run(&["python3", "-c", RA_CLIENT], Duration::from_secs(15));
     for l in o.stdout.lines() {
         if let Some((k, val)) = l.split_once('=') {
             v.insert(format!("ra.{k}"), ll(val.to_string()));
