@@ -17,6 +17,7 @@
 pub mod frames;
 pub mod guest;
 pub mod helper;
+pub mod package;
 pub mod process;
 pub mod relay;
 pub mod topo;
