@@ -567,41 +567,16 @@ impl Reply {
     /// Writes the fixed fields, option 53, then `options` in order, END,
     /// and zero padding up to [`MIN_MESSAGE_LEN`]. Returns the length.
     pub fn emit(&self, buf: &mut [u8], options: &[OptionRepr]) -> Result<usize> {
-        let h: &mut DhcpHeader = header_mut(buf).ok_or(Error::Truncated)?;
-        let mut chaddr = [0u8; 16];
-        for (d, s) in chaddr.iter_mut().zip(self.client_mac) {
-            *d = s;
-        }
-        *h = DhcpHeader {
-            op: OP_REPLY,
-            htype: 1,
-            hlen: 6,
-            xid: self.xid.into(),
-            flags: if self.broadcast { FLAG_BROADCAST } else { 0 }.into(),
-            ciaddr: self.ciaddr.octets(),
-            yiaddr: self.yiaddr.octets(),
-            siaddr: self.siaddr.octets(),
-            giaddr: self.giaddr.octets(),
-            chaddr,
-            magic: MAGIC_COOKIE.into(),
-            ..ZERO
-        };
-        let mut sink = OptionSink {
+        let addrs = [self.ciaddr, self.yiaddr, self.siaddr, self.giaddr];
+        emit_fixed(
             buf,
-            pos: HEADER_LEN,
-            code: 0,
-            len_at: 0,
-            chunk: 0,
-        };
-        sink.option(opt::MESSAGE_TYPE, &[self.message_type.into()])?;
-        for o in options {
-            sink.write(o)?;
-        }
-        sink.raw(opt::END)?;
-        while sink.pos < MIN_MESSAGE_LEN {
-            sink.raw(opt::PAD)?;
-        }
-        Ok(sink.pos)
+            OP_REPLY,
+            self.xid,
+            self.broadcast,
+            addrs,
+            self.client_mac,
+        )?;
+        emit_options(buf, self.message_type, options, MIN_MESSAGE_LEN)
     }
 
     /// Length `emit` will write.
@@ -611,6 +586,103 @@ impl Reply {
         let mut scratch = [0u8; 1500];
         self.emit(&mut scratch, options)
     }
+}
+
+/// A client message (DISCOVER, REQUEST, RELEASE, …), as a guest sends it:
+/// airlock only parses these; tests and fuzzers build them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    pub message_type: MessageType,
+    pub xid: u32,
+    pub broadcast: bool,
+    pub ciaddr: Ipv4Addr,
+    pub yiaddr: Ipv4Addr,
+    pub siaddr: Ipv4Addr,
+    pub giaddr: Ipv4Addr,
+    pub client_mac: Mac,
+}
+
+impl Request {
+    /// Writes the fixed fields and the magic cookie alone: options, well
+    /// formed or not, are the caller's to add at [`HEADER_LEN`].
+    pub fn emit_fixed(&self, buf: &mut [u8]) -> Result<usize> {
+        let addrs = [self.ciaddr, self.yiaddr, self.siaddr, self.giaddr];
+        emit_fixed(
+            buf,
+            OP_REQUEST,
+            self.xid,
+            self.broadcast,
+            addrs,
+            self.client_mac,
+        )?;
+        Ok(HEADER_LEN)
+    }
+
+    /// Writes the fixed fields, option 53, `options` in order and END (no
+    /// padding: clients need not pad). Returns the length.
+    pub fn emit(&self, buf: &mut [u8], options: &[OptionRepr]) -> Result<usize> {
+        self.emit_fixed(buf)?;
+        emit_options(buf, self.message_type, options, 0)
+    }
+}
+
+/// The fixed part of a message with the magic cookie (`addrs`: ciaddr,
+/// yiaddr, siaddr, giaddr).
+fn emit_fixed(
+    buf: &mut [u8],
+    op: u8,
+    xid: u32,
+    broadcast: bool,
+    addrs: [Ipv4Addr; 4],
+    client_mac: Mac,
+) -> Result<()> {
+    let h: &mut DhcpHeader = header_mut(buf).ok_or(Error::Truncated)?;
+    let mut chaddr = [0u8; 16];
+    for (d, s) in chaddr.iter_mut().zip(client_mac) {
+        *d = s;
+    }
+    let [ciaddr, yiaddr, siaddr, giaddr] = addrs.map(|a| a.octets());
+    *h = DhcpHeader {
+        op,
+        htype: 1,
+        hlen: 6,
+        xid: xid.into(),
+        flags: if broadcast { FLAG_BROADCAST } else { 0 }.into(),
+        ciaddr,
+        yiaddr,
+        siaddr,
+        giaddr,
+        chaddr,
+        magic: MAGIC_COOKIE.into(),
+        ..ZERO
+    };
+    Ok(())
+}
+
+/// Option 53, `options`, END, then PAD up to `min_len`, after the fixed
+/// part; returns the message's length.
+fn emit_options(
+    buf: &mut [u8],
+    message_type: MessageType,
+    options: &[OptionRepr],
+    min_len: usize,
+) -> Result<usize> {
+    let mut sink = OptionSink {
+        buf,
+        pos: HEADER_LEN,
+        code: 0,
+        len_at: 0,
+        chunk: 0,
+    };
+    sink.option(opt::MESSAGE_TYPE, &[message_type.into()])?;
+    for o in options {
+        sink.write(o)?;
+    }
+    sink.raw(opt::END)?;
+    while sink.pos < min_len {
+        sink.raw(opt::PAD)?;
+    }
+    Ok(sink.pos)
 }
 
 #[cfg(test)]
@@ -688,6 +760,45 @@ mod tests {
         assert_eq!(r.hostname, Some(&b"guest"[..]));
         assert_eq!((r.requested_ip, r.server_id), (None, None));
         assert_eq!(p.find_option(opt::MAX_MESSAGE_SIZE), Some(&[2, 0x40][..]));
+    }
+
+    #[test]
+    fn emit_discover_as_a_client_would() {
+        let zero = Ipv4Addr::UNSPECIFIED;
+        let request = Request {
+            message_type: MessageType::Discover,
+            xid: 0x3903_f326,
+            broadcast: false,
+            ciaddr: zero,
+            yiaddr: zero,
+            siaddr: zero,
+            giaddr: zero,
+            client_mac: MAC,
+        };
+        let options = [
+            OptionRepr::Raw {
+                code: opt::CLIENT_ID,
+                data: &hex("01525400123456"),
+            },
+            OptionRepr::Raw {
+                code: opt::MAX_MESSAGE_SIZE,
+                data: &[2, 0x40],
+            },
+            OptionRepr::Raw {
+                code: opt::PARAMETER_REQUEST_LIST,
+                data: &[1, 3, 6, 12, 15, 28, 42],
+            },
+            OptionRepr::Hostname("guest"),
+        ];
+        let mut out = vec![0u8; 300];
+        let n = request.emit(&mut out, &options).unwrap();
+        assert_eq!(out, discover(), "the golden DISCOVER, padding included");
+        assert_eq!(n, 273, "a client message is not padded");
+        assert_eq!(
+            request.emit(&mut out[..n - 1], &options),
+            Err(Error::Truncated)
+        );
+        assert_eq!(request.emit_fixed(&mut out), Ok(HEADER_LEN));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::Ipv6Addr;
 use zerocopy::byteorder::network_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::{header, header_mut, ip_proto, Error, Result};
+use super::{header, header_mut, ip_proto, put, Error, Result};
 
 pub const HEADER_LEN: usize = 40;
 /// Most extension headers [`walk_extensions`] follows before giving up.
@@ -143,6 +143,37 @@ pub struct FragmentInfo {
     pub offset: u16,
     pub more: bool,
     pub ident: u32,
+}
+
+/// An 8-byte extension header to emit: what guests put between the IPv6
+/// header and the upper layer (airlock itself sends none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtRepr {
+    /// A fragment header.
+    Fragment { next_header: u8, info: FragmentInfo },
+    /// A hop-by-hop or destination-options header holding only a PadN.
+    Padding { next_header: u8 },
+}
+
+impl ExtRepr {
+    pub const LEN: usize = 8;
+
+    /// Writes the header at the start of `buf`; returns [`ExtRepr::LEN`].
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
+        let mut h = [0u8; Self::LEN];
+        match *self {
+            ExtRepr::Fragment { next_header, info } => {
+                let off_flags = (info.offset & 0xfff8) | u16::from(info.more);
+                h[0] = next_header;
+                h[2..4].copy_from_slice(&off_flags.to_be_bytes());
+                h[4..].copy_from_slice(&info.ident.to_be_bytes());
+            }
+            // Length 0 (8 bytes); option PadN (1) over the remaining four.
+            ExtRepr::Padding { next_header } => h[..4].copy_from_slice(&[next_header, 0, 1, 4]),
+        }
+        put(buf, &h)?;
+        Ok(Self::LEN)
+    }
 }
 
 /// Where the upper-layer data starts.
@@ -305,6 +336,36 @@ mod tests {
             "60000000 0010 2c 40 fec0000000000000505400fffe123456 fec00000000000000000000000000002
              110005c8deadbeef 4142434445464748",
         )
+    }
+
+    #[test]
+    fn extension_headers_emit_what_the_walk_reads() {
+        let info = FragmentInfo {
+            offset: 1480,
+            more: true,
+            ident: 0xdead_beef,
+        };
+        let mut b = [0u8; 24];
+        let hops = [
+            ExtRepr::Padding {
+                next_header: ip_proto::IPV6_OPTS,
+            },
+            ExtRepr::Padding {
+                next_header: ip_proto::IPV6_FRAG,
+            },
+            ExtRepr::Fragment {
+                next_header: ip_proto::UDP,
+                info,
+            },
+        ];
+        for (i, h) in hops.iter().enumerate() {
+            assert_eq!(h.emit(&mut b[i * 8..]), Ok(8));
+        }
+        assert_eq!(&b[..4], &[60, 0, 1, 4]);
+        let e = walk_extensions(ip_proto::HOPOPT, &b).unwrap();
+        assert_eq!((e.next_header, e.offset), (ip_proto::UDP, 24));
+        assert_eq!(e.fragment, Some(info));
+        assert_eq!(hops[0].emit(&mut b[..7]), Err(Error::Truncated));
     }
 
     #[test]
