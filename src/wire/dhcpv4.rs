@@ -166,13 +166,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn hlen(&self) -> u8 {
         self.hdr().hlen
     }
-    pub fn hops(&self) -> u8 {
-        self.hdr().hops
-    }
     pub fn xid(&self) -> u32 {
         self.hdr().xid.get()
     }
-    pub fn secs(&self) -> u16 {
+    fn secs(&self) -> u16 {
         self.hdr().secs.get()
     }
     pub fn flags(&self) -> u16 {
@@ -187,14 +184,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn yiaddr(&self) -> Ipv4Addr {
         self.hdr().yiaddr.into()
     }
-    pub fn siaddr(&self) -> Ipv4Addr {
+    fn siaddr(&self) -> Ipv4Addr {
         self.hdr().siaddr.into()
     }
     pub fn giaddr(&self) -> Ipv4Addr {
         self.hdr().giaddr.into()
-    }
-    pub fn chaddr(&self) -> [u8; 16] {
-        self.hdr().chaddr
     }
     /// The first six bytes of `chaddr`.
     pub fn client_mac(&self) -> Mac {
@@ -232,48 +226,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
             f(h)
         }
     }
-    pub fn set_op(&mut self, v: u8) {
-        self.with(|h| h.op = v)
-    }
-    pub fn set_htype(&mut self, v: u8) {
-        self.with(|h| h.htype = v)
-    }
-    pub fn set_hlen(&mut self, v: u8) {
-        self.with(|h| h.hlen = v)
-    }
-    pub fn set_hops(&mut self, v: u8) {
-        self.with(|h| h.hops = v)
-    }
-    pub fn set_xid(&mut self, v: u32) {
-        self.with(|h| h.xid.set(v))
-    }
-    pub fn set_secs(&mut self, v: u16) {
-        self.with(|h| h.secs.set(v))
-    }
     pub fn set_flags(&mut self, v: u16) {
         self.with(|h| h.flags.set(v))
-    }
-    pub fn set_broadcast(&mut self, on: bool) {
-        let f = self.flags() & !FLAG_BROADCAST;
-        self.set_flags(if on { f | FLAG_BROADCAST } else { f })
-    }
-    pub fn set_ciaddr(&mut self, a: Ipv4Addr) {
-        self.with(|h| h.ciaddr = a.octets())
-    }
-    pub fn set_yiaddr(&mut self, a: Ipv4Addr) {
-        self.with(|h| h.yiaddr = a.octets())
-    }
-    pub fn set_siaddr(&mut self, a: Ipv4Addr) {
-        self.with(|h| h.siaddr = a.octets())
-    }
-    pub fn set_giaddr(&mut self, a: Ipv4Addr) {
-        self.with(|h| h.giaddr = a.octets())
-    }
-    pub fn set_chaddr(&mut self, v: [u8; 16]) {
-        self.with(|h| h.chaddr = v)
-    }
-    pub fn set_magic(&mut self, v: u32) {
-        self.with(|h| h.magic.set(v))
     }
     pub fn options_mut(&mut self) -> &mut [u8] {
         self.buffer
@@ -605,7 +559,7 @@ pub struct Request {
 impl Request {
     /// Writes the fixed fields and the magic cookie alone: options, well
     /// formed or not, are the caller's to add at [`HEADER_LEN`].
-    pub fn emit_fixed(&self, buf: &mut [u8]) -> Result<usize> {
+    fn emit_fixed(&self, buf: &mut [u8]) -> Result<usize> {
         let addrs = [self.ciaddr, self.yiaddr, self.siaddr, self.giaddr];
         emit_fixed(
             buf,
@@ -886,8 +840,7 @@ mod tests {
     #[test]
     fn rejects() {
         let mut g = discover();
-        let mut p = Packet::new_checked(&mut g[..]).unwrap();
-        p.set_magic(0);
+        g[236..240].fill(0); // no magic cookie
         let p = Packet::new_checked(&g[..]).unwrap();
         assert_eq!(Repr::parse(&p), Err(Error::Unsupported));
         // No message type: plain BOOTP.
@@ -927,23 +880,36 @@ mod tests {
     }
 
     #[test]
-    fn request_with_setters() {
-        let mut g = discover();
-        let mut p = Packet::new_checked(&mut g[..]).unwrap();
-        p.set_broadcast(true);
-        p.set_secs(3);
-        p.set_ciaddr(Ipv4Addr::new(10, 0, 2, 15));
-        p.options_mut()[..3].copy_from_slice(&[53, 1, 3]);
-        let o = hex("32040a00020f 36040a000202 ff");
-        p.options_mut()[32..32 + o.len()].copy_from_slice(&o);
-        let p = Packet::new_checked(&g[..]).unwrap();
+    fn request_round_trip() {
+        let ip = Ipv4Addr::new;
+        let request = Request {
+            message_type: MessageType::Request,
+            xid: 7,
+            broadcast: true,
+            ciaddr: ip(10, 0, 2, 15),
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            siaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            client_mac: MAC,
+        };
+        let options = [
+            OptionRepr::Raw {
+                code: opt::REQUESTED_IP,
+                data: &[10, 0, 2, 15],
+            },
+            OptionRepr::ServerId(ip(10, 0, 2, 2)),
+        ];
+        let mut g = vec![0u8; 300];
+        let n = request.emit(&mut g, &options).unwrap();
+        let p = Packet::new_checked(&g[..n]).unwrap();
         let r = Repr::parse(&p).unwrap();
+        assert_eq!(r.op, OP_REQUEST);
         assert_eq!(r.message_type, MessageType::Request);
         assert!(r.broadcast);
-        assert_eq!(r.secs, 3);
-        assert_eq!(r.ciaddr, Ipv4Addr::new(10, 0, 2, 15));
-        assert_eq!(r.requested_ip, Some(Ipv4Addr::new(10, 0, 2, 15)));
-        assert_eq!(r.server_id, Some(Ipv4Addr::new(10, 0, 2, 2)));
+        assert_eq!((r.xid, r.client_mac), (7, MAC));
+        assert_eq!(r.ciaddr, ip(10, 0, 2, 15));
+        assert_eq!(r.requested_ip, Some(ip(10, 0, 2, 15)));
+        assert_eq!(r.server_id, Some(ip(10, 0, 2, 2)));
     }
 
     #[test]
