@@ -559,7 +559,7 @@ pub struct Request {
 impl Request {
     /// Writes the fixed fields and the magic cookie alone: options, well
     /// formed or not, are the caller's to add at [`HEADER_LEN`].
-    fn emit_fixed(&self, buf: &mut [u8]) -> Result<usize> {
+    pub fn emit_fixed(&self, buf: &mut [u8]) -> Result<usize> {
         let addrs = [self.ciaddr, self.yiaddr, self.siaddr, self.giaddr];
         emit_fixed(
             buf,
