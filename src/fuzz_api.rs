@@ -1173,19 +1173,13 @@ fn build_ipv4(inp: &mut Input, out: &mut Vec<u8>, kind: u8, src_mac: Mac) {
             } else {
                 port(inp)
             };
-            out.resize(l4_at + udp::HEADER_LEN, 0);
-            if dst_port == dhcpv4::SERVER_PORT {
-                build_dhcp(inp, out, src_mac);
-            } else {
-                out.extend_from_slice(inp.bytes(1500));
-            }
-            let udp = udp::Repr {
-                src_port,
-                dst_port,
-                payload_len: out.len() - l4_at - udp::HEADER_LEN,
-            };
-            udp.emit(&mut out[l4_at..], &pseudo)
-                .expect("a datagram under 64 KiB");
+            build_udp(out, (src_port, dst_port), &pseudo, |out| {
+                if dst_port == dhcpv4::SERVER_PORT {
+                    build_dhcp(inp, out, src_mac);
+                } else {
+                    out.extend_from_slice(inp.bytes(1500));
+                }
+            });
         }
     }
     let ip = ipv4::Repr {
@@ -1205,6 +1199,26 @@ fn build_ipv4(inp: &mut Input, out: &mut Vec<u8>, kind: u8, src_mac: Mac) {
     ipv4::Packet::new_checked(buf)
         .expect("own header")
         .set_header_len(hl);
+}
+
+/// A UDP datagram at the end of `out`: `payload` appends the data, then
+/// the header goes in front of it.
+fn build_udp(
+    out: &mut Vec<u8>,
+    (src_port, dst_port): (u16, u16),
+    pseudo: &PseudoHeader,
+    payload: impl FnOnce(&mut Vec<u8>),
+) {
+    let l4_at = out.len();
+    out.resize(l4_at + udp::HEADER_LEN, 0);
+    payload(out);
+    let udp = udp::Repr {
+        src_port,
+        dst_port,
+        payload_len: out.len() - l4_at - udp::HEADER_LEN,
+    };
+    udp.emit(&mut out[l4_at..], pseudo)
+        .expect("a datagram under 64 KiB");
 }
 
 /// A TCP segment from the grammar at the end of `out`: ports, sequence
@@ -1321,19 +1335,13 @@ fn build_ipv6(inp: &mut Input, out: &mut Vec<u8>) {
             } else {
                 port(inp)
             };
-            out.resize(l4_at + udp::HEADER_LEN, 0);
-            if dst_port == dhcpv6::SERVER_PORT {
-                build_dhcpv6(inp, out);
-            } else {
-                out.extend_from_slice(inp.bytes(1500));
-            }
-            let udp = udp::Repr {
-                src_port,
-                dst_port,
-                payload_len: out.len() - l4_at - udp::HEADER_LEN,
-            };
-            udp.emit(&mut out[l4_at..], &pseudo)
-                .expect("a datagram under 64 KiB");
+            build_udp(out, (src_port, dst_port), &pseudo, |out| {
+                if dst_port == dhcpv6::SERVER_PORT {
+                    build_dhcpv6(inp, out);
+                } else {
+                    out.extend_from_slice(inp.bytes(1500));
+                }
+            });
         }
         _ => {
             let (src_port, dst_port) = (port(inp), port(inp));
