@@ -297,6 +297,11 @@ impl Conn {
         &self.key
     }
 
+    /// The host side: the connected destination, or a forward's peer.
+    pub fn host(&self) -> SocketAddr {
+        self.host
+    }
+
     /// The forward this flow belongs to, if any.
     pub fn forward(&self) -> Option<u32> {
         self.forward

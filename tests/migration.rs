@@ -1,0 +1,127 @@
+//! D-Bus and migration state (issue 16), against a real `dbus-daemon` in the
+//! host namespace: airlock queues for `org.qemu.VMState1`, answers `Id`,
+//! `Save`s its state and refuses to `Load` bytes that are truncated, from
+//! another version, random, or from another network, and keeps serving the
+//! guest. The QEMU-to-QEMU migration itself is `tests/vmm.rs::migrate_over_dbus_vmstate`.
+
+mod support;
+
+use std::time::Duration;
+use support::bus::{byte_arg, reply_bytes, Bus};
+use support::{Helper, LinkMode, Topology};
+
+const PATH: &str = "/org/qemu/VMState1";
+
+fn start(t: &Topology, bus: &Bus, extra: &[&str]) -> Helper {
+    let mut args = vec![
+        "--dbus-address",
+        bus.address.as_str(),
+        "--dbus-id",
+        "slirp-net0",
+        "--dns-upstream",
+        "127.0.0.1:5353",
+    ];
+    args.extend_from_slice(extra);
+    let mut h = Helper::airlock(t, LinkMode::Dgram, &args);
+    h.wait_ready(t, Duration::from_secs(10)).unwrap();
+    h
+}
+
+/// The queued owner of org.qemu.VMState1 that is airlock (waits for it).
+fn owner(bus: &Bus, h: &mut Helper) -> String {
+    for _ in 0..250 {
+        if let Some(o) = bus.queued_owners("org.qemu.VMState1").pop() {
+            return o;
+        }
+        assert!(h.is_running(), "{}", h.diagnose());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "airlock never queued for org.qemu.VMState1\n{}",
+        h.diagnose()
+    );
+}
+
+fn save(bus: &Bus, dest: &str) -> Vec<u8> {
+    let out = bus.call(dest, PATH, "org.qemu.VMState1.Save", &[]);
+    assert!(out.success(), "Save: {}", out.describe());
+    reply_bytes(&out.stdout).unwrap_or_else(|| panic!("Save reply: {}", out.stdout))
+}
+
+#[test]
+fn id_save_and_load_refusals_keep_airlock_serving() {
+    let t = Topology::new();
+    let bus = Bus::start(t.host_ns(), t.dir());
+    let mut h = start(&t, &bus, &[]);
+    let dest = owner(&bus, &mut h);
+
+    // QEMU's dbus-vmstate reads Id through GetAll (a GDBusProxy's cache).
+    let all = bus.call(
+        &dest,
+        PATH,
+        "org.freedesktop.DBus.Properties.GetAll",
+        &["string:org.qemu.VMState1".into()],
+    );
+    assert!(all.success(), "{}", all.describe());
+    assert!(
+        all.stdout.contains("\"Id\"") && all.stdout.contains("\"slirp-net0\""),
+        "{}",
+        all.stdout
+    );
+    let get = bus.call(
+        &dest,
+        PATH,
+        "org.freedesktop.DBus.Properties.Get",
+        &["string:org.qemu.VMState1".into(), "string:Id".into()],
+    );
+    assert!(get.stdout.contains("\"slirp-net0\""), "{}", get.describe());
+
+    let lease = t.guest().dhcp().unwrap();
+    assert_eq!(lease.ip.to_string(), "10.0.2.15");
+    let state = save(&bus, &dest);
+    assert!(state.starts_with(b"AIRLOCK\0"), "{state:?}");
+
+    // Each refused with a D-Bus error naming why; nothing changes.
+    let mut wrong_version = state.clone();
+    wrong_version[9] ^= 0x7f;
+    let mut random = vec![0u8; 700];
+    airlock::rng::Rng::new(16).fill(&mut random);
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("truncated", state[..state.len() - 3].to_vec(), "truncated"),
+        ("wrong version", wrong_version, "version"),
+        ("random", random, "not an airlock state"),
+        ("short", vec![0x41], "not an airlock state"),
+    ];
+    for (what, bytes, why) in cases {
+        let out = bus.call(&dest, PATH, "org.qemu.VMState1.Load", &[byte_arg(&bytes)]);
+        assert!(!out.success(), "{what}: Load accepted: {}", out.describe());
+        assert!(
+            out.stderr
+                .contains("org.freedesktop.DBus.Error.InvalidArgs")
+                && out.stderr.contains(why),
+            "{what}: {}",
+            out.describe()
+        );
+        assert!(h.is_running(), "{what}: {}", h.diagnose());
+    }
+    // Still serving: the guest renews and pings the router.
+    t.guest().ping("10.0.2.2").unwrap();
+    assert_eq!(t.guest().dhcp().unwrap().ip, lease.ip);
+    // Its own state loads back (a no-op migration), and Save still works.
+    let ok = bus.call(&dest, PATH, "org.qemu.VMState1.Load", &[byte_arg(&state)]);
+    assert!(ok.success(), "{}", ok.describe());
+    assert!(save(&bus, &dest).starts_with(b"AIRLOCK\0"));
+    assert!(h.log().contains("migration: state loaded"), "{}", h.log());
+    drop(h);
+
+    // Another network configuration refuses the same state.
+    let mut other = start(&t, &bus, &["--net", "10.9.0.0/24"]);
+    let dest = owner(&bus, &mut other);
+    let out = bus.call(&dest, PATH, "org.qemu.VMState1.Load", &[byte_arg(&state)]);
+    assert!(
+        !out.success() && out.stderr.contains("different network configuration"),
+        "{}",
+        out.describe()
+    );
+    assert!(other.is_running(), "{}", other.diagnose());
+}
