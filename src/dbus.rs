@@ -14,13 +14,17 @@
 //! set, so the bus needs no thread and no executor (zbus, even blocking,
 //! runs its own). Messages are read with `recvmsg` and answered with
 //! `sendmsg`; libdbus polls the socket with a zero timeout to read and
-//! flushes replies with `poll` (a local bus daemon reads at once).
+//! flushes replies with `poll` (a local bus daemon reads at once). A
+//! descriptor received (`AddForward`'s `h`) is marked close-on-exec again
+//! by libdbus (`F_SETFD` with `FD_CLOEXEC` only) and duplicated
+//! (`F_DUPFD_CLOEXEC`).
 //!
-//! #syscalls: recvmsg sendmsg poll|ppoll getpid
+//! #syscalls: recvmsg sendmsg poll|ppoll fcntl(1=F_SETFD,2=1) fcntl(1=F_DUPFD_CLOEXEC)
 //! #syscalls-startup: socket connect getuid geteuid getgid getegid
 #![forbid(unsafe_code)]
 
-use crate::config::Config;
+use crate::config::{Config, Proto};
+use crate::flow::forward::Listener;
 use crate::link::Tx;
 use crate::migrate::State;
 use crate::stack::Stack;
@@ -28,6 +32,7 @@ use dbus::channel::Channel;
 use dbus::message::{Message, MessageType};
 use dbus::strings::ErrorName;
 use std::ffi::CString;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -40,6 +45,40 @@ const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
 const INTROSPECTABLE: &str = "org.freedesktop.DBus.Introspectable";
 /// Bus calls made at start-up (Hello, RequestName) wait at most this.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `docs/integration.md` shows this.
+pub const CONTROL_INTROSPECTION: &str = r#"<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">
+<node>
+  <interface name="org.airlock.Airlock1">
+    <method name="ListForwards">
+      <arg type="a(sssq)" name="forwards" direction="out"/>
+    </method>
+    <method name="AddForward">
+      <arg type="s" name="proto" direction="in"/>
+      <arg type="h" name="socket" direction="in"/>
+      <arg type="s" name="guest_addr" direction="in"/>
+      <arg type="q" name="guest_port" direction="in"/>
+      <arg type="s" name="bind" direction="out"/>
+    </method>
+    <method name="RemoveForward">
+      <arg type="s" name="proto" direction="in"/>
+      <arg type="s" name="bind" direction="in"/>
+    </method>
+    <method name="ListFlows">
+      <arg type="a(sss)" name="flows" direction="out"/>
+    </method>
+    <method name="Stats">
+      <arg type="s" name="report" direction="out"/>
+    </method>
+  </interface>
+  <interface name="org.freedesktop.DBus.Introspectable">
+    <method name="Introspect">
+      <arg type="s" name="xml" direction="out"/>
+    </method>
+  </interface>
+</node>
+"#;
 
 const INTROSPECTION: &str = r#"<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">
@@ -72,12 +111,63 @@ const INTROSPECTION: &str = r#"<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS 
 </node>
 "#;
 
-/// What `Save` and `Load` act on: the running stack, or (before the
-/// sandbox, `--dbus-incoming`) a slot for the state migrating in.
+/// A forward as [`CONTROL_IFACE`] lists it: protocol, host bind address,
+/// guest address (empty: the guest's own), guest port.
+pub type ForwardRow = (String, String, String, u16);
+
+/// What the calls act on: the running stack, or (before the sandbox,
+/// `--dbus-incoming`) a slot for the state migrating in, which has no
+/// forwards or flows to show yet.
 pub trait Vmstate {
     fn save(&mut self) -> Result<Vec<u8>, String>;
     /// Refuse (and change nothing) unless the whole state is acceptable.
     fn load(&mut self, bytes: &[u8]) -> Result<(), String>;
+    fn forwards(&mut self) -> Result<Vec<ForwardRow>, String> {
+        Err(NOT_YET.into())
+    }
+    /// Take a forward from a socket the caller bound; its bind address.
+    fn add_forward(
+        &mut self,
+        _proto: Proto,
+        _fd: OwnedFd,
+        _guest_addr: Option<IpAddr>,
+        _guest_port: u16,
+    ) -> Result<String, String> {
+        Err(NOT_YET.into())
+    }
+    fn remove_forward(&mut self, _proto: Proto, _bind: SocketAddr) -> Result<(), String> {
+        Err(NOT_YET.into())
+    }
+    /// Protocol, guest address, remote address of every flow.
+    fn flows(&mut self) -> Result<Vec<(String, String, String)>, String> {
+        Err(NOT_YET.into())
+    }
+    fn stats(&mut self) -> Result<String, String> {
+        Err(NOT_YET.into())
+    }
+}
+
+const NOT_YET: &str = "airlock is waiting for the incoming migration: no stack yet";
+
+/// airlock's own interface on the same connection: runtime forwards (the
+/// caller binds and passes the socket: airlock's sandbox forbids binding
+/// after start-up), flows and counters. `airlock ctl` is its client.
+pub const CONTROL_PATH: &str = "/org/airlock/Airlock1";
+pub const CONTROL_IFACE: &str = "org.airlock.Airlock1";
+
+fn parse_proto(p: &str) -> Result<Proto, String> {
+    match p {
+        "tcp" => Ok(Proto::Tcp),
+        "udp" => Ok(Proto::Udp),
+        _ => Err(format!("protocol {p:?}: tcp or udp")),
+    }
+}
+
+fn proto_name(p: Proto) -> &'static str {
+    match p {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+    }
 }
 
 /// A connection to the domain's bus.
@@ -169,6 +259,9 @@ impl Bus {
         let (iface, member) = (msg.interface(), msg.member());
         let iface = iface.as_deref().unwrap_or("");
         let member = member.as_deref().unwrap_or("");
+        if path.as_deref() == Some(CONTROL_PATH) {
+            return control(msg, iface, member, target);
+        }
         if path.as_deref() != Some(VMSTATE_PATH) {
             return error(
                 msg,
@@ -245,6 +338,76 @@ impl Bus {
     }
 }
 
+/// A call on [`CONTROL_PATH`].
+fn control(msg: &Message, iface: &str, member: &str, target: &mut dyn Vmstate) -> Message {
+    const FAILED: &str = "org.freedesktop.DBus.Error.Failed";
+    const ARGS: &str = "org.freedesktop.DBus.Error.InvalidArgs";
+    let reply = match (iface, member) {
+        (INTROSPECTABLE, "Introspect") => Ok(msg.method_return().append1(CONTROL_INTROSPECTION)),
+        (CONTROL_IFACE, "ListForwards") | ("", "ListForwards") => target
+            .forwards()
+            .map(|rows| {
+                let rows: Vec<(String, String, String, u16)> = rows;
+                msg.method_return().append1(rows)
+            })
+            .map_err(|e| (FAILED, e)),
+        (CONTROL_IFACE, "AddForward") | ("", "AddForward") => {
+            match msg.read4::<&str, OwnedFd, &str, u16>() {
+                Ok((proto, fd, guest, port)) => {
+                    let guest = match guest {
+                        "" => Ok(None),
+                        g => g
+                            .parse::<IpAddr>()
+                            .map(Some)
+                            .map_err(|e| format!("guest address {g:?}: {e}")),
+                    };
+                    match (parse_proto(proto), guest) {
+                        (Ok(p), Ok(g)) => target
+                            .add_forward(p, fd, g, port)
+                            .map(|bind| msg.method_return().append1(bind))
+                            .map_err(|e| (ARGS, e)),
+                        (Err(e), _) | (_, Err(e)) => Err((ARGS, e)),
+                    }
+                }
+                Err(e) => Err((ARGS, e.to_string())),
+            }
+        }
+        (CONTROL_IFACE, "RemoveForward") | ("", "RemoveForward") => {
+            match msg.read2::<&str, &str>() {
+                Ok((proto, bind)) => {
+                    let bind = bind
+                        .parse::<SocketAddr>()
+                        .map_err(|e| format!("bind address {bind:?}: {e}"));
+                    match (parse_proto(proto), bind) {
+                        (Ok(p), Ok(b)) => target
+                            .remove_forward(p, b)
+                            .map(|()| msg.method_return())
+                            .map_err(|e| (ARGS, e)),
+                        (Err(e), _) | (_, Err(e)) => Err((ARGS, e)),
+                    }
+                }
+                Err(e) => Err((ARGS, e.to_string())),
+            }
+        }
+        (CONTROL_IFACE, "ListFlows") | ("", "ListFlows") => target
+            .flows()
+            .map(|rows| msg.method_return().append1(rows))
+            .map_err(|e| (FAILED, e)),
+        (CONTROL_IFACE, "Stats") | ("", "Stats") => target
+            .stats()
+            .map(|s| msg.method_return().append1(s))
+            .map_err(|e| (FAILED, e)),
+        _ => Err((
+            "org.freedesktop.DBus.Error.UnknownMethod",
+            "no such method".into(),
+        )),
+    };
+    reply.unwrap_or_else(|(name, text)| {
+        log::info!("D-Bus {member}: {text}");
+        error(msg, name, &text)
+    })
+}
+
 /// An error reply; the text loses any NUL so it always fits a C string.
 fn error(msg: &Message, name: &'static str, text: &str) -> Message {
     let text = CString::new(text.replace('\0', " ")).unwrap_or_default();
@@ -281,6 +444,80 @@ impl Vmstate for Running<'_> {
         let (udp, tcp) = self.stack.import(&st, self.tx, self.now);
         log::info!("migration: state loaded, {udp} UDP flows resumed, {tcp} TCP flows reset toward the guest");
         Ok(())
+    }
+
+    fn forwards(&mut self) -> Result<Vec<ForwardRow>, String> {
+        Ok(self
+            .stack
+            .forwards()
+            .map(|f| {
+                let guest = f.guest_addr.map(|a| a.to_string()).unwrap_or_default();
+                (
+                    proto_name(f.proto).into(),
+                    f.bind.to_string(),
+                    guest,
+                    f.guest_port,
+                )
+            })
+            .collect())
+    }
+
+    fn add_forward(
+        &mut self,
+        proto: Proto,
+        fd: OwnedFd,
+        guest_addr: Option<IpAddr>,
+        guest_port: u16,
+    ) -> Result<String, String> {
+        let cfg = &self.stack.cfg;
+        if let Some(a) = guest_addr {
+            let ours = match a {
+                IpAddr::V4(a) => cfg.net4.as_ref().is_some_and(|n| n.guest == a),
+                IpAddr::V6(a) => cfg.net6.as_ref().is_some_and(|n| n.contains(a)),
+            };
+            if !ours {
+                return Err(format!("guest address {a}: not the guest's"));
+            }
+        }
+        let l = Listener::adopt(fd, proto, guest_addr, guest_port).map_err(|e| e.to_string())?;
+        let bind = l.fwd.bind;
+        if self
+            .stack
+            .forwards()
+            .any(|f| f.proto == proto && f.bind == bind)
+        {
+            return Err(format!("{} {bind}: already forwarded", proto_name(proto)));
+        }
+        self.stack.add_listener(l).map_err(|e| e.to_string())?;
+        log::info!(
+            "forward {} {bind} -> guest port {guest_port} added over D-Bus",
+            proto_name(proto)
+        );
+        Ok(bind.to_string())
+    }
+
+    fn remove_forward(&mut self, proto: Proto, bind: SocketAddr) -> Result<(), String> {
+        if !self.stack.remove_forward(proto, bind) {
+            return Err(format!("no {} forward on {bind}", proto_name(proto)));
+        }
+        log::info!("forward {} {bind} removed over D-Bus", proto_name(proto));
+        Ok(())
+    }
+
+    fn flows(&mut self) -> Result<Vec<(String, String, String)>, String> {
+        let mut rows = Vec::new();
+        self.stack.for_each_flow_key(|proto, k| {
+            rows.push((proto.to_string(), k.guest.to_string(), k.remote.to_string()))
+        });
+        Ok(rows)
+    }
+
+    fn stats(&mut self) -> Result<String, String> {
+        let (tcp, udp, icmp) = self.stack.flows_by_proto();
+        Ok(format!(
+            "flows: tcp {tcp}, udp {udp}, icmp {icmp}\n{}",
+            self.stack.counters
+        ))
     }
 }
 

@@ -6,6 +6,8 @@ pub mod cli;
 pub mod config;
 pub mod counters;
 #[cfg(feature = "dbus")]
+pub mod ctl;
+#[cfg(feature = "dbus")]
 pub mod dbus;
 pub mod engine;
 pub mod flow;

@@ -310,8 +310,8 @@ impl Stack {
 impl Stack {
     /// The forwards' sockets back (they outlive one VMM connection).
     pub fn take_forwards(&mut self) -> Vec<forward::Listener> {
-        for l in &self.listeners {
-            self.env.poller.delete(l.as_fd());
+        for fd in self.listeners.iter().filter_map(|l| l.as_fd()) {
+            self.env.poller.delete(fd);
         }
         std::mem::take(&mut self.listeners)
     }
@@ -320,13 +320,39 @@ impl Stack {
     /// [`forward::bind_forwards`]) and watch them.
     pub fn add_forwards(&mut self, listeners: Vec<forward::Listener>) -> std::io::Result<()> {
         for l in listeners {
-            let i = self.listeners.len() as u32;
-            self.env
-                .poller
-                .add(l.as_fd(), Token::Listener(i), EpollFlags::EPOLLIN)?;
-            self.listeners.push(l);
+            self.add_listener(l)?;
         }
         Ok(())
+    }
+
+    /// Watch one more forward's socket (bound before the sandbox, or
+    /// passed over D-Bus at run time); its index.
+    pub fn add_listener(&mut self, l: forward::Listener) -> std::io::Result<u32> {
+        let i = self.listeners.len() as u32;
+        if let Some(fd) = l.as_fd() {
+            self.env
+                .poller
+                .add(fd, Token::Listener(i), EpollFlags::EPOLLIN)?;
+        }
+        self.listeners.push(l);
+        Ok(i)
+    }
+
+    /// Stop a forward and close its socket (its flows live on until they
+    /// end or time out). False if no live forward has that rule.
+    pub fn remove_forward(&mut self, proto: Proto, bind: SocketAddr) -> bool {
+        let Some(l) = self
+            .listeners
+            .iter_mut()
+            .find(|l| l.is_live() && l.proto() == proto && l.fwd.bind == bind)
+        else {
+            return false;
+        };
+        if let Some(fd) = l.as_fd() {
+            self.env.poller.delete(fd);
+        }
+        l.retire();
+        true
     }
 
     /// IPv6 from the guest. NDP, DHCPv6 and echo to the virtual addresses
@@ -507,7 +533,7 @@ impl Stack {
             .as_ref()
             .map(|n| (n.guest, services::dhcp::LEASE_SECS));
         st.lease6 = self.cfg.net6.as_ref().map(|n| n.guest);
-        for l in &self.listeners {
+        for l in self.listeners.iter().filter(|l| l.is_live()) {
             st.forwards.push(migrate::Forward {
                 proto: l.fwd.proto,
                 bind: l.fwd.bind,
@@ -563,32 +589,31 @@ impl Stack {
             let Ok(token) = self.flows.vacant() else {
                 break;
             };
-            let conn = match u.forward {
-                Some(bind) => {
-                    let Some(i) = self
-                        .listeners
-                        .iter()
-                        .position(|l| l.proto() == Proto::Udp && l.fwd.bind == bind)
-                    else {
-                        continue;
-                    };
-                    udp::Conn::forwarded(key, i as u32, u.host, now)
-                }
-                // The same policy as a new flow: the destination's
-                // --restrict and loopback rules apply.
-                None => match flow::nat::outbound(&self.cfg, u.remote) {
-                    Some(dst) => {
-                        match udp::Conn::open(&mut ctx, &self.cfg.outbound, token, key, dst) {
-                            Ok(c) => c,
-                            Err(e) => {
-                                log::debug!("migrated udp {} -> {dst}: {e}", u.guest);
-                                continue;
+            let conn =
+                match u.forward {
+                    Some(bind) => {
+                        let Some(i) = self.listeners.iter().position(|l| {
+                            l.is_live() && l.proto() == Proto::Udp && l.fwd.bind == bind
+                        }) else {
+                            continue;
+                        };
+                        udp::Conn::forwarded(key, i as u32, u.host, now)
+                    }
+                    // The same policy as a new flow: the destination's
+                    // --restrict and loopback rules apply.
+                    None => match flow::nat::outbound(&self.cfg, u.remote) {
+                        Some(dst) => {
+                            match udp::Conn::open(&mut ctx, &self.cfg.outbound, token, key, dst) {
+                                Ok(c) => c,
+                                Err(e) => {
+                                    log::debug!("migrated udp {} -> {dst}: {e}", u.guest);
+                                    continue;
+                                }
                             }
                         }
-                    }
-                    None => continue,
-                },
-            };
+                        None => continue,
+                    },
+                };
             self.flows.insert(token, key, flow::Flow::Udp(conn));
             self.counters.flows_opened += 1;
             resumed += 1;
@@ -599,8 +624,20 @@ impl Stack {
         (resumed, st.tcp.len())
     }
 
+    /// Every flow's protocol name and key (the D-Bus flow list).
+    pub fn for_each_flow_key(&self, mut f: impl FnMut(&'static str, &Key)) {
+        self.flows.for_each_flow(|flow| match flow {
+            flow::Flow::Tcp(c) => f("tcp", c.key()),
+            flow::Flow::Udp(c) => f("udp", c.key()),
+            flow::Flow::Icmp(c) => f("icmp", c.key()),
+        });
+    }
+
     /// The forwards' rules, as bound (for the state and the D-Bus list).
     pub fn forwards(&self) -> impl Iterator<Item = &crate::config::Forward> {
-        self.listeners.iter().map(|l| &l.fwd)
+        self.listeners
+            .iter()
+            .filter(|l| l.is_live())
+            .map(|l| &l.fwd)
     }
 }

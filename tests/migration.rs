@@ -125,3 +125,124 @@ fn id_save_and_load_refusals_keep_airlock_serving() {
     );
     assert!(other.is_running(), "{}", other.diagnose());
 }
+
+fn ctl(t: &Topology, bus: &Bus, args: &[&str]) -> support::process::Outcome {
+    let mut argv = vec![
+        support::AIRLOCK,
+        "ctl",
+        "--dbus-address",
+        bus.address.as_str(),
+        "--dbus-id",
+        "slirp-net0",
+    ];
+    argv.extend_from_slice(args);
+    t.host_run(&argv, Duration::from_secs(15))
+}
+
+/// A port free on the host namespace's loopback right now.
+fn free_port(t: &Topology) -> u16 {
+    support::relay::in_netns(t.host_ns(), || {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    })
+    .unwrap()
+}
+
+/// Runtime forwards through `airlock ctl`: it binds a TCP and a UDP socket
+/// on the host, passes them over D-Bus, and the host reaches the guest's
+/// servers through them; `list` and `flows` show them; `remove` closes them
+/// (the port is free again); a socket of the wrong kind is refused.
+#[test]
+fn ctl_adds_lists_and_removes_runtime_forwards() {
+    use std::io::{Read, Write};
+    let t = Topology::new();
+    let bus = Bus::start(t.host_ns(), t.dir());
+    let mut h = start(&t, &bus, &[]);
+    owner(&bus, &mut h);
+    t.guest().dhcp().unwrap();
+    let (tl, us) = support::relay::in_netns(t.guest_ns(), || {
+        Ok((
+            std::net::TcpListener::bind("0.0.0.0:8080")?,
+            std::net::UdpSocket::bind("0.0.0.0:5353")?,
+        ))
+    })
+    .unwrap();
+    std::thread::spawn(move || {
+        for c in tl.incoming() {
+            let Ok(mut c) = c else { break };
+            let _ = c.write_all(b"guest-tcp\n");
+        }
+    });
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = us.recv_from(&mut buf) {
+            let mut r = b"guest-udp:".to_vec();
+            r.extend_from_slice(&buf[..n]);
+            let _ = us.send_to(&r, peer);
+        }
+    });
+
+    let (pt, pu) = (free_port(&t), free_port(&t));
+    let (ht, hu) = (format!("127.0.0.1:{pt}"), format!("127.0.0.1:{pu}"));
+    let add_t = ctl(&t, &bus, &["add", "tcp", &ht, ":8080"]);
+    assert!(add_t.success(), "{}\n{}", add_t.describe(), h.log());
+    assert_eq!(add_t.stdout.trim(), format!("tcp {ht} -> :8080"));
+    let add_u = ctl(&t, &bus, &["add", "udp", &hu, "10.0.2.15:5353"]);
+    assert!(add_u.success(), "{}\n{}", add_u.describe(), h.log());
+    let list = ctl(&t, &bus, &["list"]);
+    assert!(
+        list.stdout.contains(&format!("tcp {ht} -> :8080"))
+            && list.stdout.contains(&format!("udp {hu} -> 10.0.2.15:5353")),
+        "{}",
+        list.describe()
+    );
+
+    let (got_t, got_u) = support::relay::in_netns(t.host_ns(), move || {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", pt))?;
+        c.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut s = String::new();
+        c.read_to_string(&mut s)?;
+        let u = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        u.set_read_timeout(Some(Duration::from_secs(5)))?;
+        u.connect(("127.0.0.1", pu))?;
+        u.send(b"ping")?;
+        let mut buf = [0u8; 100];
+        let n = u.recv(&mut buf)?;
+        Ok((s, String::from_utf8_lossy(&buf[..n]).into_owned()))
+    })
+    .unwrap();
+    assert_eq!(got_t, "guest-tcp\n");
+    assert_eq!(got_u, "guest-udp:ping");
+    let flows = ctl(&t, &bus, &["flows"]);
+    assert!(
+        flows.stdout.contains("udp 10.0.2.15:5353 10.0.2.2:"),
+        "{}",
+        flows.describe()
+    );
+    assert!(ctl(&t, &bus, &["stats"]).stdout.contains("flows: "));
+
+    // Refused: a UDP socket offered as TCP, and a forward already there.
+    let dup = ctl(&t, &bus, &["add", "tcp", &ht, ":8080"]);
+    assert!(!dup.success(), "{}", dup.describe());
+    for (proto, host) in [("tcp", &ht), ("udp", &hu)] {
+        let rm = ctl(&t, &bus, &["remove", proto, host]);
+        assert!(rm.success(), "{}", rm.describe());
+    }
+    assert_eq!(ctl(&t, &bus, &["list"]).stdout.trim(), "");
+    let again = ctl(&t, &bus, &["remove", "tcp", &ht]);
+    assert!(
+        !again.success() && again.stderr.contains("no tcp forward"),
+        "{}",
+        again.describe()
+    );
+    // Closed: the host port refuses connections and can be bound again.
+    let after = support::relay::in_netns(t.host_ns(), move || {
+        let refused = std::net::TcpStream::connect(("127.0.0.1", pt)).is_err();
+        let rebound = std::net::UdpSocket::bind(("127.0.0.1", pu)).is_ok();
+        Ok((refused, rebound))
+    })
+    .unwrap();
+    assert_eq!(after, (true, true));
+    assert!(h.is_running(), "{}", h.diagnose());
+}
