@@ -6,9 +6,12 @@
 //! 3. configuration (resolv.conf is read here) — errors exit 2;
 //! 4. open the link: `--fd`, the tap of `--netns`, or `--socket`'s listener,
 //!    pid file, notify socket;
-//! 5. raise the descriptor limit, bind the forwards;
+//! 5. raise the descriptor limit, bind the forwards, connect to the D-Bus
+//!    bus (`--dbus-address`);
 //! 6. drop privileges (root only), re-arm `--exit-with-parent`;
-//! 7. block the exit signals (read through a signalfd);
+//! 7. block the exit signals (read through a signalfd); with
+//!    `--dbus-incoming`, wait for the migrating state and bind the forwards
+//!    it names;
 //! 8. `PR_SET_NO_NEW_PRIVS`, not dumpable, landlock, seccomp;
 //! 9. report readiness (daemon launcher, sd_notify) and run the event loop.
 //!
@@ -265,6 +268,13 @@ pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
         Err(e) => return fail(EXIT_USAGE, e),
     };
 
+    // 5b. The bus, connected with the credentials libvirt started us
+    // with: its per-domain daemon accepts only its own user.
+    let mut bus = match connect_bus(&opts) {
+        Ok(b) => b,
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
+
     // 6. Privileges.
     match sandbox::drop_privileges(opts.runas.as_deref()) {
         Ok(d) if d.changed => log::info!("running as uid {} gid {}", d.uid, d.gid),
@@ -299,14 +309,14 @@ pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(EXIT_FAILURE, format!("signals: {e}")),
     };
-    // 7b. The bus, connected before the sandbox; with --dbus-incoming, the
-    // state migrating in, and the forwards it names bound now.
+    // 7b. With --dbus-incoming, the state migrating in, and the forwards
+    // it names, bound now.
     let link_fd = match &source {
         Source::Link(l) => l.as_fd(),
         Source::Listener(l) => l.as_fd(),
     };
-    let (mut bus, mut incoming) = match connect_bus(&opts, &cfg, link_fd, &signals) {
-        Ok(b) => b,
+    let mut incoming = match wait_for_state(&opts, &cfg, &mut bus, link_fd, &signals) {
+        Ok(st) => st,
         Err(e) => return fail(EXIT_FAILURE, e),
     };
     if let Some(st) = &incoming {
@@ -454,28 +464,38 @@ fn check_dbus_options(opts: &Options) -> Result<(), String> {
     }
 }
 
-/// Connect to `--dbus-address`; with `--dbus-incoming`, wait for the
-/// state (`Load`) before the sandbox.
+/// Connect to `--dbus-address` (before privileges are dropped).
 #[cfg(feature = "dbus")]
-fn connect_bus(
+fn connect_bus(opts: &Options) -> Result<Option<Bus>, String> {
+    match (&opts.dbus_address, &opts.dbus_id) {
+        (Some(addr), Some(id)) => crate::dbus::Bus::connect(addr, id).map(Some),
+        _ => Ok(None),
+    }
+}
+
+#[cfg(not(feature = "dbus"))]
+fn connect_bus(_: &Options) -> Result<Option<Bus>, String> {
+    Ok(None)
+}
+
+/// `--dbus-incoming`: wait for the state (`Load`), before the sandbox.
+#[cfg(feature = "dbus")]
+fn wait_for_state(
     opts: &Options,
     cfg: &Config,
+    bus: &mut Option<Bus>,
     link: std::os::fd::BorrowedFd<'_>,
     signals: &SignalFd,
-) -> Result<(Option<Bus>, Option<crate::migrate::State>), String> {
-    let (Some(addr), Some(id)) = (&opts.dbus_address, &opts.dbus_id) else {
-        return Ok((None, None));
+) -> Result<Option<crate::migrate::State>, String> {
+    let Some(b) = bus.as_mut().filter(|_| opts.dbus_incoming) else {
+        return Ok(None);
     };
-    let mut bus = crate::dbus::Bus::connect(addr, id)?;
-    if !opts.dbus_incoming {
-        return Ok((Some(bus), None));
-    }
     log::info!("--dbus-incoming: waiting for the migrating state");
-    match crate::dbus::wait_for_load(&mut bus, cfg, link, signals.as_fd()) {
-        Ok(Some(st)) => Ok((Some(bus), Some(st))),
+    match crate::dbus::wait_for_load(b, cfg, link, signals.as_fd()) {
+        Ok(Some(st)) => Ok(Some(st)),
         Ok(None) => {
             log::warn!("--dbus-incoming: the guest runs (or a signal came) before any state: starting without one");
-            Ok((Some(bus), None))
+            Ok(None)
         }
         Err(crate::dbus::Gone) => {
             Err("--dbus-incoming: the bus hung up before the state came".into())
@@ -484,13 +504,14 @@ fn connect_bus(
 }
 
 #[cfg(not(feature = "dbus"))]
-fn connect_bus(
+fn wait_for_state(
     _: &Options,
     _: &Config,
+    _: &mut Option<Bus>,
     _: std::os::fd::BorrowedFd<'_>,
     _: &SignalFd,
-) -> Result<(Option<Bus>, Option<crate::migrate::State>), String> {
-    Ok((None, None))
+) -> Result<Option<crate::migrate::State>, String> {
+    Ok(None)
 }
 
 /// Forwards the migrated state names that this command line does not
