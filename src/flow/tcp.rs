@@ -51,10 +51,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After both FINs or one side gone: how long a half-dead flow may linger.
 const CLOSING_TIMEOUT: Duration = Duration::from_secs(60);
-/// SO_RCVBUF and SO_SNDBUF of every host socket; the kernel doubles them
-/// for overhead, so a flow holds at most about 1 MiB of host memory each
-/// way (docs/security.md: the worst case per guest).
-const RCVBUF: usize = 512 * 1024;
+/// Host socket memory one guest's flows may hold each way before each new
+/// flow gets a smaller share: the first flows run with the kernel's buffer
+/// autotuning, and a guest that opens thousands of flows and stalls them
+/// all still holds a bounded total (docs/security.md: the worst case).
+const MEMORY_BUDGET: usize = 64 << 20;
+const FLOW_MEMORY_MAX: usize = 4 << 20;
+const FLOW_MEMORY_MIN: usize = 128 << 10;
 /// A guest that keeps its window closed this long, with data waiting for
 /// it, loses the flow: its host buffer is pinned meanwhile.
 const ZERO_WINDOW_TIMEOUT: Duration = Duration::from_secs(120);
@@ -166,6 +169,10 @@ pub struct Conn {
     guest_fin: bool,
     /// The guest reset or the host failed: close as soon as possible.
     dead: bool,
+    /// Host memory this flow may hold each way (`flow_memory`).
+    memory: usize,
+    /// SO_RCVBUF set: the receive queue outgrew `memory`.
+    rcvbuf_fixed: bool,
 }
 
 fn new_socket(dst: &SocketAddr) -> io::Result<OwnedFd> {
@@ -183,16 +190,17 @@ fn new_socket(dst: &SocketAddr) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// The host memory a new flow may hold each way, with `flows` open.
+fn flow_memory(flows: usize) -> usize {
+    (MEMORY_BUDGET / flows.max(1)).clamp(FLOW_MEMORY_MIN, FLOW_MEMORY_MAX)
+}
+
 fn tune(fd: &OwnedFd) {
     // Latency: the guest already coalesces; a second Nagle delay would add
-    // up. Keepalive finds dead host peers.
+    // up. Keepalive finds dead host peers. Buffers stay autotuned (a fixed
+    // SO_RCVBUF turns autotuning off and rmem_max cuts it to 208 KiB on a
+    // stock host): `Conn::bound_receive_memory` and `our_window` bound them.
     let _ = sock::setsockopt(fd, sockopt::TcpNoDelay, &true);
-    // What the guest has not acknowledged stays in the receive buffer, and
-    // what the host peer has not read in the send buffer: without a cap,
-    // autotuning grows them to tcp_rmem's and tcp_wmem's maximum (6 and 4
-    // MiB by default, 32 MiB seen) for a guest that never opens its window.
-    let _ = sock::setsockopt(fd, sockopt::RcvBuf, &RCVBUF);
-    let _ = sock::setsockopt(fd, sockopt::SndBuf, &RCVBUF);
     let _ = sock::setsockopt(fd, sockopt::KeepAlive, &true);
     let _ = sys::set_peek_off(fd.as_fd(), 0);
 }
@@ -216,6 +224,7 @@ const EVENTS: EpollFlags = EpollFlags::EPOLLIN
 
 impl Conn {
     /// A guest SYN: start connecting to `host_dst` on the host.
+    #[allow(clippy::too_many_arguments)]
     pub fn connect(
         ctx: &mut Ctx<'_>,
         outbound: &crate::outbound::Outbound,
@@ -223,6 +232,7 @@ impl Conn {
         key: Key,
         host_dst: SocketAddr,
         syn: &Segment<'_>,
+        memory: usize,
     ) -> io::Result<Conn> {
         let fd = new_socket(&host_dst)?;
         tune(&fd);
@@ -236,6 +246,7 @@ impl Conn {
         }
         ctx.poller.add(fd.as_fd(), token, EVENTS)?;
         let mut c = Conn::blank(fd, token, key, ctx.now);
+        c.memory = memory;
         c.state = State::Connecting;
         c.take_syn_options(syn, ctx.mtu);
         c.rcv_nxt = syn.seq.wrapping_add(1);
@@ -244,10 +255,17 @@ impl Conn {
     }
 
     /// A host connection accepted on a forward: offer it to the guest.
-    pub fn accepted(ctx: &mut Ctx<'_>, token: Token, key: Key, fd: OwnedFd) -> io::Result<Conn> {
+    pub fn accepted(
+        ctx: &mut Ctx<'_>,
+        token: Token,
+        key: Key,
+        fd: OwnedFd,
+        memory: usize,
+    ) -> io::Result<Conn> {
         tune(&fd);
         ctx.poller.add(fd.as_fd(), token, EVENTS)?;
         let mut c = Conn::blank(fd, token, key, ctx.now);
+        c.memory = memory;
         c.state = State::SynSent;
         c.mss = mss_for(ctx.mtu, key.guest.is_ipv6());
         c.send_syn(ctx, false);
@@ -295,6 +313,8 @@ impl Conn {
             fin_acked: false,
             guest_fin: false,
             dead: false,
+            memory: FLOW_MEMORY_MIN,
+            rcvbuf_fixed: false,
         }
     }
 
@@ -340,11 +360,26 @@ impl Conn {
     /// so offer half the free memory: with the turn's segments corked into
     /// large buffers, what we offer then always fits, and no segment the
     /// window allowed is ever refused.
-    fn our_window(&self) -> u32 {
-        let (sndbuf, queued) = sys::send_memory(self.sock.as_fd()).unwrap_or((0, 0));
-        let free = sndbuf.saturating_sub(queued) / 2;
+    fn our_window(&mut self) -> u32 {
+        let m = sys::socket_memory(self.sock.as_fd()).unwrap_or_default();
+        self.bound_receive_memory(&m);
+        let free = m.sndbuf.min(self.memory).saturating_sub(m.wmem_queued) / 2;
         let max = ((u16::MAX as usize) << self.our_ws).min(WINDOW_SEGMENTS * self.mss as usize);
         free.min(max) as u32
+    }
+
+    /// What the guest has not acknowledged stays unread in the receive
+    /// queue, and a host peer faster than the guest fills it as far as
+    /// autotuning grows it (tcp_rmem's maximum: 32 MiB seen); a guest that
+    /// never opens its window would pin all of that. Past this flow's share,
+    /// fix the buffer at the share: the peer then stops, and what is queued
+    /// still drains.
+    fn bound_receive_memory(&mut self, m: &sys::SocketMemory) {
+        if !self.rcvbuf_fixed && m.rmem_alloc > self.memory {
+            // The kernel doubles the figure for its overhead.
+            let _ = sock::setsockopt(&self.sock, sockopt::RcvBuf, &(self.memory / 2));
+            self.rcvbuf_fixed = true;
+        }
     }
 
     /// Remember whether the window just offered was too small for the guest
@@ -462,6 +497,12 @@ impl Conn {
             let in_flight = self.snd_nxt.wrapping_sub(self.snd_una);
             let avail = self.snd_wnd.saturating_sub(in_flight) as usize;
             if avail == 0 {
+                // Host data queues up behind a full guest window.
+                if !self.rcvbuf_fixed {
+                    if let Ok(m) = sys::socket_memory(self.sock.as_fd()) {
+                        self.bound_receive_memory(&m);
+                    }
+                }
                 break;
             }
             let want = avail.div_ceil(mss).min(BATCH);
@@ -954,7 +995,8 @@ pub fn on_guest_segment(
         reply_rst(ctx, &key, seg);
         return;
     };
-    match Conn::connect(ctx, &cfg.outbound, token, key, host_dst, seg) {
+    let memory = flow_memory(table.len() + 1);
+    match Conn::connect(ctx, &cfg.outbound, token, key, host_dst, seg, memory) {
         Ok(conn) => {
             table.insert(token, key, Flow::Tcp(conn));
             counters.flows_opened += 1;
@@ -1002,7 +1044,7 @@ pub fn on_accept(
             counters.flows_full += 1;
             continue;
         };
-        match Conn::accepted(ctx, token, key, fd) {
+        match Conn::accepted(ctx, token, key, fd, flow_memory(table.len() + 1)) {
             Ok(c) => {
                 table.insert(token, key, Flow::Tcp(c));
                 counters.flows_opened += 1;
