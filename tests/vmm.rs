@@ -1328,6 +1328,9 @@ fn migrate_over_dbus_vmstate() {
         "reset after {took:?}\n{}",
         con_b.text()
     );
+    eprintln!(
+        "migrate_over_dbus_vmstate: the held connection reset {took:?} after the destination ran"
+    );
     let dst_log = log_of("b.log");
     assert!(
         dst_log.contains("migration: state loaded") && dst_log.contains("1 TCP flows reset"),
