@@ -246,3 +246,32 @@ fn ctl_adds_lists_and_removes_runtime_forwards() {
     assert_eq!(after, (true, true));
     assert!(h.is_running(), "{}", h.diagnose());
 }
+
+/// The D-Bus options go together; `--dbus-p2p` (older libvirt's listening
+/// bus) is refused, not ignored: exit 2, one line naming the option.
+#[test]
+fn dbus_options_are_checked_at_start() {
+    let cases: [(&[&str], &str); 3] = [
+        (&["--dbus-p2p=unix:path=/nonexistent/p2p"], "--dbus-p2p"),
+        (
+            &["--dbus-address=unix:path=/nonexistent/bus"],
+            "--dbus-address needs --dbus-id",
+        ),
+        (&["--dbus-incoming", "--dbus-id=x"], "need --dbus-address"),
+    ];
+    for (args, want) in cases {
+        let out = std::process::Command::new(support::AIRLOCK)
+            .args([
+                "--netns",
+                "/nonexistent/netns",
+                "--dns-upstream",
+                "127.0.0.1:53",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
