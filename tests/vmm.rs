@@ -956,6 +956,60 @@ fn qemu_netdev_passt_replay() {
     assert!(gone.is_some(), "airlock still running after QEMU exited");
 }
 
+/// Kata Containers' passt endpoint (`createPasstNetworkEndpoint` and
+/// `Detach` in the virtcontainers patch passt ships under
+/// contrib/kata-containers), replayed: `passt -P /tmp/kata-passt-N.pid -s
+/// /tmp/kata-passt-N.socket` run by the (root) runtime, which waits for it
+/// to exit and reads the pid; QEMU's virtio-net (MAC 00:11:22:33:44:55,
+/// Kata's hard-coded one) connects to the socket. No `--one-off`: the
+/// helper outlives QEMU, and Kata's detach ends it with SIGQUIT.
+#[test]
+fn kata_passt_endpoint_replay() {
+    let _l = serial();
+    let ns = HostNs::new("k");
+    let dir = TempDir::new("kata");
+    let passt = passt_link(&dir);
+    let sock = dir.0.join("kata-passt-0.socket");
+    let pidfile = dir.0.join("kata-passt-0.pid");
+    let out = ns
+        .cmd(passt.to_str().unwrap())
+        .arg("-P")
+        .arg(&pidfile)
+        .arg("-s")
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pid file written before the command exits")
+        .trim()
+        .parse()
+        .unwrap();
+    let _guard = KillOnDrop(pid);
+    let netdev = format!(
+        "stream,server=off,addr.type=unix,addr.path={}",
+        sock.display()
+    );
+    let out = qemu_dns(&ns, &netdev, "192.0.2.1")
+        .args(["-global", "virtio-net-pci.mac=00:11:22:33:44:55"])
+        .output()
+        .unwrap();
+    let r = GuestReport::parse(&out.stdout);
+    // Without --one-off the helper waits for the next VMM.
+    std::thread::sleep(Duration::from_millis(300));
+    let outlived = alive(pid);
+    let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
+    let gone = wait_gone(pid, Duration::from_secs(2));
+    r.assert_network_as(
+        &ns,
+        "ip=192.0.2.2 mask=24 router=192.0.2.1 dns=192.0.2.1",
+        Some("192.0.2.1"),
+    );
+    assert!(outlived, "airlock ended with QEMU despite no --one-off");
+    assert!(gone.is_some(), "airlock still running after SIGQUIT");
+}
+
 /// `--vhost-user` behind a real QEMU: guest memory a shared memfd on one
 /// NUMA node, the device a vhost-user netdev on airlock's socket; the
 /// guest leases, pings, downloads and resolves as over the other links.

@@ -27,6 +27,8 @@ pub mod opt {
     pub const RAPID_COMMIT: u16 = 14;
     pub const DNS_SERVERS: u16 = 23;
     pub const DOMAIN_LIST: u16 = 24;
+    /// Client FQDN (RFC 4704): flags, then the name in DNS wire format.
+    pub const CLIENT_FQDN: u16 = 39;
 }
 
 /// Status codes (option 13).

@@ -18,6 +18,7 @@ pub mod bus;
 pub mod frames;
 pub mod guest;
 pub mod helper;
+pub mod package;
 pub mod process;
 pub mod relay;
 pub mod topo;
