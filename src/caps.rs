@@ -48,6 +48,15 @@ pub const FEATURES: &[(&str, &str)] = &[
     ),
     // --tftp DIR: TFTP at the virtual host address, PXE boot by iPXE.
     ("tftp", "tests/vmm.rs::pxe_boot_over_tftp"),
+    // --dbus-address/--dbus-id: org.qemu.VMState1 on the domain's bus.
+    #[cfg(feature = "dbus")]
+    (
+        "dbus-address",
+        "tests/migration.rs::id_save_and_load_refusals_keep_airlock_serving",
+    ),
+    // Save/Load through QEMU's dbus-vmstate, --dbus-incoming.
+    #[cfg(feature = "dbus")]
+    ("migrate", "tests/vmm.rs::migrate_over_dbus_vmstate"),
 ];
 
 /// airlock's own capabilities, under `airlock-features`, each with its test.

@@ -198,6 +198,20 @@ pub struct Options {
     /// Log every frame (very verbose).
     #[arg(long)]
     pub trace: bool,
+    // ---- D-Bus: libvirt's per-domain bus (migration) ----
+    /// This helper's id among the domain's helpers (org.qemu.VMState1's Id).
+    #[arg(long, value_name = "ID")]
+    pub dbus_id: Option<String>,
+    /// Connect to the bus at ADDR (a D-Bus address, e.g. unix:path=...).
+    #[arg(long, value_name = "ADDR")]
+    pub dbus_address: Option<String>,
+    /// Peer-to-peer D-Bus at ADDR (older libvirt); not supported: refused.
+    #[arg(long, value_name = "ADDR")]
+    pub dbus_p2p: Option<String>,
+    /// The domain is migrating in: wait for its state (Load) before the sandbox.
+    #[arg(long)]
+    pub dbus_incoming: bool,
+
     /// Capture every frame both ways to FILE (pcap, microseconds).
     #[arg(long, short = 'p', value_name = "FILE")]
     pub pcap: Option<PathBuf>,

@@ -58,6 +58,8 @@ pub struct Engine {
     stack: Stack,
     signals: SignalFd,
     parent: Option<ParentWatch>,
+    #[cfg(feature = "dbus")]
+    bus: Option<crate::dbus::Bus>,
 }
 
 impl Engine {
@@ -84,7 +86,35 @@ impl Engine {
             stack,
             signals,
             parent,
+            #[cfg(feature = "dbus")]
+            bus: None,
         })
+    }
+
+    /// Serve the D-Bus connection from this loop too.
+    #[cfg(feature = "dbus")]
+    pub fn set_bus(&mut self, bus: crate::dbus::Bus) -> std::io::Result<()> {
+        self.stack
+            .poller()
+            .add(bus.as_fd(), Token::Bus, EpollFlags::EPOLLIN)?;
+        self.bus = Some(bus);
+        Ok(())
+    }
+
+    /// The D-Bus connection back, to carry it to the next VMM connection.
+    #[cfg(feature = "dbus")]
+    pub fn take_bus(&mut self) -> Option<crate::dbus::Bus> {
+        let bus = self.bus.take()?;
+        self.stack.poller().delete(bus.as_fd());
+        Some(bus)
+    }
+
+    /// Take over a state that migrated in (`--dbus-incoming`): its frames
+    /// (resets of the TCP flows that could not follow) go out at once.
+    pub fn import(&mut self, st: &crate::migrate::State) {
+        let (udp, tcp) = self.stack.import(st, &mut self.link.tx, Instant::now());
+        self.link.tx.flush();
+        log::info!("migration: state loaded, {udp} UDP flows resumed, {tcp} TCP flows reset toward the guest");
     }
 
     /// The stack (for its counters) and the signalfd, once the loop is over.
@@ -146,6 +176,23 @@ impl Engine {
                                 }
                                 Ok(sig) => return Exit::Signal(sig),
                                 Err(_) => {}
+                            }
+                        }
+                    }
+                    #[cfg(feature = "dbus")]
+                    Token::Bus => {
+                        let Some(bus) = self.bus.as_mut() else {
+                            continue;
+                        };
+                        let mut target = crate::dbus::Running {
+                            stack: &mut self.stack,
+                            tx: &mut self.link.tx,
+                            now,
+                        };
+                        if bus.dispatch(&mut target).is_err() {
+                            log::warn!("D-Bus: the bus hung up; going on without it");
+                            if let Some(b) = self.bus.take() {
+                                self.stack.poller().delete(b.as_fd());
                             }
                         }
                     }

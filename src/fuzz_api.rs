@@ -1678,3 +1678,16 @@ pub fn vhost_rings(data: &[u8]) {
     }
     d.notify_rx();
 }
+
+/// A migration state (`Load`'s bytes): the decoder never panics; what it
+/// accepts encodes and decodes back to the same state (no field lost or
+/// invented), and stays within the format's bounds.
+pub fn migrate_state(data: &[u8]) {
+    let Ok(st) = crate::migrate::State::decode(data) else {
+        return;
+    };
+    assert!(st.udp.len() + st.tcp.len() + st.forwards.len() <= crate::migrate::MAX_RECORDS);
+    let bytes = st.encode().expect("a decoded state encodes");
+    assert!(bytes.len() <= data.len(), "re-encoding grew the state");
+    assert_eq!(crate::migrate::State::decode(&bytes).as_ref(), Ok(&st));
+}

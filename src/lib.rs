@@ -5,6 +5,10 @@ pub mod caps;
 pub mod cli;
 pub mod config;
 pub mod counters;
+#[cfg(feature = "dbus")]
+pub mod ctl;
+#[cfg(feature = "dbus")]
+pub mod dbus;
 pub mod engine;
 pub mod flow;
 pub mod frag;
@@ -15,6 +19,7 @@ pub mod hostif;
 pub mod lifecycle;
 pub mod link;
 pub mod logging;
+pub mod migrate;
 pub mod outbound;
 pub mod passt;
 pub mod pcap;

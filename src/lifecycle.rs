@@ -121,6 +121,13 @@ pub const PARENT_DEATH_SIGNAL: Signal = Signal::SIGUSR2;
 /// Arm `--exit-with-parent`: PR_SET_PDEATHSIG, then record the parent.
 /// Call before blocking signals or anything slow.
 pub fn exit_with_parent() -> Result<ParentWatch, String> {
+    // Blocked from here on (the signalfd reads it later): a launcher's
+    // intermediate that exits during start-up (connecting to D-Bus takes a
+    // few round trips) must not kill airlock with the signal's default
+    // action.
+    let mut set = SigSet::empty();
+    set.add(PARENT_DEATH_SIGNAL);
+    let _ = set.thread_block();
     nix::sys::prctl::set_pdeathsig(PARENT_DEATH_SIGNAL)
         .map_err(|e| format!("--exit-with-parent: prctl(PR_SET_PDEATHSIG): {e}"))?;
     Ok(ParentWatch {

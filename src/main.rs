@@ -6,6 +6,10 @@ fn main() {
         std::process::exit(airlock::lifecycle::run_remover(&paths));
     }
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    #[cfg(feature = "dbus")]
+    if args.get(1).is_some_and(|a| a == "ctl") {
+        std::process::exit(airlock::ctl::main(&args[1..]));
+    }
     let (opts, passt) = match airlock::passt::wants_passt(&args) {
         Some(rest) => match airlock::passt::parse(rest) {
             Ok(airlock::passt::Parsed::Run(o, p)) => (*o, Some(p)),

@@ -13,6 +13,8 @@ pub enum Token {
     Signal,
     /// A forward's listening socket, by index.
     Listener(u32),
+    /// The D-Bus connection (`--dbus-address`).
+    Bus,
     /// A flow's host socket: slot index and generation (stale events for a
     /// slot that was freed and reused carry the old generation).
     Flow(u32, u32),
@@ -25,6 +27,7 @@ impl Token {
             Token::Signal => 1,
             Token::Listener(i) => 2 | (i as u64) << 8,
             Token::Flow(i, g) => 3 | ((i as u64) & 0xff_ffff) << 8 | (g as u64) << 32,
+            Token::Bus => 4,
         }
     }
 
@@ -33,6 +36,7 @@ impl Token {
             0 => Token::Link,
             1 => Token::Signal,
             2 => Token::Listener((v >> 8) as u32),
+            4 => Token::Bus,
             _ => Token::Flow(((v >> 8) & 0xff_ffff) as u32, (v >> 32) as u32),
         }
     }
@@ -86,6 +90,7 @@ mod tests {
         for t in [
             Token::Link,
             Token::Signal,
+            Token::Bus,
             Token::Listener(0),
             Token::Listener(77),
             Token::Flow(0, 0),

@@ -285,7 +285,7 @@ impl Stack {
                     }
                 }
             }
-            Token::Link | Token::Signal => {}
+            Token::Link | Token::Signal | Token::Bus => {}
         }
     }
 
@@ -315,8 +315,8 @@ impl Stack {
 impl Stack {
     /// The forwards' sockets back (they outlive one VMM connection).
     pub fn take_forwards(&mut self) -> Vec<forward::Listener> {
-        for l in &self.listeners {
-            self.env.poller.delete(l.as_fd());
+        for fd in self.listeners.iter().filter_map(|l| l.as_fd()) {
+            self.env.poller.delete(fd);
         }
         std::mem::take(&mut self.listeners)
     }
@@ -325,13 +325,39 @@ impl Stack {
     /// [`forward::bind_forwards`]) and watch them.
     pub fn add_forwards(&mut self, listeners: Vec<forward::Listener>) -> std::io::Result<()> {
         for l in listeners {
-            let i = self.listeners.len() as u32;
-            self.env
-                .poller
-                .add(l.as_fd(), Token::Listener(i), EpollFlags::EPOLLIN)?;
-            self.listeners.push(l);
+            self.add_listener(l)?;
         }
         Ok(())
+    }
+
+    /// Watch one more forward's socket (bound before the sandbox, or
+    /// passed over D-Bus at run time); its index.
+    pub fn add_listener(&mut self, l: forward::Listener) -> std::io::Result<u32> {
+        let i = self.listeners.len() as u32;
+        if let Some(fd) = l.as_fd() {
+            self.env
+                .poller
+                .add(fd, Token::Listener(i), EpollFlags::EPOLLIN)?;
+        }
+        self.listeners.push(l);
+        Ok(i)
+    }
+
+    /// Stop a forward and close its socket (its flows live on until they
+    /// end or time out). False if no live forward has that rule.
+    pub fn remove_forward(&mut self, proto: Proto, bind: SocketAddr) -> bool {
+        let Some(l) = self
+            .listeners
+            .iter_mut()
+            .find(|l| l.is_live() && l.proto() == proto && l.fwd.bind == bind)
+        else {
+            return false;
+        };
+        if let Some(fd) = l.as_fd() {
+            self.env.poller.delete(fd);
+        }
+        l.retire();
+        true
     }
 
     /// IPv6 from the guest. NDP, DHCPv6 and echo to the virtual addresses
@@ -499,5 +525,129 @@ impl Stack {
         icmp::on_guest_echo(
             flows, &mut ctx, &self.cfg, counters, denied, dst, key, l4, ttl,
         )
+    }
+}
+
+// ---- migration (issue 16) ----
+
+impl Stack {
+    /// The state a migration carries (`Save`).
+    pub fn export(&self) -> crate::migrate::State {
+        use crate::migrate;
+        let mut st = migrate::State::new(migrate::Network::of(&self.cfg));
+        st.guest_mac = Some(self.env.l2.guest).filter(|m| *m != wire::MAC_BROADCAST);
+        st.guest6 = self.guest6;
+        st.lease4 = self
+            .cfg
+            .net4
+            .as_ref()
+            .map(|n| (n.guest, services::dhcp::LEASE_SECS));
+        st.lease6 = self.cfg.net6.as_ref().map(|n| n.guest);
+        for l in self.listeners.iter().filter(|l| l.is_live()) {
+            st.forwards.push(migrate::Forward {
+                proto: l.fwd.proto,
+                bind: l.fwd.bind,
+                guest_addr: l.fwd.guest_addr,
+                guest_port: l.fwd.guest_port,
+            });
+        }
+        let listeners = &self.listeners;
+        self.flows.for_each_flow(|f| match f {
+            flow::Flow::Tcp(c) => st.tcp.push(c.migration_view()),
+            flow::Flow::Udp(c) => st.udp.push(migrate::Udp {
+                guest: c.key().guest,
+                remote: c.key().remote,
+                host: c.host(),
+                forward: c
+                    .forward()
+                    .and_then(|i| listeners.get(i as usize))
+                    .map(|l| l.fwd.bind),
+            }),
+            // An echo that does not follow is simply unanswered.
+            flow::Flow::Icmp(_) => {}
+        });
+        st
+    }
+
+    /// Take over a migrated state (`Load`, already checked against this
+    /// network): the guest's addresses, UDP flows on fresh host sockets
+    /// (or their forward's), and a reset toward the guest for every TCP
+    /// flow. Returns (UDP flows resumed, TCP flows reset).
+    pub fn import(
+        &mut self,
+        st: &crate::migrate::State,
+        tx: &mut Tx,
+        now: Instant,
+    ) -> (usize, usize) {
+        if let Some(m) = st.guest_mac {
+            self.env.l2.guest = m;
+        }
+        if st.guest6.is_some() {
+            self.guest6 = st.guest6;
+        }
+        let mut ctx = self.env.ctx(tx, now);
+        let mut resumed = 0;
+        for u in &st.udp {
+            let key = Key {
+                proto: ip_proto::UDP,
+                guest: u.guest,
+                remote: u.remote,
+            };
+            if self.flows.lookup(&key).is_some() {
+                continue;
+            }
+            let Ok(token) = self.flows.vacant() else {
+                break;
+            };
+            let conn =
+                match u.forward {
+                    Some(bind) => {
+                        let Some(i) = self.listeners.iter().position(|l| {
+                            l.is_live() && l.proto() == Proto::Udp && l.fwd.bind == bind
+                        }) else {
+                            continue;
+                        };
+                        udp::Conn::forwarded(key, i as u32, u.host, now)
+                    }
+                    // The same policy as a new flow: the destination's
+                    // --restrict and loopback rules apply.
+                    None => match flow::nat::outbound(&self.cfg, u.remote) {
+                        Some(dst) => {
+                            match udp::Conn::open(&mut ctx, &self.cfg.outbound, token, key, dst) {
+                                Ok(c) => c,
+                                Err(e) => {
+                                    log::debug!("migrated udp {} -> {dst}: {e}", u.guest);
+                                    continue;
+                                }
+                            }
+                        }
+                        None => continue,
+                    },
+                };
+            self.flows.insert(token, key, flow::Flow::Udp(conn));
+            self.counters.flows_opened += 1;
+            resumed += 1;
+        }
+        for t in &st.tcp {
+            tcp::reset_migrated(&mut ctx, t);
+        }
+        (resumed, st.tcp.len())
+    }
+
+    /// Every flow's protocol name and key (the D-Bus flow list).
+    pub fn for_each_flow_key(&self, mut f: impl FnMut(&'static str, &Key)) {
+        self.flows.for_each_flow(|flow| match flow {
+            flow::Flow::Tcp(c) => f("tcp", c.key()),
+            flow::Flow::Udp(c) => f("udp", c.key()),
+            flow::Flow::Icmp(c) => f("icmp", c.key()),
+        });
+    }
+
+    /// The forwards' rules, as bound (for the state and the D-Bus list).
+    pub fn forwards(&self) -> impl Iterator<Item = &crate::config::Forward> {
+        self.listeners
+            .iter()
+            .filter(|l| l.is_live())
+            .map(|l| &l.fwd)
     }
 }

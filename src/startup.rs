@@ -6,9 +6,12 @@
 //! 3. configuration (resolv.conf is read here) — errors exit 2;
 //! 4. open the link: `--fd`, the tap of `--netns`, or `--socket`'s listener,
 //!    pid file, notify socket;
-//! 5. raise the descriptor limit, bind the forwards;
+//! 5. raise the descriptor limit, bind the forwards, connect to the D-Bus
+//!    bus (`--dbus-address`);
 //! 6. drop privileges (root only), re-arm `--exit-with-parent`;
-//! 7. block the exit signals (read through a signalfd);
+//! 7. block the exit signals (read through a signalfd); with
+//!    `--dbus-incoming`, wait for the migrating state and bind the forwards
+//!    it names;
 //! 8. `PR_SET_NO_NEW_PRIVS`, not dumpable, landlock, seccomp;
 //! 9. report readiness (daemon launcher, sd_notify) and run the event loop.
 //!
@@ -139,6 +142,9 @@ pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
+    if let Err(e) = check_dbus_options(&opts) {
+        return fail(EXIT_USAGE, e);
+    }
     // The --tftp directory is part of the configuration: open it now.
     if let Some(dir) = &cfg.tftp {
         match crate::services::tftp::open_root(dir) {
@@ -262,6 +268,13 @@ pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
         Err(e) => return fail(EXIT_USAGE, e),
     };
 
+    // 5b. The bus, connected with the credentials libvirt started us
+    // with: its per-domain daemon accepts only its own user.
+    let mut bus = match connect_bus(&opts) {
+        Ok(b) => b,
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
+
     // 6. Privileges.
     match sandbox::drop_privileges(opts.runas.as_deref()) {
         Ok(d) if d.changed => log::info!("running as uid {} gid {}", d.uid, d.gid),
@@ -296,6 +309,19 @@ pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(EXIT_FAILURE, format!("signals: {e}")),
     };
+    // 7b. With --dbus-incoming, the state migrating in, and the forwards
+    // it names, bound now.
+    let link_fd = match &source {
+        Source::Link(l) => l.as_fd(),
+        Source::Listener(l) => l.as_fd(),
+    };
+    let mut incoming = match wait_for_state(&opts, &cfg, &mut bus, link_fd, &signals) {
+        Ok(st) => st,
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
+    if let Some(st) = &incoming {
+        listeners.extend(bind_migrated_forwards(&cfg, st));
+    }
     let grants = sandbox::Grants {
         readable_dirs: cfg.tftp.as_slice(),
         tcp_bind_port0: cfg.outbound.binds_tcp(),
@@ -313,7 +339,12 @@ pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
             if let Some(n) = &notifier {
                 let _ = n.ready();
             }
-            serve(*l, &cfg, &opts, signals, parent, listeners, &mut pcap).0
+            let carried = Carried {
+                pcap: &mut pcap,
+                bus: &mut bus,
+                incoming: &mut incoming,
+            };
+            serve(*l, &cfg, &opts, signals, parent, listeners, carried).0
         }
         Source::Listener(listener) => {
             if let Some(n) = &notifier {
@@ -335,8 +366,13 @@ pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
                     Err(e) => break fail(EXIT_FAILURE, format!("VMM connection: {e}")),
                 };
                 log::info!("VMM connected");
+                let carried = Carried {
+                    pcap: &mut pcap,
+                    bus: &mut bus,
+                    incoming: &mut incoming,
+                };
                 let (code, again, back) =
-                    serve(link, &cfg, &opts, signals, parent, listeners, &mut pcap);
+                    serve(link, &cfg, &opts, signals, parent, listeners, carried);
                 (signals, listeners) = back;
                 if !again || opts.one_off {
                     break code;
@@ -392,6 +428,125 @@ fn accept_vmm(
 
 type Kept = (SignalFd, Vec<forward::Listener>);
 
+#[cfg(feature = "dbus")]
+type Bus = crate::dbus::Bus;
+/// Without D-Bus support there is never a bus.
+#[cfg(not(feature = "dbus"))]
+type Bus = std::convert::Infallible;
+
+/// What outlives one VMM connection besides the forwards: `--pcap`'s
+/// writer, the bus, and a migrated state not yet taken over.
+struct Carried<'a> {
+    pcap: &'a mut Option<Pcap>,
+    bus: &'a mut Option<Bus>,
+    incoming: &'a mut Option<crate::migrate::State>,
+}
+
+/// The D-Bus options go together, and only with D-Bus support built in.
+fn check_dbus_options(opts: &Options) -> Result<(), String> {
+    if opts.dbus_p2p.is_some() {
+        return Err(
+            "--dbus-p2p: peer-to-peer D-Bus is not supported; use --dbus-address (libvirt's dbus-address)"
+                .into(),
+        );
+    }
+    let any = opts.dbus_id.is_some() || opts.dbus_address.is_some() || opts.dbus_incoming;
+    if !any {
+        return Ok(());
+    }
+    if !cfg!(feature = "dbus") {
+        return Err("--dbus-address: this airlock is built without D-Bus support".into());
+    }
+    match (&opts.dbus_address, &opts.dbus_id) {
+        (Some(_), Some(id)) if !id.is_empty() => Ok(()),
+        (Some(_), _) => Err("--dbus-address needs --dbus-id".into()),
+        (None, _) => Err("--dbus-id and --dbus-incoming need --dbus-address".into()),
+    }
+}
+
+/// Connect to `--dbus-address` (before privileges are dropped).
+#[cfg(feature = "dbus")]
+fn connect_bus(opts: &Options) -> Result<Option<Bus>, String> {
+    match (&opts.dbus_address, &opts.dbus_id) {
+        (Some(addr), Some(id)) => crate::dbus::Bus::connect(addr, id).map(Some),
+        _ => Ok(None),
+    }
+}
+
+#[cfg(not(feature = "dbus"))]
+fn connect_bus(_: &Options) -> Result<Option<Bus>, String> {
+    Ok(None)
+}
+
+/// `--dbus-incoming`: wait for the state (`Load`), before the sandbox.
+#[cfg(feature = "dbus")]
+fn wait_for_state(
+    opts: &Options,
+    cfg: &Config,
+    bus: &mut Option<Bus>,
+    link: std::os::fd::BorrowedFd<'_>,
+    signals: &SignalFd,
+) -> Result<Option<crate::migrate::State>, String> {
+    let Some(b) = bus.as_mut().filter(|_| opts.dbus_incoming) else {
+        return Ok(None);
+    };
+    log::info!("--dbus-incoming: waiting for the migrating state");
+    match crate::dbus::wait_for_load(b, cfg, link, signals.as_fd()) {
+        Ok(Some(st)) => Ok(Some(st)),
+        Ok(None) => {
+            log::warn!("--dbus-incoming: the guest runs (or a signal came) before any state: starting without one");
+            Ok(None)
+        }
+        Err(crate::dbus::Gone) => {
+            Err("--dbus-incoming: the bus hung up before the state came".into())
+        }
+    }
+}
+
+#[cfg(not(feature = "dbus"))]
+fn wait_for_state(
+    _: &Options,
+    _: &Config,
+    _: &mut Option<Bus>,
+    _: std::os::fd::BorrowedFd<'_>,
+    _: &SignalFd,
+) -> Result<Option<crate::migrate::State>, String> {
+    Ok(None)
+}
+
+/// Forwards the migrated state names that this command line does not
+/// (added at run time on the source): bound here, before the sandbox. One
+/// that cannot be bound is skipped with a warning; the guest keeps the rest.
+fn bind_migrated_forwards(cfg: &Config, st: &crate::migrate::State) -> Vec<forward::Listener> {
+    let mut extra = cfg.clone();
+    extra.forwards = st
+        .forwards
+        .iter()
+        .filter(|f| {
+            !cfg.forwards
+                .iter()
+                .any(|c| c.proto == f.proto && c.bind == f.bind)
+        })
+        .map(|f| crate::config::Forward {
+            proto: f.proto,
+            bind: f.bind,
+            guest_addr: f.guest_addr,
+            guest_port: f.guest_port,
+            device: None,
+            best_effort: false,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for one in extra.forwards.clone() {
+        extra.forwards = vec![one];
+        match forward::bind_forwards(&extra) {
+            Ok(mut l) => out.append(&mut l),
+            Err(e) => log::warn!("migration: {e}: not carried over"),
+        }
+    }
+    out
+}
+
 /// Run one link to its end. Returns the exit code, whether another VMM may
 /// follow (the link ended because the VMM left), and what outlives a link:
 /// the signalfd and the forwards' sockets (and `--pcap`'s writer, taken
@@ -403,8 +558,13 @@ fn serve(
     signals: SignalFd,
     parent: Option<ParentWatch>,
     listeners: Vec<forward::Listener>,
-    pcap: &mut Option<Pcap>,
+    carried: Carried<'_>,
 ) -> (i32, bool, Kept) {
+    let Carried {
+        pcap,
+        bus,
+        incoming,
+    } = carried;
     link.tx.pcap = pcap.take();
     let mut engine = match Engine::new(link, cfg.clone(), signals, parent) {
         Ok(e) => e,
@@ -415,8 +575,23 @@ fn serve(
         let back = (signals, stack.take_forwards());
         return (fail(EXIT_FAILURE, format!("forwards: {e}")), false, back);
     }
+    if let Some(st) = incoming.take() {
+        engine.import(&st);
+    }
+    #[cfg(feature = "dbus")]
+    if let Some(b) = bus.take() {
+        if let Err(e) = engine.set_bus(b) {
+            log::warn!("D-Bus: {e}: going on without the bus");
+        }
+    }
+    #[cfg(not(feature = "dbus"))]
+    let _ = bus;
     log::info!("link up");
     let exit = engine.run();
+    #[cfg(feature = "dbus")]
+    {
+        *bus = engine.take_bus();
+    }
     if opts.debug {
         for line in engine.report().lines() {
             log::info!("{line}");

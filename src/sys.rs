@@ -255,6 +255,19 @@ pub fn inherit_fd(n: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
+/// A close-on-exec duplicate of descriptor `n`, which a library owns (the
+/// D-Bus connection's socket): ours to register with epoll for as long as
+/// we keep it, whatever the library does with the original.
+pub fn dup_raw(n: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC with integer arguments; a closed `n` is EBADF.
+    let d = unsafe { libc::fcntl(n, libc::F_DUPFD_CLOEXEC, 3) };
+    if d < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `d` was just created by fcntl and nothing else refers to it.
+    Ok(unsafe { OwnedFd::from_raw_fd(d) })
+}
+
 /// Move this thread into the network namespace `ns` refers to.
 pub fn enter_netns(ns: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: setns on a valid namespace fd; affects only this thread.

@@ -31,6 +31,7 @@ const TARGETS: &[(&str, Entry)] = &[
     ("stream_deframe", fuzz_api::stream_deframe),
     ("options", fuzz_api::options),
     ("vhost_rings", fuzz_api::vhost_rings),
+    ("migrate_state", fuzz_api::migrate_state),
 ];
 
 /// Second wall besides the stack targets' `--restrict` configuration: this

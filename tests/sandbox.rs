@@ -462,6 +462,42 @@ fn listen_after_lockdown_is_killed() {
     );
 }
 
+/// Binding a TCP port after lockdown stays refused (landlock), which is
+/// why runtime forwards come as sockets the caller bound and passed over
+/// D-Bus (`airlock ctl`, issue 16).
+#[test]
+fn tcp_bind_after_lockdown_is_refused() {
+    let (said, status) = probe_after_lockdown(|fd| {
+        let s = raw_socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 18080u16.to_be(),
+            sin_addr: libc::in_addr { s_addr: 0 },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: bind with a valid sockaddr_in of its exact size.
+        let r = unsafe {
+            libc::bind(
+                s,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        tell(
+            fd,
+            if r < 0 && errno() == libc::EACCES {
+                b"A"
+            } else {
+                b"X"
+            },
+        );
+    });
+    if !sandbox::kernel_layers().contains(&"landlock-net") {
+        return;
+    }
+    assert_eq!(said, "LAS", "bind after lockdown: {status:?}");
+}
+
 /// Only plain TCP, UDP and ICMP echo sockets: no raw socket, no MPTCP
 /// (finding 4), even for a process that could otherwise make them.
 #[test]

@@ -2,7 +2,8 @@
 # tests/setup.sh — install what airlock's tests and demo need, idempotently,
 # on Debian 12 as root: the guest tools (busybox udhcpc/ping, iproute2), the
 # reference helper for the harness self-check (passt), benchmark tools, a C
-# toolchain for linking, the man page linters (mandoc, groff), QEMU's iPXE
+# toolchain for linking (libdbus-1-dev and pkg-config: the D-Bus feature;
+# dbus: the migration tests' bus daemon), the man page linters (mandoc, groff), QEMU's iPXE
 # ROMs (the PXE test), lintian and cargo-deb (the package test), libvirt
 # (tests/libvirt.rs runs a private libvirtd), and Rust (rustup, only if
 # cargo is missing).
@@ -14,7 +15,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-pkgs="busybox-static iproute2 procps iperf3 passt python3 gcc libc6-dev ca-certificates curl qemu-system-x86 isc-dhcp-client tcpdump man-db mandoc groff-base ipxe-qemu lintian libvirt-daemon-system libvirt-clients"
+pkgs="busybox-static iproute2 procps iperf3 passt python3 gcc libc6-dev pkg-config libdbus-1-dev dbus ca-certificates curl qemu-system-x86 isc-dhcp-client tcpdump man-db mandoc groff-base ipxe-qemu lintian libvirt-daemon-system libvirt-clients"
 need=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"

@@ -19,10 +19,11 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -792,4 +793,287 @@ fn socket_cycle_as_root_with_runas() {
     );
     assert!(!sock.exists(), "socket left behind");
     assert!(!pidfile.exists(), "pid file left behind");
+}
+
+#[path = "support/bus.rs"]
+#[allow(dead_code)]
+mod bus;
+#[path = "support/process.rs"]
+#[allow(dead_code)]
+mod process;
+
+/// A QEMU's serial console, read line by line as it comes, each line with
+/// the instant it arrived.
+struct Console(std::sync::Arc<Mutex<Vec<(Instant, String)>>>);
+
+impl Console {
+    fn follow(child: &mut Child) -> Console {
+        let lines = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                l.lock().unwrap().push((Instant::now(), line));
+            }
+        });
+        Console(lines)
+    }
+
+    /// The first line carrying `AIRLOCK-GUEST <marker>`: when, and the rest.
+    fn wait(&self, marker: &str, limit: Duration) -> (Instant, String) {
+        let tag = format!("AIRLOCK-GUEST {marker}");
+        let end = Instant::now() + limit;
+        loop {
+            if let Some((t, l)) = self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(_, l)| l.contains(&tag))
+            {
+                return (
+                    *t,
+                    l[l.find(&tag).unwrap() + tag.len()..].trim().to_string(),
+                );
+            }
+            assert!(
+                Instant::now() < end,
+                "no {tag:?} within {limit:?}:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn text(&self) -> String {
+        let v = self.0.lock().unwrap();
+        v.iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// QMP over its UNIX socket: the greeting, capabilities, then commands;
+/// events are skipped.
+struct Qmp(BufReader<std::os::unix::net::UnixStream>);
+
+impl Qmp {
+    fn connect(path: &Path) -> Qmp {
+        let end = Instant::now() + Duration::from_secs(20);
+        let s = loop {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) => assert!(Instant::now() < end, "QMP {path:?}: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut q = Qmp(BufReader::new(s));
+        q.line();
+        q.call(r#"{"execute":"qmp_capabilities"}"#);
+        q
+    }
+
+    fn line(&mut self) -> serde_json::Value {
+        let mut l = String::new();
+        self.0.read_line(&mut l).unwrap();
+        serde_json::from_str(&l).unwrap_or_else(|e| panic!("QMP: {e}: {l:?}"))
+    }
+
+    fn call(&mut self, cmd: &str) -> serde_json::Value {
+        use std::io::Write;
+        self.0.get_mut().write_all(cmd.as_bytes()).unwrap();
+        self.0.get_mut().write_all(b"\n").unwrap();
+        loop {
+            let v = self.line();
+            if v.get("event").is_none() {
+                return v;
+            }
+        }
+    }
+}
+
+/// Ask the forward on `ns`'s 127.0.0.1:`port` for the guest's greeting.
+fn forward_answer(ns: &KitHost, port: u16) -> String {
+    let prog = format!(
+        "import socket\ns=socket.create_connection(('127.0.0.1',{port}),5)\ns.settimeout(5)\nprint(s.recv(100).decode().strip())"
+    );
+    let out = ns.cmd("python3").args(["-c", &prog]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// libvirt's migration contract with real parts: two "hosts" (network
+/// namespaces, each with its own HTTP/DNS/TCP servers and its own
+/// dbus-daemon), airlock on each (`--dbus-address --dbus-id`, the
+/// destination with `--dbus-incoming`), and two QEMU 7.2 with
+/// `-object dbus-vmstate`. The guest leases, holds a TCP connection, serves
+/// a forward; QEMU migrates it over QMP; on the destination the guest does
+/// not lease again, its held connection gets a reset within a second, the
+/// forward answers on the destination host, and new TCP (a download of the
+/// destination's file), UDP (DNS) and ping work.
+#[test]
+fn migrate_over_dbus_vmstate() {
+    let _l = serial();
+    let (na, nb) = (KitHost::new(), KitHost::new());
+    let dir = na.scratch("migrate");
+    let mut holds = Vec::new();
+    for ns in [&na, &nb] {
+        let mut c = ns
+            .cmd("python3")
+            .arg(qemu_dir().join("hold.py"))
+            .args(["127.0.0.1", "9000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(c.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        holds.push(c);
+    }
+    let (bus_a, bus_b) = (
+        bus::Bus::start(na.topo.host_ns(), &dir.join("a")),
+        bus::Bus::start(nb.topo.host_ns(), &dir.join("b")),
+    );
+    let mig = dir.join("migration.sock");
+    let airlock = |ns: &KitHost, bus: &bus::Bus, fd: &OwnedFd, log: &str, incoming: bool| {
+        let mut c = ns.cmd(AIRLOCK);
+        c.arg(format!("--fd={}", fd.as_raw_fd()))
+            .args(["--dbus-address", &bus.address, "--dbus-id", "slirp-net0"])
+            .args(["--hostfwd", "tcp:127.0.0.1:18000-:8000"])
+            .arg("--log-file")
+            .arg(dir.join(log))
+            .stdin(Stdio::null());
+        if incoming {
+            c.arg("--dbus-incoming");
+        }
+        spawn_with_fds(&mut c, &[fd])
+    };
+    let vm = |ns: &KitHost, bus: &bus::Bus, fd: &OwnedFd, qmp: &Path, incoming: bool| {
+        let netdev = format!("socket,fd={}", fd.as_raw_fd());
+        let mut c = ns.qemu_append(
+            &netdev,
+            "10.0.2.3",
+            "airlock.mode=migrate airlock.hold=9000",
+        );
+        c.arg("-object")
+            .arg(format!(
+                "dbus-vmstate,id=dv0,addr={},id-list=slirp-net0",
+                bus.address
+            ))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp.display()));
+        if incoming {
+            c.arg("-incoming").arg(format!("unix:{}", mig.display()));
+        }
+        spawn_with_fds(&mut c, &[fd])
+    };
+    let log_of = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+
+    // The source: lease, the held connection, the forward.
+    let (qa_end, aa_end) = pair(SockType::Datagram);
+    let mut air_a = airlock(&na, &bus_a, &aa_end, "a.log", false);
+    drop(aa_end);
+    let qmp_a = dir.join("qmp-a.sock");
+    let mut qa = vm(&na, &bus_a, &qa_end, &qmp_a, false);
+    drop(qa_end);
+    let con_a = Console::follow(&mut qa);
+    let (_, lease) = con_a.wait("lease", Duration::from_secs(120));
+    assert!(lease.starts_with("ip=10.0.2.15 "), "{lease}");
+    assert_eq!(con_a.wait("held", Duration::from_secs(30)).1, "hello");
+    con_a.wait("ready", Duration::from_secs(30));
+    assert_eq!(forward_answer(&na, 18000), "fwd-ok");
+
+    // The destination, waiting for the state.
+    let (qb_end, ab_end) = pair(SockType::Datagram);
+    let mut air_b = airlock(&nb, &bus_b, &ab_end, "b.log", true);
+    drop(ab_end);
+    let qmp_b = dir.join("qmp-b.sock");
+    let mut qb = vm(&nb, &bus_b, &qb_end, &qmp_b, true);
+    drop(qb_end);
+    let con_b = Console::follow(&mut qb);
+    let mut qmp_dst = Qmp::connect(&qmp_b);
+
+    let mut q = Qmp::connect(&qmp_a);
+    let r = q.call(&format!(
+        r#"{{"execute":"migrate","arguments":{{"uri":"unix:{}"}}}}"#,
+        mig.display()
+    ));
+    assert!(r.get("return").is_some(), "migrate: {r}");
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = q.call(r#"{"execute":"query-migrate"}"#);
+        let status = r["return"]["status"].as_str().unwrap_or("").to_string();
+        if status == "completed" {
+            break;
+        }
+        assert!(
+            status != "failed" && Instant::now() < end,
+            "migration {status}: {r}\nsource airlock:\n{}\ndestination airlock:\n{}",
+            log_of("a.log"),
+            log_of("b.log")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The destination runs once it has loaded everything.
+    let running = loop {
+        let r = qmp_dst.call(r#"{"execute":"query-status"}"#);
+        if r["return"]["status"] == "running" {
+            break Instant::now();
+        }
+        assert!(Instant::now() < end, "destination: {r}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let src_log = log_of("a.log");
+    assert!(src_log.contains("migration: state saved"), "{src_log}");
+
+    // The held connection ends with a reset, within a second of the
+    // destination running.
+    let (closed, _) = con_b.wait("tcp-old closed", Duration::from_secs(10));
+    let took = closed.saturating_duration_since(running);
+    assert!(
+        took < Duration::from_secs(1),
+        "reset after {took:?}\n{}",
+        con_b.text()
+    );
+    eprintln!(
+        "migrate_over_dbus_vmstate: the held connection reset {took:?} after the destination ran"
+    );
+    let dst_log = log_of("b.log");
+    assert!(
+        dst_log.contains("migration: state loaded") && dst_log.contains("1 TCP flows reset"),
+        "{dst_log}"
+    );
+    // No new lease: the guest kept it; the forward answers on the new host.
+    assert_eq!(forward_answer(&nb, 18000), "fwd-ok");
+    con_b.wait("done", Duration::from_secs(120));
+    let r = GuestReport::parse(con_b.text().as_bytes());
+    assert!(r.lease.is_none(), "the guest leased again:\n{}", r.console);
+    assert_eq!(r.ping.as_deref(), Some("ok 10.0.2.2"), "\n{}", r.console);
+    assert_eq!(
+        r.sha256.as_deref(),
+        Some(nb.servers.blob_sha256.as_str()),
+        "\n{}",
+        r.console
+    );
+    assert_eq!(
+        r.dns.as_deref(),
+        Some(format!("{DNS_NAME} {DNS_ADDR}").as_str()),
+        "\n{}",
+        r.console
+    );
+
+    for c in [&mut qa, &mut qb, &mut air_a, &mut air_b] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    for mut h in holds {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+    drop((bus_a, bus_b));
 }

@@ -12,6 +12,7 @@
 //! `listen` at runtime would autobind a port landlock's bind rule never
 //! sees); what the event loop does is accept and tune connections.
 //! #syscalls: accept4 ioctl(1=FIONBIO) getpeername setsockopt close
+//! #syscalls: getsockopt getsockname
 //! #syscalls-startup: socket bind listen
 #![forbid(unsafe_code)]
 
@@ -35,6 +36,9 @@ pub struct Listener {
 enum Sock {
     Tcp(TcpListener),
     Udp(OwnedFd),
+    /// Removed at run time: the socket is closed, the slot (an epoll
+    /// token, flows' forward index) stays so no other index moves.
+    Retired,
 }
 
 struct Shown<'a>(&'a Forward);
@@ -56,11 +60,76 @@ impl fmt::Display for Shown<'_> {
 }
 
 impl Listener {
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
+    /// The socket; `None` once retired.
+    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.sock {
-            Sock::Tcp(l) => l.as_fd(),
-            Sock::Udp(s) => s.as_fd(),
+            Sock::Tcp(l) => Some(l.as_fd()),
+            Sock::Udp(s) => Some(s.as_fd()),
+            Sock::Retired => None,
         }
+    }
+
+    pub fn is_live(&self) -> bool {
+        !matches!(self.sock, Sock::Retired)
+    }
+
+    /// Close the socket (a forward removed at run time).
+    pub fn retire(&mut self) {
+        self.sock = Sock::Retired;
+    }
+
+    /// A forward from a socket the caller bound (`airlock ctl`, over
+    /// D-Bus): it must be an IPv4/IPv6 socket of `proto`'s type, bound, and
+    /// for TCP listening. It becomes non-blocking.
+    pub fn adopt(
+        fd: OwnedFd,
+        proto: Proto,
+        guest_addr: Option<IpAddr>,
+        guest_port: u16,
+    ) -> io::Result<Listener> {
+        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, why.to_string());
+        let ty = sock::getsockopt(&fd, sockopt::SockType).map_err(|_| bad("not a socket"))?;
+        let want = match proto {
+            Proto::Tcp => SockType::Stream,
+            Proto::Udp => SockType::Datagram,
+        };
+        if ty != want {
+            return Err(bad("the socket's type does not match the protocol"));
+        }
+        let local: SockaddrStorage = sock::getsockname(fd.as_raw_fd())?;
+        let bind = super::dgram::to_std(&local).ok_or_else(|| bad("not an IPv4 or IPv6 socket"))?;
+        if bind.port() == 0 {
+            return Err(bad("the socket is not bound to a port"));
+        }
+        if guest_port == 0 {
+            return Err(bad("guest port 0"));
+        }
+        let sock = match proto {
+            Proto::Tcp => {
+                if !sock::getsockopt(&fd, sockopt::AcceptConn)? {
+                    return Err(bad("the TCP socket is not listening"));
+                }
+                let l = TcpListener::from(fd);
+                l.set_nonblocking(true)?;
+                Sock::Tcp(l)
+            }
+            Proto::Udp => {
+                let u = std::net::UdpSocket::from(fd);
+                u.set_nonblocking(true)?;
+                Sock::Udp(OwnedFd::from(u))
+            }
+        };
+        Ok(Listener {
+            fwd: Forward {
+                proto,
+                bind,
+                guest_addr,
+                guest_port,
+                device: None,
+                best_effort: false,
+            },
+            sock,
+        })
     }
 
     pub fn proto(&self) -> Proto {

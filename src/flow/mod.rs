@@ -251,6 +251,13 @@ impl Table {
         n
     }
 
+    /// Every live flow, in slot order (for a migration's state).
+    pub fn for_each_flow(&self, mut f: impl FnMut(&Flow)) {
+        for flow in self.slots.iter().filter_map(|s| s.flow.as_ref()) {
+            f(flow);
+        }
+    }
+
     /// Act on what a flow said after a call: close it (and count that) or
     /// keep it.
     pub fn settle(&mut self, token: Token, verdict: Verdict, counters: &mut Counters) {

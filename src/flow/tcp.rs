@@ -322,6 +322,17 @@ impl Conn {
         &self.key
     }
 
+    /// What migrates of this flow: its endpoints and sequence numbers (the
+    /// connected host socket cannot follow without TCP_REPAIR).
+    pub fn migration_view(&self) -> crate::migrate::Tcp {
+        crate::migrate::Tcp {
+            guest: self.key.guest,
+            remote: self.key.remote,
+            snd_nxt: self.snd_nxt,
+            rcv_nxt: self.rcv_nxt,
+        }
+    }
+
     fn take_syn_options(&mut self, s: &Segment<'_>, mtu: u16) {
         let v6 = self.key.guest.is_ipv6();
         let ours = mss_for(mtu, v6);
@@ -1074,6 +1085,21 @@ pub fn mss_for(mtu: u16, v6: bool) -> u16 {
 
 /// Answer a segment that matches no flow, as a host with no such
 /// connection would (RFC 793 "reset generation").
+/// A flow that did not follow a migration: reset it toward the guest with
+/// the sequence number the guest expects next, so nothing there hangs.
+pub fn reset_migrated(ctx: &mut Ctx<'_>, t: &crate::migrate::Tcp) {
+    let repr = tcpw::Repr {
+        src_port: t.remote.port(),
+        dst_port: t.guest.port(),
+        seq: t.snd_nxt,
+        ack: t.rcv_nxt,
+        flags: RST | ACK,
+        ..tcpw::Repr::default()
+    };
+    let (src, dst, l2) = (t.remote.ip(), t.guest.ip(), *ctx.l2);
+    ctx.tx.send_with(|buf| emit(buf, &l2, src, dst, &repr));
+}
+
 pub fn reply_rst(ctx: &mut Ctx<'_>, key: &Key, seg: &Segment<'_>) {
     if seg.flags & RST != 0 {
         return;

@@ -99,7 +99,7 @@ pub fn on_guest_datagram(
             let fwd = c
                 .forward()
                 .and_then(|f| listeners.get(f as usize))
-                .map(|l| l.as_fd());
+                .and_then(|l| l.as_fd());
             if c.on_guest(now, payload, ttl, fwd).is_err() {
                 counters.udp_dropped += 1;
             }
@@ -156,7 +156,7 @@ pub fn on_forward_readable(
     i: u32,
     guest6: Option<Ipv6Addr>,
 ) {
-    let Some(guest) = listener.guest(cfg, guest6) else {
+    let (Some(guest), Some(fd)) = (listener.guest(cfg, guest6), listener.as_fd()) else {
         return;
     };
     let (now, l2) = (ctx.now, *ctx.l2);
@@ -164,34 +164,26 @@ pub fn on_forward_readable(
     let (hdr, max) = (frame_header(v6), max_payload(cfg.mtu, v6));
     let (mut oversize, mut full, mut opened) = (0, 0, 0);
     for _ in 0..4 {
-        let n = recv_frames(
-            ctx.tx,
-            listener.as_fd(),
-            rx,
-            hdr,
-            max,
-            &mut oversize,
-            |f, len, peer| {
-                let Some(key) = peer.and_then(|p| listener.key(cfg, guest6, p)) else {
-                    return 0;
-                };
-                let peer = peer.unwrap_or(key.remote);
-                match table.lookup(&key).and_then(|s| table.at(s)) {
-                    Some((_, Flow::Udp(c))) => c.on_forwarded(peer, now),
-                    Some(_) => return 0,
-                    None => {
-                        let Ok(token) = table.vacant() else {
-                            full += 1;
-                            return 0;
-                        };
-                        let c = Conn::forwarded(key, i, peer, now);
-                        table.insert(token, key, Flow::Udp(c));
-                        opened += 1;
-                    }
+        let n = recv_frames(ctx.tx, fd, rx, hdr, max, &mut oversize, |f, len, peer| {
+            let Some(key) = peer.and_then(|p| listener.key(cfg, guest6, p)) else {
+                return 0;
+            };
+            let peer = peer.unwrap_or(key.remote);
+            match table.lookup(&key).and_then(|s| table.at(s)) {
+                Some((_, Flow::Udp(c))) => c.on_forwarded(peer, now),
+                Some(_) => return 0,
+                None => {
+                    let Ok(token) = table.vacant() else {
+                        full += 1;
+                        return 0;
+                    };
+                    let c = Conn::forwarded(key, i, peer, now);
+                    table.insert(token, key, Flow::Udp(c));
+                    opened += 1;
                 }
-                write_frame(f, &l2, key.remote, key.guest, len)
-            },
-        );
+            }
+            write_frame(f, &l2, key.remote, key.guest, len)
+        });
         if n < BATCH {
             break;
         }
@@ -295,6 +287,11 @@ impl Conn {
 
     pub fn key(&self) -> &Key {
         &self.key
+    }
+
+    /// The host side: the connected destination, or a forward's peer.
+    pub fn host(&self) -> SocketAddr {
+        self.host
     }
 
     /// The forward this flow belongs to, if any.

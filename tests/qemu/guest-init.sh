@@ -13,6 +13,12 @@
 #   airlock.file=NAME  file to download (default blob)
 #   airlock.name=NAME  name to resolve via 10.0.2.3 (default airlock.test)
 #   airlock.dns=ADDR   resolver to ask (default: the lease's DNS server)
+#   airlock.mode=migrate  the migration test: after the lease, hold a TCP
+#                      connection to ROUTER:airlock.hold (prints "held"),
+#                      serve "fwd-ok" on TCP 8000 and resolve once, print
+#                      "ready"; when the held connection ends (the reset of
+#                      a migration) print "tcp-old closed", then download,
+#                      resolve and finish as usual.
 /bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -24,13 +30,15 @@ exec </dev/console >/dev/console 2>&1
 say() { echo "AIRLOCK-GUEST $*"; }
 say start
 
-port=8080 file=blob name=airlock.test dnsaddr=
+port=8080 file=blob name=airlock.test dnsaddr= mode= hold=9000
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in
 	airlock.port=*) port=${arg#*=} ;;
 	airlock.file=*) file=${arg#*=} ;;
 	airlock.name=*) name=${arg#*=} ;;
 	airlock.dns=*) dnsaddr=${arg#*=} ;;
+	airlock.mode=*) mode=${arg#*=} ;;
+	airlock.hold=*) hold=${arg#*=} ;;
 	esac
 done
 
@@ -60,6 +68,18 @@ ip link set eth0 up
 if udhcpc -i eth0 -f -q -n -t 10 -T 1 -s /tmp/udhcpc.sh >/tmp/udhcpc.log 2>&1; then
 	router=$(cat /tmp/router)
 	[ -n "$dnsaddr" ] || dnsaddr=$(cat /tmp/dns)
+	if [ "$mode" = migrate ]; then
+		mkfifo /tmp/hold.in
+		sleep 100000 >/tmp/hold.in &
+		(nc "$router" "$hold" </tmp/hold.in >/tmp/hold.out 2>&1; say "tcp-old closed"; echo x >/tmp/hold.done) &
+		(while true; do echo fwd-ok | nc -l -p 8000; done) &
+		i=0
+		while ! grep -q hello /tmp/hold.out 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+		say "held $(cat /tmp/hold.out)"
+		nslookup "$name" "$dnsaddr" >/dev/null 2>&1
+		say ready
+		while [ ! -s /tmp/hold.done ]; do sleep 0.05; done
+	fi
 	if ping -c 1 -W 3 "$router" >/dev/null 2>&1; then say "ping ok $router"; else say "ping fail $router"; fi
 	# (busybox 1.35 wget -T segfaults: bound the time with timeout instead)
 	if timeout 30 wget -q -O /tmp/download "http://$router:$port/$file" 2>/tmp/wget.err; then
@@ -75,4 +95,6 @@ else
 	say "lease fail"
 fi
 say done
+# The migration test still reaches the forward after "done".
+[ "$mode" = migrate ] && sleep 600
 poweroff -f

@@ -14,6 +14,7 @@
 // Each test binary uses a different subset of the support code.
 #![allow(dead_code, unused_imports)]
 
+pub mod bus;
 pub mod frames;
 pub mod guest;
 pub mod helper;

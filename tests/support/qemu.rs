@@ -83,7 +83,10 @@ impl Servers {
         std::fs::create_dir_all(&www).unwrap();
         let blob = www.join("blob");
         let mut data = vec![0u8; 300_000];
-        Rng::new(u64::from(std::process::id()) << 16 | 0x5eed).fill(&mut data);
+        // Each host its own file: a test with two hosts can tell them apart.
+        static HOSTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = HOSTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Rng::new(u64::from(std::process::id()) << 16 | 0x5eed ^ n << 8).fill(&mut data);
         std::fs::write(&blob, &data).unwrap();
         let sum = run(
             Command::new("sha256sum").arg(&blob),
@@ -179,6 +182,11 @@ impl KitHost {
     /// (`-netdev` value without the id), serial console on stdout, the
     /// guest asking `dns` for the test name.
     pub fn qemu(&self, netdev: &str, dns: &str) -> Command {
+        self.qemu_append(netdev, dns, "")
+    }
+
+    /// [`KitHost::qemu`] with more guest parameters (`airlock.mode=...`).
+    pub fn qemu_append(&self, netdev: &str, dns: &str, more: &str) -> Command {
         let g = guest_kit();
         let mut c = self.cmd("timeout");
         c.args([
@@ -203,7 +211,7 @@ impl KitHost {
         .arg("-initrd")
         .arg(g.join("initrd.gz"))
         .arg("-append")
-        .arg(kernel_cmdline(dns))
+        .arg(format!("{} {more}", kernel_cmdline(dns)))
         .args(["-device", "virtio-net-pci,netdev=n0", "-netdev"])
         .arg(format!("{netdev},id=n0"))
         .stdin(Stdio::null())
