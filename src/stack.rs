@@ -340,6 +340,20 @@ impl<H: Host> Stack<H> {
         Ok(())
     }
 
+    /// A host connection for a forward that came from elsewhere than the
+    /// listeners (the simulator's peers), offered to the guest as a flow;
+    /// `open` makes its socket, registered under the flow's token.
+    pub fn open_forwarded(
+        &mut self,
+        key: Key,
+        open: impl FnOnce(Token) -> std::io::Result<H::Tcp>,
+        tx: &mut Tx,
+        now: Instant,
+    ) -> std::io::Result<()> {
+        let mut ctx = self.env.ctx(tx, now);
+        tcp::open_forwarded(&mut self.flows, &mut ctx, &mut self.counters, key, open)
+    }
+
     /// IPv6 from the guest. NDP, DHCPv6 and echo to the virtual addresses
     /// are answered first (they come from link-local and unspecified
     /// sources too); UDP, TCP and other echo requests must come from the

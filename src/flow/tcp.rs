@@ -538,6 +538,9 @@ impl<H: Host> Conn<H> {
                 self.rto_at = None;
                 self.rto = RTO_MIN;
                 self.retries = 0;
+                // Duplicate ACKs repeat the last window offered: before
+                // any was, it must not read as zero (found by the sim).
+                self.last_wnd = self.our_window();
             }
             State::SynSent => {
                 if seg.flags & (SYN | ACK) != SYN | ACK || seg.ack != self.isn + 1 {
@@ -627,6 +630,10 @@ impl<H: Host> Conn<H> {
         if seq < self.rcv_nxt {
             let dup = (self.rcv_nxt - seq) as usize;
             if dup > payload.len() {
+                // Wholly old (a keepalive probe, a segment whose ACK was
+                // lost): RFC 9293 3.10.7.4 answers it with an ACK, or the
+                // guest retransmits until it gives up (found by the sim).
+                self.turn.ack = true;
                 return;
             }
             payload = &payload[dup..];
