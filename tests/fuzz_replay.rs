@@ -31,6 +31,7 @@ const TARGETS: &[(&str, Entry)] = &[
     ("stream_deframe", fuzz_api::stream_deframe),
     ("options", fuzz_api::options),
     ("vhost_rings", fuzz_api::vhost_rings),
+    ("sim_tcp", airlock::sim::fuzz_tcp),
 ];
 
 /// Second wall besides the stack targets' `--restrict` configuration: this

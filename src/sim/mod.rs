@@ -619,3 +619,11 @@ pub fn run_bytes(data: &[u8]) -> Result<Report, Failure> {
     let s = Scenario::generate(&mut e);
     run(&s, e)
 }
+
+/// The `sim_tcp` fuzz target: the input chooses the scenario and every
+/// fault and peer decision after it; a broken invariant panics.
+pub fn fuzz_tcp(data: &[u8]) {
+    if let Err(f) = run_bytes(data) {
+        panic!("sim_tcp: {f}");
+    }
+}
