@@ -58,10 +58,19 @@ pub fn peek_into(fd: BorrowedFd<'_>, bufs: &mut [std::io::IoSliceMut<'_>]) -> io
     cvt(r)
 }
 
-/// A socket's send buffer size and the memory its send queue takes now
-/// (`SO_MEMINFO`: what the kernel itself compares before taking more data).
-pub fn send_memory(fd: BorrowedFd<'_>) -> io::Result<(usize, usize)> {
-    // SK_MEMINFO_SNDBUF = 3, SK_MEMINFO_WMEM_QUEUED = 5, of 9 values.
+/// What a socket's queues hold and may hold (`SO_MEMINFO`: the figures
+/// the kernel itself compares before taking more data), in bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SocketMemory {
+    pub rmem_alloc: usize,
+    pub rcvbuf: usize,
+    pub sndbuf: usize,
+    pub wmem_queued: usize,
+}
+
+pub fn socket_memory(fd: BorrowedFd<'_>) -> io::Result<SocketMemory> {
+    // SK_MEMINFO_RMEM_ALLOC = 0, _RCVBUF = 1, _SNDBUF = 3, _WMEM_QUEUED = 5,
+    // of 9 values.
     let mut v = [0u32; 9];
     let mut len = std::mem::size_of_val(&v) as libc::socklen_t;
     // SAFETY: the kernel writes at most `len` bytes into `v`.
@@ -74,7 +83,12 @@ pub fn send_memory(fd: BorrowedFd<'_>) -> io::Result<(usize, usize)> {
             &mut len,
         )
     };
-    cvt(r as isize).map(|_| (v[3] as usize, v[5] as usize))
+    cvt(r as isize).map(|_| SocketMemory {
+        rmem_alloc: v[0] as usize,
+        rcvbuf: v[1] as usize,
+        sndbuf: v[3] as usize,
+        wmem_queued: v[5] as usize,
+    })
 }
 
 fn setsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32, v: i32) -> io::Result<()> {

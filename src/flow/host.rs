@@ -23,11 +23,6 @@ use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-/// SO_RCVBUF and SO_SNDBUF of every host socket; the kernel doubles them
-/// for overhead, so a flow holds at most about 1 MiB of host memory each
-/// way (docs/security.md: the worst case per guest).
-pub const SOCK_BUF: usize = 512 * 1024;
-
 /// Where flows get their host sockets.
 pub trait Host {
     type Tcp: TcpSocket;
@@ -73,8 +68,10 @@ pub trait TcpSocket {
     fn set_peek_off(&self, off: i32) -> io::Result<()>;
     /// `TCP_CORK`: hold partial segments until uncorked.
     fn set_cork(&self, on: bool) -> io::Result<()>;
-    /// The send buffer's size and the memory its queue takes now.
-    fn send_memory(&self) -> io::Result<(usize, usize)>;
+    /// What the socket's queues hold and may hold (`SO_MEMINFO`).
+    fn memory(&self) -> io::Result<sys::SocketMemory>;
+    /// Fix the receive buffer (`SO_RCVBUF`), ending its autotuning.
+    fn set_rcvbuf(&self, bytes: usize);
     /// Our FIN to the host peer (the guest's arrived).
     fn shutdown_write(&self);
     /// Make closing send an RST (the guest reset).
@@ -93,14 +90,11 @@ pub struct KernelTcp(OwnedFd);
 
 fn tune(fd: &OwnedFd) {
     // Latency: the guest already coalesces; a second Nagle delay would add
-    // up. Keepalive finds dead host peers.
+    // up. Keepalive finds dead host peers. Buffers stay autotuned (a fixed
+    // SO_RCVBUF turns autotuning off and rmem_max cuts it to 208 KiB on a
+    // stock host): `tcp::Conn` bounds them through the window it offers and
+    // `TcpSocket::set_rcvbuf` once the receive queue outgrows its share.
     let _ = sock::setsockopt(fd, sockopt::TcpNoDelay, &true);
-    // What the guest has not acknowledged stays in the receive buffer, and
-    // what the host peer has not read in the send buffer: without a cap,
-    // autotuning grows them to tcp_rmem's and tcp_wmem's maximum (6 and 4
-    // MiB by default, 32 MiB seen) for a guest that never opens its window.
-    let _ = sock::setsockopt(fd, sockopt::RcvBuf, &SOCK_BUF);
-    let _ = sock::setsockopt(fd, sockopt::SndBuf, &SOCK_BUF);
     let _ = sock::setsockopt(fd, sockopt::KeepAlive, &true);
     let _ = sys::set_peek_off(fd.as_fd(), 0);
 }
@@ -189,8 +183,12 @@ impl TcpSocket for KernelTcp {
     }
 
     #[inline]
-    fn send_memory(&self) -> io::Result<(usize, usize)> {
-        sys::send_memory(self.0.as_fd())
+    fn memory(&self) -> io::Result<sys::SocketMemory> {
+        sys::socket_memory(self.0.as_fd())
+    }
+
+    fn set_rcvbuf(&self, bytes: usize) {
+        let _ = sock::setsockopt(&self.0, sockopt::RcvBuf, &bytes);
     }
 
     fn shutdown_write(&self) {

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::counters::Counters;
 use crate::frame::{self, L2};
 use crate::poller::Token;
+use crate::sys::SocketMemory;
 use crate::wire::{ip_proto, tcp as tcpw};
 use nix::sys::epoll::EpollFlags;
 use std::io::{self, IoSliceMut};
@@ -46,6 +47,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After both FINs or one side gone: how long a half-dead flow may linger.
 const CLOSING_TIMEOUT: Duration = Duration::from_secs(60);
+/// Host socket memory one guest's flows may hold each way before each new
+/// flow gets a smaller share: the first flows run with the kernel's buffer
+/// autotuning, and a guest that opens thousands of flows and stalls them
+/// all still holds a bounded total (docs/security.md: the worst case).
+const MEMORY_BUDGET: usize = 64 << 20;
+const FLOW_MEMORY_MAX: usize = 4 << 20;
+const FLOW_MEMORY_MIN: usize = 128 << 10;
 /// A guest that keeps its window closed this long, with data waiting for
 /// it, loses the flow: its host buffer is pinned meanwhile.
 const ZERO_WINDOW_TIMEOUT: Duration = Duration::from_secs(120);
@@ -170,6 +178,15 @@ pub struct Conn<H: Host = Kernel> {
     host: HostSide,
     turn: TurnWork,
     end: Ending,
+    /// Host memory this flow may hold each way (`flow_memory`).
+    memory: usize,
+    /// SO_RCVBUF set: the receive queue outgrew `memory`.
+    rcvbuf_fixed: bool,
+}
+
+/// The host memory a new flow may hold each way, with `flows` open.
+fn flow_memory(flows: usize) -> usize {
+    (MEMORY_BUDGET / flows.max(1)).clamp(FLOW_MEMORY_MIN, FLOW_MEMORY_MAX)
 }
 
 const EVENTS: EpollFlags = EpollFlags::EPOLLIN
@@ -179,6 +196,7 @@ const EVENTS: EpollFlags = EpollFlags::EPOLLIN
 
 impl<H: Host> Conn<H> {
     /// A guest SYN: start connecting to `host_dst` on the host.
+    #[allow(clippy::too_many_arguments)]
     pub fn connect(
         ctx: &mut Ctx<'_, H>,
         outbound: &crate::outbound::Outbound,
@@ -186,11 +204,13 @@ impl<H: Host> Conn<H> {
         key: Key,
         host_dst: SocketAddr,
         syn: &Segment<'_>,
+        memory: usize,
     ) -> io::Result<Self> {
         let sock = ctx
             .host
             .tcp_connect(ctx.poller, token, EVENTS, host_dst, outbound)?;
         let mut c = Conn::blank(sock, token, key, ctx.host.isn(&key), ctx.now);
+        c.memory = memory;
         c.state = State::Connecting;
         c.take_syn_options(syn, ctx.mtu);
         c.rcv_nxt = syn.seq + 1;
@@ -200,8 +220,9 @@ impl<H: Host> Conn<H> {
 
     /// A host connection accepted on a forward: offer it to the guest.
     /// `sock` is registered under `token` already.
-    fn accepted(ctx: &mut Ctx<'_, H>, token: Token, key: Key, sock: H::Tcp) -> Self {
+    fn accepted(ctx: &mut Ctx<'_, H>, token: Token, key: Key, sock: H::Tcp, memory: usize) -> Self {
         let mut c = Conn::blank(sock, token, key, ctx.host.isn(&key), ctx.now);
+        c.memory = memory;
         c.state = State::SynSent;
         c.mss = mss_for(ctx.mtu, key.guest.is_ipv6());
         c.send_syn(ctx, false);
@@ -242,6 +263,8 @@ impl<H: Host> Conn<H> {
             },
             turn: TurnWork::default(),
             end: Ending::default(),
+            memory: FLOW_MEMORY_MIN,
+            rcvbuf_fixed: false,
         }
     }
 
@@ -276,11 +299,26 @@ impl<H: Host> Conn<H> {
     /// so offer half the free memory: with the turn's segments corked into
     /// large buffers, what we offer then always fits, and no segment the
     /// window allowed is ever refused.
-    fn our_window(&self) -> u32 {
-        let (sndbuf, queued) = self.sock.send_memory().unwrap_or((0, 0));
-        let free = sndbuf.saturating_sub(queued) / 2;
+    fn our_window(&mut self) -> u32 {
+        let m = self.sock.memory().unwrap_or_default();
+        self.bound_receive_memory(&m);
+        let free = m.sndbuf.min(self.memory).saturating_sub(m.wmem_queued) / 2;
         let max = ((u16::MAX as usize) << self.our_ws).min(WINDOW_SEGMENTS * self.mss as usize);
         free.min(max) as u32
+    }
+
+    /// What the guest has not acknowledged stays unread in the receive
+    /// queue, and a host peer faster than the guest fills it as far as
+    /// autotuning grows it (tcp_rmem's maximum: 32 MiB seen); a guest that
+    /// never opens its window would pin all of that. Past this flow's share,
+    /// fix the buffer at the share: the peer then stops, and what is queued
+    /// still drains.
+    fn bound_receive_memory(&mut self, m: &SocketMemory) {
+        if !self.rcvbuf_fixed && m.rmem_alloc > self.memory {
+            // The kernel doubles the figure for its overhead.
+            self.sock.set_rcvbuf(self.memory / 2);
+            self.rcvbuf_fixed = true;
+        }
     }
 
     /// Remember whether the window just offered was too small for the guest
@@ -398,6 +436,12 @@ impl<H: Host> Conn<H> {
             let in_flight = self.snd_nxt - self.snd_una;
             let avail = self.snd_wnd.saturating_sub(in_flight) as usize;
             if avail == 0 {
+                // Host data queues up behind a full guest window.
+                if !self.rcvbuf_fixed {
+                    if let Ok(m) = self.sock.memory() {
+                        self.bound_receive_memory(&m);
+                    }
+                }
                 break;
             }
             let want = avail.div_ceil(mss).min(BATCH);
@@ -878,7 +922,8 @@ pub fn on_guest_segment<H: Host>(
         reply_rst(ctx, &key, seg);
         return;
     };
-    match Conn::connect(ctx, &cfg.outbound, token, key, host_dst, seg) {
+    let memory = flow_memory(table.len() + 1);
+    match Conn::connect(ctx, &cfg.outbound, token, key, host_dst, seg, memory) {
         Ok(conn) => {
             table.insert(token, key, Flow::Tcp(conn));
             counters.flows_opened += 1;
@@ -945,7 +990,9 @@ pub fn open_forwarded<H: Host>(
         return Ok(());
     };
     let sock = open(token)?;
-    table.insert(token, key, Flow::Tcp(Conn::accepted(ctx, token, key, sock)));
+    let memory = flow_memory(table.len() + 1);
+    let conn = Conn::accepted(ctx, token, key, sock, memory);
+    table.insert(token, key, Flow::Tcp(conn));
     counters.flows_opened += 1;
     Ok(())
 }

@@ -517,8 +517,18 @@ impl TcpSocket for SimTcp {
         Ok(())
     }
 
-    fn send_memory(&self) -> io::Result<(usize, usize)> {
-        Ok(self.with(|s, _| (s.peer.sndbuf, s.send_memory())))
+    fn memory(&self) -> io::Result<crate::sys::SocketMemory> {
+        Ok(self.with(|s, _| crate::sys::SocketMemory {
+            rmem_alloc: s.rcv_queued(),
+            rcvbuf: s.peer.rcvbuf,
+            sndbuf: s.peer.sndbuf,
+            wmem_queued: s.send_memory(),
+        }))
+    }
+
+    fn set_rcvbuf(&self, bytes: usize) {
+        // The kernel doubles the figure; the peer then fills no further.
+        self.with(|s, _| s.peer.rcvbuf = s.peer.rcvbuf.min(bytes * 2));
     }
 
     fn shutdown_write(&self) {
