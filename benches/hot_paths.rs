@@ -146,8 +146,8 @@ fn build_segment(buf: &mut [u8], l2: &L2, payload_len: usize) -> usize {
         let mut w = tcp::OptionWriter::new(o);
         w.nop().and_then(|_| w.nop()).expect("options fit");
         w.timestamp(7, 8).expect("options fit");
+        p.fill_checksum(&frame::pseudo(src, dst).expect("one family"));
     }
-    frame::fill_l4_checksum(l4, src, dst, ip_proto::TCP, 16);
     off + hl + payload_len
 }
 

@@ -69,6 +69,9 @@ pub struct Net6 {
     pub dns: Ipv6Addr,
     /// The address DHCPv6 leases in stateful mode.
     pub guest: Ipv6Addr,
+    /// The router's link-local address when it is not [`Net6::link_local`]
+    /// of `host` (passt's: the host interface's own).
+    pub router_ll: Option<Ipv6Addr>,
 }
 
 impl Net6 {
@@ -79,14 +82,15 @@ impl Net6 {
     }
     /// The router's link-local address: its source in NDP and DHCPv6.
     pub fn router_link_local(&self) -> Ipv6Addr {
-        Net6::link_local(self.host)
+        self.router_ll
+            .unwrap_or_else(|| Net6::link_local(self.host))
     }
     /// Addresses airlock itself holds: the virtual host and DNS addresses
     /// and their link-local forms.
     pub fn is_own(&self, a: Ipv6Addr) -> bool {
         a == self.host
             || a == self.dns
-            || a == Net6::link_local(self.host)
+            || a == self.router_link_local()
             || a == Net6::link_local(self.dns)
     }
     /// Addresses airlock answers for (neighbour discovery, echo): its own,
@@ -165,6 +169,39 @@ pub struct Config {
     pub virtual_subnet: bool,
     /// DHCP option 26 even at 1500 (passt sends it always; slirp never).
     pub mtu_option_always: bool,
+    /// Offer `net6.dns` to the guest (RDNSS, DHCPv6 option 23).
+    pub dns6: bool,
+    /// Router advertisements and DHCPv6 leases as passt writes them:
+    /// lifetimes infinite, router lifetime 65535, current hop limit 255,
+    /// M without O. Otherwise RFC 4861's defaults and a day's lease.
+    pub passt_ipv6: bool,
+    /// What the guest gets no answer or carriage for (passt's `--no-*`).
+    pub off: Off,
+    /// passt's `--map-guest-addr`: guest traffic to this address goes to
+    /// the guest's own address on the host side, and host peers at that
+    /// address appear from here.
+    pub map_guest: MapGuest,
+}
+
+/// passt's `--no-dhcp`, `--no-dhcpv6`, `--no-ndp`, `--no-ra`, `--no-tcp`,
+/// `--no-udp`, `--no-icmp`: each drops the guest's messages of that kind
+/// silently. `ndp` implies `ra` (no RA is sent without NDP).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Off {
+    pub dhcp: bool,
+    pub dhcpv6: bool,
+    pub ndp: bool,
+    pub ra: bool,
+    pub tcp: bool,
+    pub udp: bool,
+    pub icmp: bool,
+}
+
+/// `--map-guest-addr`, one address per family.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MapGuest {
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
 }
 
 impl Config {
@@ -372,6 +409,7 @@ fn resolve_net6(o: &Options) -> Result<Option<Net6>, ConfigError> {
         host: at(2),
         dns: at(3),
         guest: at(0x15),
+        router_ll: None,
     };
     if let Some(h) = &o.host_ipv6 {
         n.host = parse_v6("--host-ipv6", h)?;
@@ -667,6 +705,10 @@ impl Config {
             mac: None,
             virtual_subnet: true,
             mtu_option_always: false,
+            dns6: !o.disable_dns,
+            passt_ipv6: false,
+            off: Off::default(),
+            map_guest: MapGuest::default(),
         })
     }
 }

@@ -69,4 +69,6 @@ counters! {
     tftp_errors,
     tftp_transfers,
     tftp_transfers_done,
+    /// Guest messages of a kind turned off (passt's `--no-tcp` and kin).
+    disabled,
 }

@@ -99,20 +99,6 @@ pub fn pseudo(src: IpAddr, dst: IpAddr) -> Option<checksum::PseudoHeader> {
     }
 }
 
-/// Fill the transport checksum at `csum_at` (offset within `l4`).
-pub fn fill_l4_checksum(l4: &mut [u8], src: IpAddr, dst: IpAddr, proto: u8, csum_at: usize) {
-    let Some(p) = pseudo(src, dst) else { return };
-    if l4.len() < csum_at + 2 {
-        return;
-    }
-    l4[csum_at..csum_at + 2].copy_from_slice(&[0, 0]);
-    let mut c = p.checksum(proto, l4);
-    if c == 0 && proto == ip_proto::UDP {
-        c = 0xffff;
-    }
-    l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,9 +117,15 @@ mod tests {
         assert_eq!(&buf[0..6], &l2.guest);
         assert_eq!(&buf[6..12], &l2.router4);
         assert_eq!(checksum::checksum(&buf[14..34]), 0);
-        buf[34..46].copy_from_slice(&[0, 53, 4, 0, 0, 12, 0, 0, b'a', b'b', b'c', b'd']);
-        fill_l4_checksum(&mut buf[34..46], s, d, 17, 6);
-        assert!(pseudo(s, d).unwrap().verify(17, &buf[34..46]));
+        buf[42..46].copy_from_slice(b"abcd");
+        let udp = udp::Repr {
+            src_port: 53,
+            dst_port: 1024,
+            payload_len: 4,
+        };
+        let p = pseudo(s, d).unwrap();
+        assert_eq!(udp.emit(&mut buf[34..46], &p), Ok(12));
+        assert!(p.verify(17, &buf[34..46]));
         assert_eq!(
             write_ip(&mut buf, &l2, s, "::1".parse().unwrap(), 17, 12, 64),
             0

@@ -29,8 +29,8 @@ use crate::poller::{Poller, Token};
 use crate::stack::Stack;
 use crate::wire::checksum::PseudoHeader;
 use crate::wire::{
-    arp, dhcpv4, dhcpv6, domain, ethernet, ethertype, icmpv4, icmpv6, ip_proto, ipv4, ipv6, ndp,
-    tcp, udp,
+    self, arp, dhcpv4, dhcpv6, domain, ethernet, ethertype, icmpv4, icmpv6, ip_proto, ipv4, ipv6,
+    ndp, tcp, udp, Mac,
 };
 use clap::Parser;
 use nix::sys::epoll::EpollFlags;
@@ -100,6 +100,12 @@ impl<'a> Input<'a> {
 /// Rewrite the IPv4 header checksum and the TCP/UDP/ICMP checksum of an
 /// Ethernet frame in place, where the lengths allow.
 pub fn fix_checksums(frame: &mut [u8]) {
+    set_checksums(frame, true);
+}
+
+/// [`fix_checksums`] if `fix`, else zero those checksums (a frame whose
+/// checksums were left out).
+fn set_checksums(frame: &mut [u8], fix: bool) {
     let Ok(mut eth) = ethernet::Frame::new_checked(&mut frame[..]) else {
         return;
     };
@@ -108,13 +114,17 @@ pub fn fix_checksums(frame: &mut [u8]) {
             let Ok(mut ip) = ipv4::Packet::new_checked(eth.payload_mut()) else {
                 return;
             };
-            ip.fill_checksum();
+            if fix {
+                ip.fill_checksum();
+            } else {
+                ip.set_checksum(0);
+            }
             let pseudo = PseudoHeader::V4 {
                 src: ip.src(),
                 dst: ip.dst(),
             };
             let proto = ip.protocol();
-            fix_l4_checksum(proto, &pseudo, ip.payload_mut());
+            set_l4_checksum(proto, &pseudo, ip.payload_mut(), fix);
         }
         ethertype::IPV6 => {
             let Ok(mut ip) = ipv6::Packet::new_checked(eth.payload_mut()) else {
@@ -129,35 +139,51 @@ pub fn fix_checksums(frame: &mut [u8]) {
                 dst: ip.dst(),
             };
             if let Some(l4) = ip.payload_mut().get_mut(ext.offset..) {
-                fix_l4_checksum(ext.next_header, &pseudo, l4);
+                set_l4_checksum(ext.next_header, &pseudo, l4, fix);
             }
         }
         _ => {}
     }
 }
 
-fn fix_l4_checksum(proto: u8, pseudo: &PseudoHeader, l4: &mut [u8]) {
+fn set_l4_checksum(proto: u8, pseudo: &PseudoHeader, l4: &mut [u8], fix: bool) {
     match proto {
         ip_proto::TCP => {
             if let Ok(mut t) = tcp::Packet::new_checked(l4) {
-                t.fill_checksum(pseudo);
+                if fix {
+                    t.fill_checksum(pseudo);
+                } else {
+                    t.set_checksum(0);
+                }
             }
         }
         ip_proto::UDP => {
             if let Ok(mut u) = udp::Packet::new_checked(l4) {
-                u.fill_checksum(pseudo);
+                if fix {
+                    u.fill_checksum(pseudo);
+                } else {
+                    u.set_checksum(0);
+                }
             }
         }
         ip_proto::ICMP => {
             if let Ok(mut i) = icmpv4::Packet::new_checked(l4) {
-                i.fill_checksum();
+                if fix {
+                    i.fill_checksum();
+                } else {
+                    i.set_checksum(0);
+                }
             }
         }
         ip_proto::ICMPV6 => {
             if let (Ok(mut i), PseudoHeader::V6 { src, dst }) =
                 (icmpv6::Packet::new_checked(l4), pseudo)
             {
-                i.fill_checksum(*src, *dst);
+                if fix {
+                    i.fill_checksum(*src, *dst);
+                } else {
+                    i.set_checksum(0);
+                }
             }
         }
         _ => {}
@@ -252,16 +278,23 @@ pub fn tcp_options(data: &[u8]) {
         }
     }
     // Through a whole header, so Repr::parse sees them.
-    let mut seg = vec![0u8; tcp::HEADER_LEN + opts.len().div_ceil(4) * 4];
-    seg[tcp::HEADER_LEN..tcp::HEADER_LEN + opts.len()].copy_from_slice(opts);
-    seg[0..4].copy_from_slice(&[0x12, 0x34, 0x00, 0x50]);
-    seg[12] = ((seg.len() / 4) as u8) << 4;
-    seg[13] = 0x02;
+    let hl = tcp::HEADER_LEN + opts.len().div_ceil(4) * 4;
+    let mut seg = vec![0u8; hl];
+    seg[tcp::HEADER_LEN..][..opts.len()].copy_from_slice(opts);
     let pseudo = PseudoHeader::V4 {
         src: Ipv4Addr::new(10, 0, 2, 15),
         dst: Ipv4Addr::new(10, 0, 2, 2),
     };
+    let syn = tcp::Repr {
+        src_port: 0x1234,
+        dst_port: 80,
+        flags: tcp::flags::SYN,
+        payload_len: hl - tcp::HEADER_LEN,
+        ..tcp::Repr::default()
+    };
+    syn.emit(&mut seg, &pseudo).expect("room for the header");
     let mut p = tcp::Packet::new_checked(&mut seg[..]).expect("built header");
+    p.set_header_len(hl);
     p.fill_checksum(&pseudo);
     let p = tcp::Packet::new_checked(&seg[..]).expect("built header");
     let r = tcp::Repr::parse(&p, &pseudo).expect("valid checksum and ports");
@@ -1031,94 +1064,50 @@ fn port(inp: &mut Input) -> u16 {
 }
 
 /// Build one guest frame from the grammar into `out` (cleared first).
+/// Every header is emitted by `wire`; the grammar only picks the values,
+/// some of which no sane guest would send.
 fn build_frame(inp: &mut Input, out: &mut Vec<u8>) {
     out.clear();
     let kind = inp.u8() % 7;
     let src_mac = inp.pick(&MACS);
     let dst_mac = inp.pick(&MACS);
-    out.extend_from_slice(&dst_mac);
-    out.extend_from_slice(&src_mac);
-    if kind == 0 {
-        // ARP request or reply.
-        out.extend_from_slice(&ethertype::ARP.to_be_bytes());
-        out.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, inp.u8() % 3]);
-        out.extend_from_slice(&src_mac);
-        out.extend_from_slice(&addr(inp));
-        out.extend_from_slice(&[0; 6]);
-        out.extend_from_slice(&addr(inp));
-    } else if kind == 6 {
-        build_ipv6(inp, out);
-    } else if kind == 5 {
-        // Anything at all behind an Ethernet header.
-        out.extend_from_slice(&inp.u16().to_be_bytes());
-        out.extend_from_slice(inp.bytes(1600));
-    } else {
-        out.extend_from_slice(&ethertype::IPV4.to_be_bytes());
-        let ip_at = out.len();
-        let ihl_words = if inp.u8() < 240 { 5 } else { 5 + inp.u8() % 11 };
-        let (src, dst) = (addr(inp), addr(inp));
-        let frag = if inp.u8() < 240 { 0x4000 } else { inp.u16() };
-        let ttl = inp.u8();
-        let proto = match kind {
-            1 => ip_proto::ICMP,
-            2 | 3 => ip_proto::TCP,
-            _ if inp.u8() < 230 => ip_proto::UDP,
-            _ => inp.u8(),
-        };
-        out.extend_from_slice(&[0x40 | ihl_words, 0, 0, 0, 0, 0]);
-        out.extend_from_slice(&frag.to_be_bytes());
-        out.extend_from_slice(&[ttl, proto, 0, 0]);
-        out.extend_from_slice(&src);
-        out.extend_from_slice(&dst);
-        out.resize(ip_at + usize::from(ihl_words) * 4, 1); // NOP options
-        let l4_at = out.len();
-        match kind {
-            1 => {
-                // ICMP: echo request mostly.
-                let t = if inp.u8() < 200 { 8 } else { inp.u8() };
-                out.extend_from_slice(&[t, 0, 0, 0]);
-                out.extend_from_slice(&inp.u32().to_be_bytes());
-                out.extend_from_slice(inp.bytes(1500));
-            }
-            2 | 3 => {
-                // TCP with options from the input.
-                out.extend_from_slice(&port(inp).to_be_bytes());
-                out.extend_from_slice(&port(inp).to_be_bytes());
-                out.extend_from_slice(&inp.u32().to_be_bytes());
-                out.extend_from_slice(&inp.u32().to_be_bytes());
-                let opts = inp.bytes(40);
-                let words = opts.len().div_ceil(4);
-                let flags = if kind == 2 { 0x02 } else { inp.u8() };
-                out.extend_from_slice(&[((5 + words) as u8) << 4, flags]);
-                out.extend_from_slice(&inp.u16().to_be_bytes());
-                out.extend_from_slice(&[0, 0, 0, 0]);
-                out.extend_from_slice(opts);
-                out.resize(l4_at + 20 + words * 4, 0);
-                out.extend_from_slice(inp.bytes(1500));
-            }
-            _ => {
-                // UDP; to port 67 it is a DHCP message.
-                let sp = port(inp);
-                let dp = if inp.bool() { 67 } else { port(inp) };
-                out.extend_from_slice(&sp.to_be_bytes());
-                out.extend_from_slice(&dp.to_be_bytes());
-                out.extend_from_slice(&[0, 0, 0, 0]);
-                if dp == 67 {
-                    build_dhcp(inp, out, src_mac);
-                } else {
-                    out.extend_from_slice(inp.bytes(1500));
-                }
-                let len = (out.len() - l4_at) as u16;
-                out[l4_at + 4..l4_at + 6].copy_from_slice(&len.to_be_bytes());
-            }
+    out.resize(ethernet::HEADER_LEN, 0);
+    let ethertype = match kind {
+        0 => {
+            // ARP request or reply (or operation 0).
+            let arp = arp::Repr {
+                op: arp::Operation::from(u16::from(inp.u8() % 3)),
+                sender_mac: src_mac,
+                sender_ip: addr(inp).into(),
+                target_mac: [0; 6],
+                target_ip: addr(inp).into(),
+            };
+            append(out, arp.buffer_len(), |b| arp.emit(b));
+            ethertype::ARP
         }
-        let total = (out.len() - ip_at) as u16;
-        out[ip_at + 2..ip_at + 4].copy_from_slice(&total.to_be_bytes());
-    }
-    // Checksums right, unless the input says otherwise.
-    if inp.u8() < 240 {
-        fix_checksums(out);
-    }
+        6 => {
+            build_ipv6(inp, out);
+            ethertype::IPV6
+        }
+        5 => {
+            // Anything at all behind an Ethernet header.
+            let ethertype = inp.u16();
+            out.extend_from_slice(inp.bytes(1600));
+            ethertype
+        }
+        _ => {
+            build_ipv4(inp, out, kind, src_mac);
+            ethertype::IPV4
+        }
+    };
+    let eth = ethernet::Repr {
+        dst: dst_mac,
+        src: src_mac,
+        ethertype,
+    };
+    eth.emit(out).expect("room for the Ethernet header");
+    // Checksums right, unless the input says to leave them out.
+    set_checksums(out, inp.u8() < 240);
     // Ethernet padding, a cut, or a corrupted byte.
     match inp.u8() {
         0..=7 => out.resize(out.len().max(60), 0),
@@ -1134,6 +1123,141 @@ fn build_frame(inp: &mut Input, out: &mut Vec<u8>) {
     }
 }
 
+/// Grow `out` by `len` zero bytes and let `emit` write them.
+fn append(out: &mut Vec<u8>, len: usize, emit: impl FnOnce(&mut [u8]) -> wire::Result<usize>) {
+    let at = out.len();
+    out.resize(at + len, 0);
+    emit(&mut out[at..]).expect("emitted into a buffer of its own length");
+}
+
+/// An IPv4 packet (after the EtherType): header options, any fragment
+/// field, then ICMP (echo mostly), TCP (a SYN, or any flags, options from
+/// the input), UDP (DHCP to port 67) or any protocol number.
+fn build_ipv4(inp: &mut Input, out: &mut Vec<u8>, kind: u8, src_mac: Mac) {
+    let ip_at = out.len();
+    let ihl_words = if inp.u8() < 240 { 5 } else { 5 + inp.u8() % 11 };
+    let (src, dst) = (Ipv4Addr::from(addr(inp)), Ipv4Addr::from(addr(inp)));
+    let frag = if inp.u8() < 240 { 0x4000 } else { inp.u16() };
+    let ttl = inp.u8();
+    let proto = match kind {
+        1 => ip_proto::ICMP,
+        2 | 3 => ip_proto::TCP,
+        _ if inp.u8() < 230 => ip_proto::UDP,
+        _ => inp.u8(),
+    };
+    let hl = usize::from(ihl_words) * 4;
+    out.resize(ip_at + hl, tcp::kind::NOP); // NOP options past 20 bytes
+    let l4_at = out.len();
+    let pseudo = PseudoHeader::V4 { src, dst };
+    match kind {
+        1 => {
+            // ICMP: echo request mostly.
+            let t = if inp.u8() < 200 {
+                icmpv4::msg_type::ECHO_REQUEST
+            } else {
+                inp.u8()
+            };
+            let rest = inp.u32();
+            out.resize(l4_at + icmpv4::HEADER_LEN, 0);
+            out.extend_from_slice(inp.bytes(1500));
+            let mut p = icmpv4::Packet::new_checked(&mut out[l4_at..]).expect("8 bytes at least");
+            p.set_msg_type(t);
+            p.set_rest_of_header(rest);
+        }
+        2 | 3 => build_tcp(inp, out, kind == 2, &pseudo),
+        _ => {
+            // UDP; to port 67 it is a DHCP message.
+            let src_port = port(inp);
+            let dst_port = if inp.bool() {
+                dhcpv4::SERVER_PORT
+            } else {
+                port(inp)
+            };
+            build_udp(out, (src_port, dst_port), &pseudo, |out| {
+                if dst_port == dhcpv4::SERVER_PORT {
+                    build_dhcp(inp, out, src_mac);
+                } else {
+                    out.extend_from_slice(inp.bytes(1500));
+                }
+            });
+        }
+    }
+    let ip = ipv4::Repr {
+        ttl,
+        dont_frag: frag & 0x4000 != 0,
+        more_frags: frag & 0x2000 != 0,
+        frag_offset: (frag & 0x1fff) << 3,
+        ..ipv4::Repr::new(
+            src,
+            dst,
+            proto,
+            (out.len() - l4_at + hl - ipv4::HEADER_LEN) as u16,
+        )
+    };
+    let buf = &mut out[ip_at..];
+    ip.emit(buf).expect("a packet under 64 KiB");
+    ipv4::Packet::new_checked(buf)
+        .expect("own header")
+        .set_header_len(hl);
+}
+
+/// A UDP datagram at the end of `out`: `payload` appends the data, then
+/// the header goes in front of it.
+fn build_udp(
+    out: &mut Vec<u8>,
+    (src_port, dst_port): (u16, u16),
+    pseudo: &PseudoHeader,
+    payload: impl FnOnce(&mut Vec<u8>),
+) {
+    let l4_at = out.len();
+    out.resize(l4_at + udp::HEADER_LEN, 0);
+    payload(out);
+    let udp = udp::Repr {
+        src_port,
+        dst_port,
+        payload_len: out.len() - l4_at - udp::HEADER_LEN,
+    };
+    udp.emit(&mut out[l4_at..], pseudo)
+        .expect("a datagram under 64 KiB");
+}
+
+/// A TCP segment from the grammar at the end of `out`: ports, sequence
+/// numbers, raw options (padded to a word), flags (SYN if `syn`), window,
+/// payload.
+fn build_tcp(inp: &mut Input, out: &mut Vec<u8>, syn: bool, pseudo: &PseudoHeader) {
+    let l4_at = out.len();
+    let (src_port, dst_port) = (port(inp), port(inp));
+    let (seq, ack) = (inp.u32(), inp.u32());
+    let opts = inp.bytes(40);
+    let hl = tcp::HEADER_LEN + opts.len().div_ceil(4) * 4;
+    let flags = if syn {
+        tcp::flags::SYN
+    } else {
+        inp.u8().into()
+    };
+    let window = inp.u16();
+    out.resize(l4_at + hl, 0);
+    out[l4_at + tcp::HEADER_LEN..][..opts.len()].copy_from_slice(opts);
+    out.extend_from_slice(inp.bytes(1500));
+    // Emitted with the raw options as payload, then told where they end
+    // (the checksum pass that follows covers the new data offset).
+    let seg = tcp::Repr {
+        src_port,
+        dst_port,
+        seq,
+        ack,
+        flags,
+        window,
+        payload_len: out.len() - l4_at - tcp::HEADER_LEN,
+        ..tcp::Repr::default()
+    };
+    let buf = &mut out[l4_at..];
+    seg.emit(buf, pseudo).expect("room for the segment");
+    tcp::Packet::new_checked(buf)
+        .expect("own segment")
+        .set_header_len(hl);
+}
+
 const ADDRS6: [u128; 10] = [
     0xfe80_0000_0000_0000_5054_00ff_fe12_3456,
     0xfec0_0000_0000_0000_0000_0000_0000_0015,
@@ -1147,20 +1271,19 @@ const ADDRS6: [u128; 10] = [
     0x2001_0db8_0000_0000_0000_0000_0000_0001,
 ];
 
-fn addr6(inp: &mut Input) -> [u8; 16] {
+fn addr6(inp: &mut Input) -> Ipv6Addr {
     if inp.u8() < 230 {
-        inp.pick(&ADDRS6).to_be_bytes()
+        inp.pick(&ADDRS6).into()
     } else {
         let mut a = [0u8; 16];
         a.iter_mut().for_each(|b| *b = inp.u8());
-        a
+        a.into()
     }
 }
 
 /// An IPv6 packet (after the EtherType): optional extension headers, then
 /// ICMPv6 (echo, RS, NS, anything), UDP (DHCPv6 to port 547) or TCP.
 fn build_ipv6(inp: &mut Input, out: &mut Vec<u8>) {
-    out.extend_from_slice(&ethertype::IPV6.to_be_bytes());
     let ip_at = out.len();
     let hop_limit = if inp.u8() < 200 { 255 } else { inp.u8() };
     let (src, dst) = (addr6(inp), addr6(inp));
@@ -1181,104 +1304,242 @@ fn build_ipv6(inp: &mut Input, out: &mut Vec<u8>) {
         });
     }
     let first = chain.first().copied().unwrap_or(upper);
-    out.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, first, hop_limit]);
-    out.extend_from_slice(&src);
-    out.extend_from_slice(&dst);
+    out.resize(ip_at + ipv6::HEADER_LEN, 0);
     for (i, h) in chain.iter().enumerate() {
-        let next = chain.get(i + 1).copied().unwrap_or(upper);
-        if *h == ip_proto::IPV6_FRAG {
-            let off = inp.u16();
-            out.extend_from_slice(&[next, 0]);
-            out.extend_from_slice(&off.to_be_bytes());
-            out.extend_from_slice(&inp.u32().to_be_bytes());
+        let next_header = chain.get(i + 1).copied().unwrap_or(upper);
+        let ext = if *h == ip_proto::IPV6_FRAG {
+            let off_flags = inp.u16();
+            let info = ipv6::FragmentInfo {
+                offset: off_flags & 0xfff8,
+                more: off_flags & 1 != 0,
+                ident: inp.u32(),
+            };
+            ipv6::ExtRepr::Fragment { next_header, info }
         } else {
-            out.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]); // PadN
-        }
+            ipv6::ExtRepr::Padding { next_header }
+        };
+        append(out, ipv6::ExtRepr::LEN, |b| ext.emit(b));
     }
     let l4_at = out.len();
+    let pseudo = PseudoHeader::V6 { src, dst };
     match upper {
-        ip_proto::ICMPV6 => {
-            let t = inp.pick(&[128u8, 133, 135, 136, 134, 1, 2]);
-            out.extend_from_slice(&[t, 0, 0, 0, 0, 0, 0, 0]);
-            if t == 135 || t == 136 {
-                out.extend_from_slice(&addr6(inp));
-            }
-            if inp.bool() {
-                // Source link-layer address option.
-                out.extend_from_slice(&[1, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56]);
-            }
-            out.extend_from_slice(inp.bytes(256));
-        }
+        ip_proto::ICMPV6 => build_icmpv6(inp, out, src, dst),
         ip_proto::UDP => {
-            let sp = if inp.bool() { 546 } else { port(inp) };
-            let dp = if inp.bool() { 547 } else { port(inp) };
-            out.extend_from_slice(&sp.to_be_bytes());
-            out.extend_from_slice(&dp.to_be_bytes());
-            out.extend_from_slice(&[0, 0, 0, 0]);
-            if dp == 547 {
-                out.push(1 + inp.u8() % 12);
-                out.extend_from_slice(&inp.u32().to_be_bytes()[1..]);
-                out.extend_from_slice(&[0, 1, 0, 10, 0, 3, 0, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56]);
-                if inp.bool() {
-                    out.extend_from_slice(&[0, 3, 0, 12]);
-                    out.extend_from_slice(&inp.u32().to_be_bytes());
-                    out.extend_from_slice(&[0; 8]);
-                }
-                out.extend_from_slice(&[0, 6, 0, 4, 0, 23, 0, 24, 0, 8, 0, 2, 0, 0]);
-                out.extend_from_slice(inp.bytes(256));
+            let src_port = if inp.bool() {
+                dhcpv6::CLIENT_PORT
             } else {
-                out.extend_from_slice(inp.bytes(1500));
-            }
-            let len = (out.len() - l4_at) as u16;
-            out[l4_at + 4..l4_at + 6].copy_from_slice(&len.to_be_bytes());
+                port(inp)
+            };
+            let dst_port = if inp.bool() {
+                dhcpv6::SERVER_PORT
+            } else {
+                port(inp)
+            };
+            build_udp(out, (src_port, dst_port), &pseudo, |out| {
+                if dst_port == dhcpv6::SERVER_PORT {
+                    build_dhcpv6(inp, out);
+                } else {
+                    out.extend_from_slice(inp.bytes(1500));
+                }
+            });
         }
         _ => {
-            out.extend_from_slice(&port(inp).to_be_bytes());
-            out.extend_from_slice(&port(inp).to_be_bytes());
-            out.extend_from_slice(&inp.u32().to_be_bytes());
-            out.extend_from_slice(&inp.u32().to_be_bytes());
-            out.extend_from_slice(&[5 << 4, inp.u8(), 0xff, 0xff, 0, 0, 0, 0]);
+            let (src_port, dst_port) = (port(inp), port(inp));
+            let (seq, ack) = (inp.u32(), inp.u32());
+            let flags = inp.u8().into();
+            out.resize(l4_at + tcp::HEADER_LEN, 0);
             out.extend_from_slice(inp.bytes(1500));
+            let seg = tcp::Repr {
+                src_port,
+                dst_port,
+                seq,
+                ack,
+                flags,
+                window: 0xffff,
+                payload_len: out.len() - l4_at - tcp::HEADER_LEN,
+                ..tcp::Repr::default()
+            };
+            seg.emit(&mut out[l4_at..], &pseudo)
+                .expect("room for the segment");
         }
     }
     let plen = (out.len() - ip_at - ipv6::HEADER_LEN) as u16;
-    out[ip_at + 4..ip_at + 6].copy_from_slice(&plen.to_be_bytes());
+    let ip = ipv6::Repr {
+        hop_limit,
+        ..ipv6::Repr::new(src, dst, first, plen)
+    };
+    ip.emit(&mut out[ip_at..]).expect("room for the header");
 }
 
-fn build_dhcp(inp: &mut Input, out: &mut Vec<u8>, mac: [u8; 6]) {
-    out.extend_from_slice(&[1, 1, 6, 0]);
-    out.extend_from_slice(&inp.u32().to_be_bytes());
-    out.extend_from_slice(&[0, 0, if inp.bool() { 0x80 } else { 0 }, 0]);
-    for _ in 0..4 {
-        let a = if inp.u8() < 200 { [0; 4] } else { addr(inp) };
-        out.extend_from_slice(&a);
+/// ICMPv6 from the grammar: echo, RS, NS, NA, RA or an error, with the
+/// guest's source link-layer address option or not, then raw bytes (more
+/// options, or any data).
+fn build_icmpv6(inp: &mut Input, out: &mut Vec<u8>, src: Ipv6Addr, dst: Ipv6Addr) {
+    let t = inp.pick(&[
+        icmpv6::msg_type::ECHO_REQUEST,
+        icmpv6::msg_type::ROUTER_SOLICIT,
+        icmpv6::msg_type::NEIGHBOR_SOLICIT,
+        icmpv6::msg_type::NEIGHBOR_ADVERT,
+        icmpv6::msg_type::ROUTER_ADVERT,
+        icmpv6::msg_type::DST_UNREACHABLE,
+        icmpv6::msg_type::PACKET_TOO_BIG,
+    ]);
+    let target = match t {
+        icmpv6::msg_type::NEIGHBOR_SOLICIT | icmpv6::msg_type::NEIGHBOR_ADVERT => addr6(inp),
+        _ => Ipv6Addr::UNSPECIFIED,
+    };
+    let mut body = Vec::new();
+    if inp.bool() {
+        let o = ndp::NdpOption::SourceLinkAddr(MAC_GUEST);
+        append(&mut body, 8, |b| o.emit(b));
     }
-    out.extend_from_slice(&mac);
-    out.extend_from_slice(&[0; 10 + 64 + 128]);
-    out.extend_from_slice(&dhcpv4::MAGIC_COOKIE.to_be_bytes());
-    out.extend_from_slice(&[53, 1, 1 + inp.u8() % 8]);
-    for _ in 0..inp.u8() % 6 {
-        match inp.u8() % 6 {
-            0 => {
-                out.extend_from_slice(&[50, 4]);
-                out.extend_from_slice(&addr(inp));
-            }
-            1 => {
-                out.extend_from_slice(&[54, 4]);
-                out.extend_from_slice(&addr(inp));
-            }
-            2 => out.extend_from_slice(&[55, 7, 1, 3, 6, 15, 26, 119, 121]),
-            3 => out.extend_from_slice(&[80, 0]),
-            4 => out.extend_from_slice(&[57, 2, 0x05, 0xdc]),
-            _ => {
-                let code = inp.u8();
-                let d = inp.bytes(255);
-                out.extend_from_slice(&[code, d.len() as u8]);
-                out.extend_from_slice(d);
-            }
+    body.extend_from_slice(inp.bytes(256));
+    let options = ndp::Options::Wire(&body);
+    let msg = match t {
+        icmpv6::msg_type::ROUTER_SOLICIT => Msg6::Ndp(ndp::Repr::RouterSolicit { options }),
+        icmpv6::msg_type::NEIGHBOR_SOLICIT => {
+            Msg6::Ndp(ndp::Repr::NeighborSolicit { target, options })
+        }
+        icmpv6::msg_type::NEIGHBOR_ADVERT => Msg6::Ndp(ndp::Repr::NeighborAdvert {
+            flags: 0,
+            target,
+            options,
+        }),
+        icmpv6::msg_type::ROUTER_ADVERT => Msg6::Ndp(ndp::Repr::RouterAdvert {
+            hop_limit: 0,
+            flags: 0,
+            router_lifetime: 0,
+            reachable_time: 0,
+            retrans_timer: 0,
+            options,
+        }),
+        icmpv6::msg_type::DST_UNREACHABLE => Msg6::Icmp(icmpv6::Repr::DstUnreachable {
+            code: 0,
+            quoted: &body,
+        }),
+        icmpv6::msg_type::PACKET_TOO_BIG => Msg6::Icmp(icmpv6::Repr::PacketTooBig {
+            mtu: 0,
+            quoted: &body,
+        }),
+        _ => Msg6::Icmp(icmpv6::Repr::EchoRequest {
+            ident: 0,
+            seq_no: 0,
+            data: &body,
+        }),
+    };
+    match msg {
+        Msg6::Ndp(r) => {
+            let len = r.buffer_len().expect("raw options have a length");
+            append(out, len, |b| r.emit(b, src, dst));
+        }
+        Msg6::Icmp(r) => append(out, r.buffer_len(), |b| r.emit(b, src, dst)),
+    }
+}
+
+/// The two emitters an ICMPv6 message from the grammar may need.
+enum Msg6<'a> {
+    Ndp(ndp::Repr<'a>),
+    Icmp(icmpv6::Repr<'a>),
+}
+
+/// A DHCPv6 client message: any type, the guest's DUID, maybe an IA_NA,
+/// the options it asks for, elapsed time, then raw bytes.
+fn build_dhcpv6(inp: &mut Input, out: &mut Vec<u8>) {
+    let msg = dhcpv6::Reply {
+        msg_type: dhcpv6::MessageType::from(1 + inp.u8() % 12),
+        transaction_id: inp.u32() & 0x00ff_ffff,
+    };
+    let duid = [0, 3, 0, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56];
+    let ia_na = inp.bool().then(|| dhcpv6::OptionRepr::IaNa {
+        iaid: inp.u32(),
+        t1: 0,
+        t2: 0,
+        addresses: &[],
+        status: None,
+    });
+    let oro = [0, 23, 0, 24];
+    let mut options = vec![dhcpv6::OptionRepr::ClientId(&duid)];
+    options.extend(ia_na);
+    options.push(dhcpv6::OptionRepr::Raw {
+        code: dhcpv6::opt::ORO,
+        data: &oro,
+    });
+    options.push(dhcpv6::OptionRepr::Raw {
+        code: dhcpv6::opt::ELAPSED_TIME,
+        data: &[0, 0],
+    });
+    let at = out.len();
+    out.resize(at + 256, 0);
+    let n = msg
+        .emit(&mut out[at..], &options)
+        .expect("fits in 256 bytes");
+    out.truncate(at + n);
+    out.extend_from_slice(inp.bytes(256));
+}
+
+/// A DHCPv4 client message from `mac`: any type, flags and addresses, up
+/// to five options from a short list or made of the input, END.
+fn build_dhcp(inp: &mut Input, out: &mut Vec<u8>, mac: Mac) {
+    let xid = inp.u32();
+    let broadcast = inp.bool();
+    let mut addrs = [Ipv4Addr::UNSPECIFIED; 4];
+    for a in &mut addrs {
+        if inp.u8() >= 200 {
+            *a = addr(inp).into();
         }
     }
-    out.push(255);
+    let [ciaddr, yiaddr, siaddr, giaddr] = addrs;
+    let request = dhcpv4::Request {
+        message_type: dhcpv4::MessageType::from(1 + inp.u8() % 8),
+        xid,
+        broadcast,
+        ciaddr,
+        yiaddr,
+        siaddr,
+        giaddr,
+        client_mac: mac,
+    };
+    // The options' data first (borrowed by the options that follow).
+    enum Pick<'a> {
+        Addr(u8, [u8; 4]),
+        Fixed(u8, &'static [u8]),
+        Raw(u8, &'a [u8]),
+    }
+    let mut picks = Vec::new();
+    for _ in 0..inp.u8() % 6 {
+        picks.push(match inp.u8() % 6 {
+            0 => Pick::Addr(dhcpv4::opt::REQUESTED_IP, addr(inp)),
+            1 => Pick::Addr(dhcpv4::opt::SERVER_ID, addr(inp)),
+            2 => Pick::Fixed(
+                dhcpv4::opt::PARAMETER_REQUEST_LIST,
+                &[1, 3, 6, 15, 26, 119, 121],
+            ),
+            3 => Pick::Fixed(dhcpv4::opt::RAPID_COMMIT, &[]),
+            4 => Pick::Fixed(dhcpv4::opt::MAX_MESSAGE_SIZE, &[0x05, 0xdc]),
+            _ => {
+                let code = inp.u8();
+                Pick::Raw(code, inp.bytes(255))
+            }
+        });
+    }
+    let options: Vec<dhcpv4::OptionRepr> = picks
+        .iter()
+        .map(|p| match p {
+            Pick::Addr(code, a) => dhcpv4::OptionRepr::Raw {
+                code: *code,
+                data: a,
+            },
+            Pick::Fixed(code, data) | Pick::Raw(code, data) => {
+                dhcpv4::OptionRepr::Raw { code: *code, data }
+            }
+        })
+        .collect();
+    let at = out.len();
+    out.resize(at + 1500, 0);
+    let n = request
+        .emit(&mut out[at..], &options)
+        .expect("fits in 1500 bytes");
+    out.truncate(at + n);
 }
 
 /// A sequence of guest frames and host-side events, from the grammar,

@@ -19,6 +19,8 @@ pub struct HostAddr {
     pub index: u32,
     pub addr: Option<(IpAddr, u8)>,
     pub gateway: Option<IpAddr>,
+    /// Its IPv6 link-local address: passt's router address on the link.
+    pub link_local: Option<std::net::Ipv6Addr>,
 }
 
 /// Everything one dump returns, for [`pick`].
@@ -73,7 +75,8 @@ fn query(family: AddressFamily) -> std::io::Result<Dump> {
 
 /// passt's choice: the interface named (`-i`), else the one the default
 /// route of this family leaves through (the lowest metric); its first
-/// global address, and the gateway of its default route.
+/// global address, its IPv6 link-local one, and the gateway of its default
+/// route.
 pub fn pick(d: &Dump, index: Option<u32>) -> Option<HostAddr> {
     let mut defaults: Vec<&RouteRepr> = d
         .routes
@@ -91,10 +94,15 @@ pub fn pick(d: &Dump, index: Option<u32>) -> Option<HostAddr> {
         .iter()
         .find(|r| r.oif == index)
         .and_then(|r| r.gateway);
+    let link_local = d.addrs.iter().find_map(|a| match a.addr {
+        IpAddr::V6(x) if a.index == index && x.segments()[0] & 0xffc0 == 0xfe80 => Some(x),
+        _ => None,
+    });
     Some(HostAddr {
         index,
         addr,
         gateway,
+        link_local,
     })
 }
 

@@ -17,7 +17,7 @@
 #![forbid(unsafe_code)]
 
 use crate::cli::Options;
-use crate::config::{self, Config, ConfigError, Forward, Net4, Net6, Proto};
+use crate::config::{self, Config, ConfigError, Forward, MapGuest, Net4, Net6, Off, Proto};
 use crate::hostif::HostAddr;
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -48,6 +48,10 @@ pub struct Passt {
     /// `-i`: the host interface to copy from.
     pub interface: Option<String>,
     pub no_map_gw: bool,
+    /// `--no-dhcp` and the other `--no-*` switches, as given.
+    pub off: Off,
+    /// `--map-guest-addr`.
+    pub map_guest: MapGuest,
     pub forwards: Vec<Spec>,
     /// `--print-capabilities` answers as a vhost-user backend.
     pub print_capabilities: bool,
@@ -299,10 +303,10 @@ fn refused(long: &str) -> Option<&'static str> {
         | "netns-only" | "ns-mac-addr" | "host-lo-to-ns-lo" | "splice-only" | "no-splice" => {
             "a pasta option, meaningless for passt"
         }
-        "no-tcp" | "no-udp" | "no-icmp" | "no-dhcp" | "no-dhcpv6" | "no-ndp" | "no-ra"
-        | "freebind" | "no-copy-routes" | "no-copy-addrs" | "map-guest-addr" | "dns-host"
-        | "repair-path" | "migrate-exit" | "migrate-no-linger" | "stats" | "conf-path"
-        | "chroot-fallback" | "stderr" => "not implemented by airlock",
+        "freebind" | "no-copy-routes" | "no-copy-addrs" | "dns-host" | "migrate-exit"
+        | "migrate-no-linger" | "stats" | "conf-path" | "chroot-fallback" | "stderr" => {
+            "not implemented by airlock"
+        }
         _ => return None,
     })
 }
@@ -320,7 +324,9 @@ Usage: passt [OPTION]...   (airlock's passt personality)
   -a, --address ADDR  -n, --netmask MASK  -g, --gateway ADDR  -M, --mac-addr MAC
   -m, --mtu N  -D, --dns ADDR|none  --dns-forward ADDR  -S, --search LIST|none
   -H, --hostname NAME  --fqdn NAME  -i, --interface NAME  --no-map-gw
-  --map-host-loopback ADDR|none  --no-dhcp-dns  --no-dhcp-search
+  --map-host-loopback ADDR|none  --map-guest-addr ADDR|none
+  --no-dhcp-dns  --no-dhcp-search  --no-dhcp  --no-dhcpv6  --no-ndp  --no-ra
+  --no-tcp  --no-udp  --no-icmp
   -t, --tcp-ports SPEC  -u, --udp-ports SPEC   (none, all, [ADDR[%DEV]/]A[-B][:[TOADDR/]C[-D]], ~A[-B])
   --print-capabilities  --version  --help
 ";
@@ -452,6 +458,31 @@ pub fn parse(args: &[OsString]) -> Result<Parsed, Usage> {
             "hostname" => o.hostname = Some(val),
             "fqdn" => p.fqdn = Some(val),
             "no-map-gw" => p.no_map_gw = true,
+            // vhost-user launchers (crosvm's, Cuttlefish's) say there is no
+            // passt-repair helper; airlock has no migration to repair.
+            "repair-path" if val == "none" => {}
+            "repair-path" => return Err(usage(&opt, "not implemented by airlock (only 'none')")),
+            "no-dhcp" => p.off.dhcp = true,
+            "no-dhcpv6" => p.off.dhcpv6 = true,
+            "no-ndp" => p.off.ndp = true,
+            "no-ra" => p.off.ra = true,
+            "no-tcp" => p.off.tcp = true,
+            "no-udp" => p.off.udp = true,
+            "no-icmp" => p.off.icmp = true,
+            "map-guest-addr" => {
+                if val == "none" {
+                    p.map_guest = MapGuest::default();
+                } else {
+                    // passt's conf_nat: the last one of each family wins.
+                    match parse_ip(&opt, &val)? {
+                        a if a.is_unspecified() || a.is_loopback() || a.is_multicast() => {
+                            return Err(usage(&opt, format!("'{val}' cannot be remapped")))
+                        }
+                        IpAddr::V4(a) => p.map_guest.v4 = Some(a),
+                        IpAddr::V6(a) => p.map_guest.v6 = Some(a),
+                    }
+                }
+            }
             "map-host-loopback" => {
                 if val == "none" {
                     p.no_map_gw = true;
@@ -711,6 +742,7 @@ pub fn config(o: &Options, p: &Passt, resolv_conf: Option<&str>) -> Result<Confi
         _ => None,
     };
     let mut dns_upstream = Vec::new();
+    let mut dns6 = false;
     let net4 = if o.disable_ipv4 {
         None
     } else {
@@ -780,12 +812,21 @@ pub fn config(o: &Options, p: &Passt, resolv_conf: Option<&str>) -> Result<Confi
                     )
                 };
                 dns_upstream.extend(dns.map(|d| d.1));
+                // Without an IPv6 resolver passt offers none over IPv6.
+                dns6 = dns.is_some();
                 Some(Net6 {
                     prefix: Ipv6Addr::from(u128::from(guest) & mask),
                     prefix_len: len,
                     host: gw,
                     dns: dns.map_or(gw, |d| d.0),
                     guest,
+                    // passt's: a link-local gateway itself, else the host
+                    // interface's own link-local address.
+                    router_ll: if gw.segments()[0] & 0xffc0 == 0xfe80 {
+                        Some(gw)
+                    } else {
+                        host.and_then(|h| h.link_local)
+                    },
                 })
             }
             _ => None,
@@ -819,11 +860,26 @@ pub fn config(o: &Options, p: &Passt, resolv_conf: Option<&str>) -> Result<Confi
             return Err(err("--search", format!("'{s}' is not a domain name")));
         }
     }
+    // passt's implications: no ICMP handler means no NDP, and without NDP
+    // no router advertisement goes out either.
+    let mut off = p.off;
+    off.ndp |= off.icmp;
+    off.ra |= off.ndp;
     let mut forwards = Vec::new();
     for s in &p.forwards {
+        match s.proto {
+            Proto::Tcp if off.tcp => return Err(err("--tcp-ports", "TCP is off (--no-tcp)")),
+            Proto::Udp if off.udp => return Err(err("--udp-ports", "UDP is off (--no-udp)")),
+            _ => {}
+        }
         expand_spec(s.proto, &s.text, p.ephemeral, &mut forwards)?;
     }
     dns_upstream.dedup();
+    // Only a family the guest has: the mapping's target is its address.
+    let map_guest = MapGuest {
+        v4: p.map_guest.v4.filter(|_| net4.is_some()),
+        v6: p.map_guest.v6.filter(|_| net6.is_some()),
+    };
     Ok(Config {
         dns_forward: !dns_upstream.is_empty(),
         dns_upstream,
@@ -854,6 +910,10 @@ pub fn config(o: &Options, p: &Passt, resolv_conf: Option<&str>) -> Result<Confi
         tftp_root: None,
         dhcp_bootfile: None,
         dhcp_next_server: None,
+        dns6,
+        passt_ipv6: true,
+        off,
+        map_guest,
     })
 }
 
@@ -882,11 +942,13 @@ mod tests {
                 index: 2,
                 addr: Some(("192.0.2.2".parse().unwrap(), 24)),
                 gateway: Some("192.0.2.1".parse().unwrap()),
+                link_local: None,
             }),
             Some(HostAddr {
                 index: 2,
                 addr: Some(("fd00::2".parse().unwrap(), 64)),
                 gateway: Some("fd00::1".parse().unwrap()),
+                link_local: Some("fe80::2c94:3aff:fe9c:1abe".parse().unwrap()),
             }),
         ]
     }
@@ -943,7 +1005,7 @@ mod tests {
             &["--mtu"],
             &["--no"],
             &["cmd"],
-            &["--no-dhcp"],
+            &["--freebind"],
             &["--log-size", "big"],
             &["-a", "10.0.0.1", "-a", "10.0.0.2"],
         ] {
@@ -994,6 +1056,20 @@ mod tests {
             (n6.guest, n6.host),
             ("fd00::2".parse().unwrap(), "fd00::1".parse().unwrap())
         );
+        // The router speaks from the host interface's link-local address;
+        // no IPv6 resolver in resolv.conf, so none offered over IPv6.
+        let ll: Ipv6Addr = "fe80::2c94:3aff:fe9c:1abe".parse().unwrap();
+        assert_eq!(n6.router_link_local(), ll);
+        assert!(n6.is_own(ll));
+        assert!(c.passt_ipv6 && !c.dns6);
+        let (o, mut p) = run_passt(&["-f", "--fd", "3", "-g", "fe80::1"]);
+        p.host = host();
+        let c = config(&o, &p, Some("nameserver fd00::53\n")).unwrap();
+        assert_eq!(
+            c.net6.as_ref().unwrap().router_link_local(),
+            "fe80::1".parse::<Ipv6Addr>().unwrap()
+        );
+        assert!(c.dns6);
     }
 
     #[test]
@@ -1026,6 +1102,76 @@ mod tests {
         assert_eq!(c.dns_upstream[0], "10.0.2.3:53".parse().unwrap());
         assert!(cfg(&["-4"]).net6.is_none());
         assert!(cfg(&["--no-map-gw"]).dns_upstream.is_empty());
+    }
+
+    #[test]
+    fn no_switches_and_their_implications() {
+        let c = cfg(&["--no-icmp"]);
+        assert!(c.off.icmp && c.off.ndp && c.off.ra && !c.off.dhcpv6);
+        let c = cfg(&["--no-ndp"]);
+        assert!(c.off.ndp && c.off.ra && !c.off.icmp);
+        let c = cfg(&["--no-ra", "--no-dhcpv6"]);
+        assert!(c.off.ra && c.off.dhcpv6 && !c.off.ndp);
+        let c = cfg(&["--no-dhcp", "--no-tcp", "--no-udp"]);
+        assert!(c.off.dhcp && c.off.tcp && c.off.udp && !c.off.icmp);
+        assert_eq!(cfg(&[]).off, Off::default());
+        // A forward of a protocol that is off: passt refuses it too.
+        let (o, mut p) = run_passt(&["--no-udp", "-u", "53"]);
+        p.host = host();
+        assert_eq!(config(&o, &p, None).unwrap_err().option, "--udp-ports");
+        assert!(cfg(&["--no-udp", "-t", "22"]).forwards.len() == 1);
+        let (_, p) = run_passt(&["--repair-path", "none"]);
+        assert_eq!(p, run_passt(&[]).1);
+    }
+
+    #[test]
+    fn map_guest_addr_translates_both_ways() {
+        use crate::flow::nat;
+        let c = cfg(&[
+            "--map-guest-addr",
+            "192.0.2.99",
+            "--map-guest-addr",
+            "fd00::99",
+        ]);
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(c.map_guest.v4, Some(a4("192.0.2.99")));
+        // Out: to the guest's own address (the host's) on the host side.
+        assert_eq!(
+            nat::outbound(&c, sa("192.0.2.99:80")),
+            Some(sa("192.0.2.2:80"))
+        );
+        assert_eq!(
+            nat::outbound(&c, sa("[fd00::99]:80")),
+            Some(sa("[fd00::2]:80"))
+        );
+        // In: a host peer at that address appears from the mapped one.
+        assert_eq!(
+            nat::inbound_source(&c, sa("192.0.2.2:4000"), false),
+            Some(sa("192.0.2.99:4000"))
+        );
+        // Without it, the address is just another one out there.
+        let c = cfg(&[]);
+        assert_eq!(
+            nat::outbound(&c, sa("192.0.2.99:80")),
+            Some(sa("192.0.2.99:80"))
+        );
+        // The last one of a family wins; none clears both; -4 drops IPv6's.
+        let c = cfg(&[
+            "--map-guest-addr",
+            "10.9.9.9",
+            "--map-guest-addr",
+            "10.9.9.8",
+        ]);
+        assert_eq!(c.map_guest.v4, Some(a4("10.9.9.8")));
+        let c = cfg(&["--map-guest-addr", "10.9.9.9", "--map-guest-addr", "none"]);
+        assert_eq!(c.map_guest, MapGuest::default());
+        assert_eq!(
+            cfg(&["-4", "--map-guest-addr", "fd00::99"]).map_guest.v6,
+            None
+        );
+        for bad in ["127.0.0.1", "0.0.0.0", "224.0.0.1", "::1", "nope"] {
+            assert!(parse(&args(&["--map-guest-addr", bad])).is_err(), "{bad}");
+        }
     }
 
     fn a4(s: &str) -> Ipv4Addr {

@@ -215,6 +215,7 @@ impl<H: Host> Stack<H> {
                 }
                 self.on_tcp(src, dst, l4, tx, now);
             }
+            ip_proto::ICMP if self.cfg.off.icmp => self.counters.disabled += 1,
             ip_proto::ICMP => {
                 // The virtual addresses answer for themselves, as slirp's do;
                 // anything else goes out through a ping socket.
@@ -231,6 +232,10 @@ impl<H: Host> Stack<H> {
     }
 
     fn on_tcp(&mut self, src: IpAddr, dst: IpAddr, l4: &[u8], tx: &mut Tx, now: Instant) {
+        if self.cfg.off.tcp {
+            self.counters.disabled += 1;
+            return;
+        }
         let Some(pseudo) = crate::frame::pseudo(src, dst) else {
             return;
         };
@@ -427,6 +432,7 @@ impl<H: Host> Stack<H> {
         match proto {
             ip_proto::UDP => self.on_udp(src, dst, hop_limit, l4, tx, now),
             ip_proto::TCP => self.on_tcp(src, dst, l4, tx, now),
+            ip_proto::ICMPV6 if self.cfg.off.icmp => self.counters.disabled += 1,
             ip_proto::ICMPV6 => {
                 if !self.on_echo_request(src, dst, hop_limit, l4, tx, now) {
                     self.counters.icmp_dropped += 1;
@@ -438,6 +444,10 @@ impl<H: Host> Stack<H> {
 
     /// A UDP datagram from the guest (not DHCP).
     fn on_udp(&mut self, src: IpAddr, dst: IpAddr, ttl: u8, l4: &[u8], tx: &mut Tx, now: Instant) {
+        if self.cfg.off.udp {
+            self.counters.disabled += 1;
+            return;
+        }
         let Some(pseudo) = crate::frame::pseudo(src, dst) else {
             return;
         };

@@ -19,48 +19,6 @@ fn router_mac() -> [u8; 6] {
     frames::parse_mac(&frames::slirp_mac(Ipv4Addr::new(10, 0, 2, 2))).unwrap()
 }
 
-/// A UDP datagram in an IPv6 packet (hop limit 64), checksum correct.
-fn udp6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, data: &[u8]) -> Vec<u8> {
-    let len = (8 + data.len()) as u16;
-    let mut u = Vec::new();
-    u.extend_from_slice(&sport.to_be_bytes());
-    u.extend_from_slice(&dport.to_be_bytes());
-    u.extend_from_slice(&len.to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.extend_from_slice(data);
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&src.octets());
-    pseudo.extend_from_slice(&dst.octets());
-    pseudo.extend_from_slice(&u32::from(len).to_be_bytes());
-    pseudo.extend_from_slice(&[0, 0, 0, 17]);
-    let c = frames::checksum(&[&pseudo, &u]);
-    u[6..8].copy_from_slice(&c.to_be_bytes());
-    let mut p = vec![0x60, 0, 0, 0];
-    p.extend_from_slice(&len.to_be_bytes());
-    p.extend_from_slice(&[17, 64]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend_from_slice(&u);
-    p
-}
-
-/// A TCP SYN in an IPv4 packet, checksum correct.
-fn syn4(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
-    let mut t = Vec::new();
-    t.extend_from_slice(&sport.to_be_bytes());
-    t.extend_from_slice(&dport.to_be_bytes());
-    t.extend_from_slice(&0x1000_0000u32.to_be_bytes());
-    t.extend_from_slice(&0u32.to_be_bytes());
-    t.extend_from_slice(&[0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&src.octets());
-    pseudo.extend_from_slice(&dst.octets());
-    pseudo.extend_from_slice(&[0, 6, 0, 20]);
-    let c = frames::checksum(&[&pseudo, &t]);
-    t[16..18].copy_from_slice(&c.to_be_bytes());
-    frames::ipv4(src, dst, 6, &t)
-}
-
 /// The frame airlock sends the guest in answer to a packet to `dst`: the
 /// ICMP error quoting it, or the TCP RST from it.
 fn answer(cap: &PacketSocket, pred: impl Fn(&[u8]) -> bool) -> bool {
@@ -113,7 +71,7 @@ fn host_internal_destinations_are_refused() {
             if !answer(&cap, icmp4_prohibited) {
                 failures.push(format!("ping {dst}: no ICMP prohibited"));
             }
-            let syn = syn4(GUEST4, 40001, d, 5397);
+            let syn = frames::syn4(GUEST4, 40001, d, 5397);
             a.inject(&frames::ethernet(router_mac(), mac, ETH_IPV4, &syn))
                 .unwrap();
             if !answer(&cap, tcp4_rst) {
@@ -123,13 +81,13 @@ fn host_internal_destinations_are_refused() {
         let g6: Ipv6Addr = GUEST6.parse().unwrap();
         for dst in ["::1", "::", "::ffff:127.0.0.1", "::ffff:0.0.0.0"] {
             let d: Ipv6Addr = dst.parse().unwrap();
-            let udp = udp6(g6, 40002, d, 5398, b"probe6");
+            let udp = frames::udp6(g6, 40002, d, 5398, b"probe6");
             a.inject(&frames::ethernet(router_mac(), mac, ETH_IPV6, &udp))
                 .unwrap();
             if !answer(&cap, icmp6_prohibited) {
                 failures.push(format!("udp [{dst}]: no ICMPv6 prohibited"));
             }
-            let udp = udp6(g6, 40003, d, 5399, b"probe6");
+            let udp = frames::udp6(g6, 40003, d, 5399, b"probe6");
             a.inject(&frames::ethernet(router_mac(), mac, ETH_IPV6, &udp))
                 .unwrap();
             let _ = answer(&cap, icmp6_prohibited);

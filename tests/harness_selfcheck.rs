@@ -246,7 +246,10 @@ fn packet_socket_injects_and_captures_dhcp() {
         })
         .expect("passt answered our hand-built DHCPDISCOVER");
     let r = frames::parse_dhcp_reply(&offer).unwrap();
-    assert_eq!(r.msg_type, Some(frames::DHCP_OFFER));
+    assert_eq!(
+        r.msg_type,
+        Some(airlock::wire::dhcpv4::MessageType::Offer.into())
+    );
     assert_eq!(r.yiaddr, GUEST);
     // (passt does not put option 53 first, so its order is not checked.)
     assert!(r

@@ -9,22 +9,10 @@ mod support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::process::{run, run_argv};
+use support::process::run_argv;
 use support::{Helper, LinkMode, Topology};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-/// Purges the package on drop, so a failing test leaves nothing behind.
-struct Installed;
-
-impl Drop for Installed {
-    fn drop(&mut self) {
-        let o = run_argv(&["dpkg", "--purge", "airlock"], Duration::from_secs(120));
-        if !o.success() {
-            eprintln!("dpkg --purge airlock: {}", o.describe());
-        }
-    }
-}
 
 fn ok(argv: &[&str]) -> String {
     let o = run_argv(argv, Duration::from_secs(120));
@@ -34,22 +22,7 @@ fn ok(argv: &[&str]) -> String {
 
 #[test]
 fn package_builds_lints_installs_and_is_the_slirp_helper() {
-    support::require_root();
-    let script = format!("{ROOT}/tests/package.sh");
-    let mut cmd = std::process::Command::new(&script);
-    cmd.arg("--no-build").current_dir(ROOT);
-    let o = run(&mut cmd, Duration::from_secs(300));
-    assert!(o.success(), "tests/package.sh: {}", o.describe());
-    let deb = o.stdout.lines().last().unwrap_or("").trim().to_string();
-    let deb = if Path::new(&deb).is_absolute() {
-        deb
-    } else {
-        format!("{ROOT}/{deb}")
-    };
-    assert!(
-        deb.ends_with("_amd64.deb") && Path::new(&deb).exists(),
-        "{deb}"
-    );
+    let deb = support::package::build();
 
     let files = ok(&["dpkg-deb", "-c", &deb]);
     for f in [
@@ -76,8 +49,7 @@ fn package_builds_lints_installs_and_is_the_slirp_helper() {
         lint.stdout
     );
 
-    let _purge = Installed;
-    ok(&["dpkg", "-i", &deb]);
+    let _purge = support::package::Installed::install(&deb);
     let v = ok(&["/usr/bin/airlock", "--version"]);
     assert_eq!(v.trim(), format!("airlock {}", env!("CARGO_PKG_VERSION")));
     assert_eq!(

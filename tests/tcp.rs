@@ -16,7 +16,7 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use support::process::Daemon;
-use support::{Helper, LinkMode, Topology, AIRLOCK};
+use support::{counter, Helper, LinkMode, Topology, AIRLOCK};
 
 const TOOL: &str = include_str!("tcp_tool.py");
 const MB100: u64 = 100 * 1000 * 1000;
@@ -103,34 +103,6 @@ impl Rig {
         }
         last_json(&d.log()).unwrap_or_else(|| panic!("no result: {}", d.diagnose()))
     }
-
-    /// A field of airlock's /proc/PID/status, in kB.
-    fn status_kb(&self, field: &str) -> u64 {
-        let pid = self.a.pid();
-        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        s.lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {field} for pid {pid}: {s}"))
-    }
-
-    fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.a.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-
-    /// Stop airlock (SIGTERM) and return its `--debug` counters.
-    fn stop_counters(&mut self) -> String {
-        let st = self.a.stop(Duration::from_secs(5));
-        assert!(
-            st.is_some_and(|s| s.success()),
-            "airlock did not exit cleanly: {}",
-            self.a.diagnose()
-        );
-        self.a.log()
-    }
 }
 
 fn last_json(text: &str) -> Option<Value> {
@@ -139,15 +111,6 @@ fn last_json(text: &str) -> Option<Value> {
             .ok()
             .filter(Value::is_object)
     })
-}
-
-/// A counter from airlock's `--debug` exit report ("name: value").
-fn counter(log: &str, name: &str) -> u64 {
-    log.lines()
-        .rev()
-        .filter_map(|l| l.split_once(&format!("{name}: ")).map(|(_, v)| v))
-        .find_map(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// One counter of `nstat -a` output (0 when absent, as nstat omits zeros).
@@ -507,7 +470,11 @@ fn syn_flood_leaves_airlock_bounded_and_serving() {
     );
     let mut drain = r.spawn(Side::Guest, "drain", &["drain", "10.0.2.2", "9101"], false);
     std::thread::sleep(Duration::from_millis(500));
-    let (rss0, hwm0, fds0) = (r.status_kb("VmRSS"), r.status_kb("VmHWM"), r.open_fds());
+    let (rss0, hwm0, fds0) = (
+        r.a.status_kb("VmRSS"),
+        r.a.status_kb("VmHWM"),
+        r.a.open_fds(),
+    );
 
     let f = r.run(
         Side::Guest,
@@ -520,7 +487,11 @@ fn syn_flood_leaves_airlock_bounded_and_serving() {
         "airlock died in the flood: {}",
         r.a.diagnose()
     );
-    let (rss1, hwm1, fds1) = (r.status_kb("VmRSS"), r.status_kb("VmHWM"), r.open_fds());
+    let (rss1, hwm1, fds1) = (
+        r.a.status_kb("VmRSS"),
+        r.a.status_kb("VmHWM"),
+        r.a.open_fds(),
+    );
     std::fs::write(&flag, b"").unwrap();
 
     let got = r.finish(&mut drain, Duration::from_secs(60));
@@ -533,7 +504,7 @@ fn syn_flood_leaves_airlock_bounded_and_serving() {
         .ping("10.0.2.2")
         .unwrap_or_else(|e| panic!("{e}\n{}", r.a.diagnose()));
 
-    let log = r.stop_counters();
+    let log = r.a.stop_counters();
     let (opened, full) = (counter(&log, "flows_opened"), counter(&log, "flows_full"));
     eprintln!(
         "SYN flood: {} SYNs in {:.1} s; flows opened {opened}, refused as full {full}; \

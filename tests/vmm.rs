@@ -6,7 +6,7 @@
 //! the virtual DNS address; it reports on the serial console.
 //!
 //! Network safety: everything (airlock, QEMU, the HTTP and DNS servers) runs
-//! inside a fresh "host" network namespace whose only routes lead into a
+//! inside the "host" network namespace of a `support::Topology`, whose only routes lead into a
 //! dead-end veth; its resolv.conf names 127.0.0.1, where tests/qemu/dns.py
 //! answers. Nothing reaches past this machine's namespaces.
 //!
@@ -16,363 +16,24 @@
 //!
 //! `passt_reference_kit` checks the guest kit itself against passt.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::signal::{kill, Signal};
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::socket::SockType;
 use nix::unistd::Pid;
 
-const AIRLOCK: &str = env!("CARGO_BIN_EXE_airlock");
-const HTTP_PORT: u16 = 8080;
-const DNS_NAME: &str = "airlock.test";
-const DNS_ADDR: &str = "192.0.2.77";
-
-fn qemu_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/qemu")
-}
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// The guest kernel and initramfs, built once per test run.
-fn guest() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let cache = std::env::var_os("AIRLOCK_GUEST_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let target = std::env::var_os("CARGO_TARGET_DIR")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-                target.join("qemu-guest")
-            });
-        let out = run(Command::new("bash")
-            .arg(qemu_dir().join("build-guest.sh"))
-            .arg(&cache));
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        assert!(dir.join("vmlinuz").exists() && dir.join("initrd.gz").exists());
-        dir
-    })
-}
-
-/// A temporary directory, removed on drop. World-writable, not sticky: a
-/// helper running as nobody must be able to create its socket there (passt
-/// binds after dropping to nobody) and to remove a socket or pid file it
-/// created as root before dropping privileges (airlock).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "airlock-vmm-{}-{}-{tag}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The "host" namespace: loopback, a dead-end uplink, resolv.conf naming
-/// 127.0.0.1, unprivileged ICMP echo sockets allowed. The HTTP and DNS
-/// servers run on its loopback.
-struct HostNs {
-    name: String,
-    servers: Vec<Child>,
-    blob_sha256: String,
-    _files: TempDir,
-}
-
-impl HostNs {
-    fn new(tag: &str) -> HostNs {
-        let name = format!("alvmm{}{tag}", std::process::id());
-        let ip = |args: &[&str]| run(Command::new("ip").args(args));
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        ip(&["netns", "add", &name]);
-        let mut ns = HostNs {
-            name: name.clone(),
-            servers: Vec::new(),
-            blob_sha256: String::new(),
-            _files: TempDir::new("www"),
-        };
-        ip(&["-n", &name, "link", "set", "lo", "up"]);
-        ip(&[
-            "-n", &name, "link", "add", "up0", "type", "veth", "peer", "name", "up0-sink",
-        ]);
-        ip(&["-n", &name, "link", "set", "up0-sink", "up"]);
-        ip(&["-n", &name, "link", "set", "up0", "up"]);
-        ip(&["-n", &name, "addr", "add", "192.0.2.2/24", "dev", "up0"]);
-        ip(&["-n", &name, "route", "add", "default", "via", "192.0.2.1"]);
-        ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]);
-        let etc = PathBuf::from("/etc/netns").join(&name);
-        std::fs::create_dir_all(&etc).unwrap();
-        std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
-
-        let www = ns._files.0.clone();
-        let blob = www.join("blob");
-        let mut data = vec![0u8; 300_000];
-        std::fs::File::open("/dev/urandom")
-            .unwrap()
-            .read_exact(&mut data)
-            .unwrap();
-        std::fs::write(&blob, &data).unwrap();
-        let sum = run(Command::new("sha256sum").arg(&blob));
-        ns.blob_sha256 = String::from_utf8_lossy(&sum.stdout)[..64].to_string();
-
-        let port = HTTP_PORT.to_string();
-        let http = qemu_dir().join("web.py");
-        let www_s = www.to_string_lossy().to_string();
-        ns.start_server(&[http.to_str().unwrap(), "127.0.0.1", &port, &www_s]);
-        let dns = qemu_dir().join("dns.py");
-        let entry = format!("{DNS_NAME}={DNS_ADDR}");
-        ns.start_server(&[dns.to_str().unwrap(), "127.0.0.1", "53", &entry]);
-        ns
-    }
-
-    /// A command run inside the namespace (`ip netns exec` execs it: the
-    /// child's pid is the command's).
-    fn cmd(&self, prog: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, prog]);
-        c
-    }
-
-    fn exec_ok(&self, argv: &[&str]) {
-        run(self.cmd(argv[0]).args(&argv[1..]));
-    }
-
-    fn start_server(&mut self, argv: &[&str]) {
-        let mut child = self
-            .cmd("python3")
-            .args(argv)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "{argv:?} did not start");
-        self.servers.push(child);
-    }
-}
-
-impl Drop for HostNs {
-    fn drop(&mut self) {
-        for s in &mut self.servers {
-            let _ = s.kill();
-            let _ = s.wait();
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.name));
-    }
-}
-
-/// Spawn `cmd` with `fds` inherited under their current numbers: their
-/// close-on-exec flag is cleared only for the spawn (callers hold
-/// [`serial`], so no other child can catch them).
-fn spawn_with_fds(cmd: &mut Command, fds: &[&OwnedFd]) -> Child {
-    for fd in fds {
-        fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
-    }
-    let child = cmd.spawn();
-    for fd in fds {
-        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
-    }
-    child.unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
-}
-
-fn pair(ty: SockType) -> (OwnedFd, OwnedFd) {
-    socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC).unwrap()
-}
-
-/// QEMU with the test guest and one virtio-net device on `netdev`
-/// (`-netdev` value without the id), serial console on stdout.
-fn qemu(ns: &HostNs, netdev: &str) -> Command {
-    qemu_dns(ns, netdev, "10.0.2.3")
-}
-
-/// [`qemu`], the guest asking `dns` for the test name.
-fn qemu_dns(ns: &HostNs, netdev: &str, dns: &str) -> Command {
-    let g = guest();
-    let mut c = ns.cmd("timeout");
-    c.args(["180", "qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-nodefaults"])
-        .args(["-no-user-config", "-nographic", "-serial", "stdio", "-monitor", "none"])
-        .args(["-no-reboot", "-kernel"])
-        .arg(g.join("vmlinuz"))
-        .arg("-initrd")
-        .arg(g.join("initrd.gz"))
-        .arg("-append")
-        .arg(format!(
-            "console=ttyS0 quiet panic=-1 airlock.port={HTTP_PORT} airlock.file=blob airlock.name={DNS_NAME} airlock.dns={dns}"
-        ))
-        .args(["-device", "virtio-net-pci,netdev=n0", "-netdev"])
-        .arg(format!("{netdev},id=n0"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
-
-/// What the guest printed, by marker.
-#[derive(Debug, Default)]
-struct GuestReport {
-    lease: Option<String>,
-    ping: Option<String>,
-    sha256: Option<String>,
-    dns: Option<String>,
-    done: bool,
-    console: String,
-}
-
-impl GuestReport {
-    fn parse(console: &[u8]) -> GuestReport {
-        let text = String::from_utf8_lossy(console).to_string();
-        let mut r = GuestReport::default();
-        for line in text.lines() {
-            let Some(i) = line.find("AIRLOCK-GUEST ") else {
-                continue;
-            };
-            let rest = line[i + 14..].trim().to_string();
-            let (key, val) = rest.split_once(' ').unwrap_or((&rest, ""));
-            let val = Some(val.to_string());
-            match key {
-                "lease" => r.lease = val,
-                "ping" => r.ping = val,
-                "sha256" => r.sha256 = val,
-                "dns" => r.dns = val,
-                "done" => r.done = true,
-                _ => {}
-            }
-        }
-        r.console = text;
-        r
-    }
-
-    /// The checks every scenario makes.
-    fn assert_network(&self, ns: &HostNs, expect_ping: bool) {
-        self.assert_network_as(
-            ns,
-            "ip=10.0.2.15 mask=24 router=10.0.2.2 dns=10.0.2.3",
-            expect_ping.then_some("10.0.2.2"),
-        )
-    }
-
-    /// The lease starts with `lease`; the router `ping` answers.
-    fn assert_network_as(&self, ns: &HostNs, want: &str, ping: Option<&str>) {
-        let ctx = &self.console;
-        let lease = self.lease.as_deref().unwrap_or("");
-        assert!(lease.starts_with(want), "lease: {lease:?}\n{ctx}");
-        if let Some(r) = ping {
-            assert_eq!(
-                self.ping.as_deref(),
-                Some(format!("ok {r}").as_str()),
-                "\n{ctx}"
-            );
-        }
-        assert_eq!(
-            self.sha256.as_deref(),
-            Some(ns.blob_sha256.as_str()),
-            "\n{ctx}"
-        );
-        assert_eq!(
-            self.dns.as_deref(),
-            Some(format!("{DNS_NAME} {DNS_ADDR}").as_str()),
-            "\n{ctx}"
-        );
-        assert!(self.done, "guest did not finish\n{ctx}");
-    }
-}
-
-fn alive(pid: i32) -> bool {
-    // A zombie (parent not reaping yet) has exited.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
-
-/// Wait until `pid` has exited; the time it took, or None after `limit`.
-fn wait_gone(pid: i32, limit: Duration) -> Option<Duration> {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if !alive(pid) {
-            return Some(t.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
-/// Wait for a child of ours; its exit status and how long it took.
-fn wait_child(child: &mut Child, limit: Duration) -> Option<(std::process::ExitStatus, Duration)> {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some((st, t.elapsed()));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
-fn ppid_of(pid: i32) -> i32 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-/// Kills a pid we started but do not wait for (it is not our child).
-struct KillOnDrop(i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if alive(self.0) {
-            let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
-        }
-    }
-}
+use support::qemu::{
+    alive, guest_kit, kernel_cmdline, pair, ppid_of, qemu_dir, serial, spawn_with_fds, wait_child,
+    wait_gone, GuestReport, KillOnDrop, KitHost, DNS_ADDR, DNS_NAME,
+};
+use support::AIRLOCK;
 
 /// The guest kit is known-good: against passt (`--socket`, the gateway
 /// mapped to the host's loopback, DNS forwarded from 10.0.2.3) the guest
@@ -381,9 +42,9 @@ impl Drop for KillOnDrop {
 #[test]
 fn passt_reference_kit() {
     let _l = serial();
-    let ns = HostNs::new("p");
-    let dir = TempDir::new("passt");
-    let sock = dir.0.join("passt.sock");
+    let ns = KitHost::new();
+    let dir = ns.scratch("passt");
+    let sock = dir.join("passt.sock");
     let mut passt = ns
         .cmd("passt")
         .args(["-q", "-f", "-4", "--socket"])
@@ -404,7 +65,7 @@ fn passt_reference_kit() {
         sock.display()
     );
     let t = Instant::now();
-    let out = qemu(&ns, &netdev).output().unwrap();
+    let out = ns.qemu_default(&netdev).output().unwrap();
     let boot = t.elapsed();
     let _ = passt.kill();
     let _ = passt.wait();
@@ -418,7 +79,7 @@ fn passt_reference_kit() {
     );
     assert_eq!(
         r.sha256.as_deref(),
-        Some(ns.blob_sha256.as_str()),
+        Some(ns.servers.blob_sha256.as_str()),
         "{}",
         r.console
     );
@@ -485,9 +146,9 @@ fn layers_in(doc: &serde_json::Value) -> Vec<&'static str> {
 #[test]
 fn libvirt_launch_dgram() {
     let _l = serial();
-    let ns = HostNs::new("l");
-    let dir = TempDir::new("libvirt");
-    let pidfile = dir.0.join("slirp.pid");
+    let ns = KitHost::new();
+    let dir = ns.scratch("libvirt");
+    let pidfile = dir.join("slirp.pid");
     let (vmm_end, helper_end) = pair(SockType::Datagram);
 
     let mut launch = ns.cmd("python3");
@@ -539,11 +200,11 @@ fn libvirt_launch_dgram() {
     check_lock();
 
     let netdev = format!("socket,fd={}", vmm_end.as_raw_fd());
-    let q = spawn_with_fds(&mut qemu(&ns, &netdev), &[&vmm_end]);
+    let q = spawn_with_fds(&mut ns.qemu_default(&netdev), &[&vmm_end]);
     drop(vmm_end);
     let out = q.wait_with_output().unwrap();
     let r = GuestReport::parse(&out.stdout);
-    r.assert_network(&ns, true);
+    r.assert_network(&ns.servers, true);
     assert!(alive(pid), "airlock died while the guest ran");
     check_lock();
 
@@ -558,7 +219,7 @@ fn libvirt_launch_dgram() {
 #[test]
 fn stream_fd_link() {
     let _l = serial();
-    let ns = HostNs::new("s");
+    let ns = KitHost::new();
     let (vmm_end, helper_end) = pair(SockType::Stream);
     let mut a = ns.cmd(AIRLOCK);
     a.arg(format!("--fd={}", helper_end.as_raw_fd()))
@@ -571,7 +232,7 @@ fn stream_fd_link() {
         "stream,server=off,addr.type=fd,addr.str={}",
         vmm_end.as_raw_fd()
     );
-    let q = spawn_with_fds(&mut qemu(&ns, &netdev), &[&vmm_end]);
+    let q = spawn_with_fds(&mut ns.qemu_default(&netdev), &[&vmm_end]);
     drop(vmm_end);
     let out = q.wait_with_output().unwrap();
     let r = GuestReport::parse(&out.stdout);
@@ -580,7 +241,7 @@ fn stream_fd_link() {
         let _ = airlock.kill();
         let _ = airlock.wait();
     }
-    r.assert_network(&ns, true);
+    r.assert_network(&ns.servers, true);
     let (st, _) = ended.expect("airlock still running 1 s after QEMU exited");
     assert_eq!(st.code(), Some(0), "{st:?}");
 }
@@ -592,10 +253,10 @@ fn stream_fd_link() {
 #[test]
 fn socket_daemon_one_off() {
     let _l = serial();
-    let ns = HostNs::new("d");
-    let dir = TempDir::new("daemon");
-    let sock = dir.0.join("airlock.sock");
-    let pidfile = dir.0.join("airlock.pid");
+    let ns = KitHost::new();
+    let dir = ns.scratch("daemon");
+    let sock = dir.join("airlock.sock");
+    let pidfile = dir.join("airlock.pid");
     let out = ns
         .cmd(AIRLOCK)
         .arg("--socket")
@@ -639,10 +300,10 @@ fn socket_daemon_one_off() {
         "stream,server=off,addr.type=unix,addr.path={}",
         sock.display()
     );
-    let out = qemu(&ns, &netdev).output().unwrap();
+    let out = ns.qemu_default(&netdev).output().unwrap();
     let r = GuestReport::parse(&out.stdout);
     let took = wait_gone(pid, Duration::from_secs(1));
-    r.assert_network(&ns, true);
+    r.assert_network(&ns.servers, true);
     assert!(
         took.is_some(),
         "airlock still running 1 s after QEMU exited"
@@ -655,7 +316,7 @@ fn socket_daemon_one_off() {
 #[test]
 fn exit_with_parent_ends_airlock() {
     let _l = serial();
-    let ns = HostNs::new("e");
+    let ns = KitHost::new();
     let (_vmm_end, helper_end) = pair(SockType::Datagram);
     let script = format!(
         "{AIRLOCK} --fd={} --exit-with-parent </dev/null >/dev/null 2>&1 & echo $!; wait",
@@ -688,9 +349,9 @@ fn exit_with_parent_ends_airlock() {
 #[test]
 fn notify_socket_ready() {
     let _l = serial();
-    let ns = HostNs::new("n");
-    let dir = TempDir::new("notify");
-    let path = dir.0.join("notify.sock");
+    let ns = KitHost::new();
+    let dir = ns.scratch("notify");
+    let path = dir.join("notify.sock");
     let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
     server
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -741,25 +402,26 @@ fn guest_report_parses_markers() {
 #[test]
 fn pxe_boot_over_tftp() {
     let _l = serial();
-    let ns = HostNs::new("p");
-    let boot = TempDir::new("tftp");
-    let g = guest();
+    let ns = KitHost::new();
+    let boot = ns.scratch("tftp");
+    let g = guest_kit();
     for f in ["vmlinuz", "initrd.gz"] {
-        std::fs::copy(g.join(f), boot.0.join(f)).unwrap();
+        std::fs::copy(g.join(f), boot.join(f)).unwrap();
     }
     std::fs::write(
-        boot.0.join("boot.ipxe"),
+        boot.join("boot.ipxe"),
         format!(
-            "#!ipxe\nkernel vmlinuz console=ttyS0 quiet panic=-1 airlock.port={HTTP_PORT} airlock.file=blob airlock.name={DNS_NAME} airlock.dns=10.0.2.3\ninitrd initrd.gz\nboot\n"
+            "#!ipxe\nkernel vmlinuz {}\ninitrd initrd.gz\nboot\n",
+            kernel_cmdline("10.0.2.3")
         ),
     )
     .unwrap();
     let (vmm_end, helper_end) = pair(SockType::Datagram);
-    let log = boot.0.join("airlock.log");
+    let log = boot.join("airlock.log");
     let mut a = ns.cmd(AIRLOCK);
     a.arg(format!("--fd={}", helper_end.as_raw_fd()))
         .arg("--tftp")
-        .arg(&boot.0)
+        .arg(&boot)
         .args(["--dhcp-bootfile", "boot.ipxe", "--debug", "--log-file"])
         .arg(&log)
         .stdin(Stdio::null())
@@ -817,12 +479,12 @@ fn pxe_boot_over_tftp() {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0);
     assert!(done >= 3, "{done} transfers completed\n{ctx}");
-    r.assert_network(&ns, true);
+    r.assert_network(&ns.servers, true);
 }
 
 /// airlock as `passt`: a symlink named so in `dir`, as a launcher finds it.
-fn passt_link(dir: &TempDir) -> PathBuf {
-    let link = dir.0.join("passt");
+fn passt_link(dir: &Path) -> PathBuf {
+    let link = dir.join("passt");
     std::os::unix::fs::symlink(AIRLOCK, &link).unwrap();
     link
 }
@@ -839,12 +501,12 @@ fn passt_link(dir: &TempDir) -> PathBuf {
 #[test]
 fn libvirt_passt_backend_replay() {
     let _l = serial();
-    let ns = HostNs::new("p");
-    let dir = TempDir::new("passt");
+    let ns = KitHost::new();
+    let dir = ns.scratch("passt");
     let passt = passt_link(&dir);
-    let sock = dir.0.join("guest-net0.socket");
-    let pidfile = dir.0.join("guest-net0-passt.pid");
-    let log = dir.0.join("passt.log");
+    let sock = dir.join("guest-net0.socket");
+    let pidfile = dir.join("guest-net0-passt.pid");
+    let log = dir.join("passt.log");
     let out = ns
         .cmd("setpriv")
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
@@ -874,7 +536,7 @@ fn libvirt_passt_backend_replay() {
         "stream,server=off,addr.type=unix,addr.path={}",
         sock.display()
     );
-    let out = qemu_dns(&ns, &netdev, "192.0.2.1").output().unwrap();
+    let out = ns.qemu(&netdev, "192.0.2.1").output().unwrap();
     let r = GuestReport::parse(&out.stdout);
     // qemuPasstStop: kill the pid from the pid file, remove the files.
     if alive(pid) {
@@ -884,7 +546,7 @@ fn libvirt_passt_backend_replay() {
     let _ = std::fs::remove_file(&sock);
     let _ = std::fs::remove_file(&pidfile);
     r.assert_network_as(
-        &ns,
+        &ns.servers,
         "ip=192.0.2.15 mask=24 router=192.0.2.1 dns=192.0.2.1",
         Some("192.0.2.1"),
     );
@@ -906,10 +568,10 @@ fn libvirt_passt_backend_replay() {
 #[test]
 fn qemu_netdev_passt_replay() {
     let _l = serial();
-    let ns = HostNs::new("q");
-    let dir = TempDir::new("qpasst");
+    let ns = KitHost::new();
+    let dir = ns.scratch("qpasst");
     let passt = passt_link(&dir);
-    let pidfile = dir.0.join("passt.pid");
+    let pidfile = dir.join("passt.pid");
     let (vmm_end, helper_end) = pair(SockType::Stream);
     // net/passt.c hands the socket over as descriptor 3.
     let script = format!(
@@ -938,17 +600,71 @@ fn qemu_netdev_passt_replay() {
         "stream,server=off,addr.type=fd,addr.str={}",
         vmm_end.as_raw_fd()
     );
-    let q = spawn_with_fds(&mut qemu_dns(&ns, &netdev, "192.0.2.1"), &[&vmm_end]);
+    let q = spawn_with_fds(&mut ns.qemu(&netdev, "192.0.2.1"), &[&vmm_end]);
     drop(vmm_end);
     let out = q.wait_with_output().unwrap();
     let r = GuestReport::parse(&out.stdout);
+    let gone = wait_gone(pid, Duration::from_secs(2));
+    r.assert_network_as(
+        &ns.servers,
+        "ip=192.0.2.2 mask=24 router=192.0.2.1 dns=192.0.2.1",
+        Some("192.0.2.1"),
+    );
+    assert!(gone.is_some(), "airlock still running after QEMU exited");
+}
+
+/// Kata Containers' passt endpoint (`createPasstNetworkEndpoint` and
+/// `Detach` in the virtcontainers patch passt ships under
+/// contrib/kata-containers), replayed: `passt -P /tmp/kata-passt-N.pid -s
+/// /tmp/kata-passt-N.socket` run by the (root) runtime, which waits for it
+/// to exit and reads the pid; QEMU's virtio-net (MAC 00:11:22:33:44:55,
+/// Kata's hard-coded one) connects to the socket. No `--one-off`: the
+/// helper outlives QEMU, and Kata's detach ends it with SIGQUIT.
+#[test]
+fn kata_passt_endpoint_replay() {
+    let _l = serial();
+    let ns = HostNs::new("k");
+    let dir = TempDir::new("kata");
+    let passt = passt_link(&dir);
+    let sock = dir.0.join("kata-passt-0.socket");
+    let pidfile = dir.0.join("kata-passt-0.pid");
+    let out = ns
+        .cmd(passt.to_str().unwrap())
+        .arg("-P")
+        .arg(&pidfile)
+        .arg("-s")
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pid file written before the command exits")
+        .trim()
+        .parse()
+        .unwrap();
+    let _guard = KillOnDrop(pid);
+    let netdev = format!(
+        "stream,server=off,addr.type=unix,addr.path={}",
+        sock.display()
+    );
+    let out = qemu_dns(&ns, &netdev, "192.0.2.1")
+        .args(["-global", "virtio-net-pci.mac=00:11:22:33:44:55"])
+        .output()
+        .unwrap();
+    let r = GuestReport::parse(&out.stdout);
+    // Without --one-off the helper waits for the next VMM.
+    std::thread::sleep(Duration::from_millis(300));
+    let outlived = alive(pid);
+    let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
     let gone = wait_gone(pid, Duration::from_secs(2));
     r.assert_network_as(
         &ns,
         "ip=192.0.2.2 mask=24 router=192.0.2.1 dns=192.0.2.1",
         Some("192.0.2.1"),
     );
-    assert!(gone.is_some(), "airlock still running after QEMU exited");
+    assert!(outlived, "airlock ended with QEMU despite no --one-off");
+    assert!(gone.is_some(), "airlock still running after SIGQUIT");
 }
 
 /// `--vhost-user` behind a real QEMU: guest memory a shared memfd on one
@@ -965,9 +681,9 @@ fn qemu_netdev_passt_replay() {
 #[test]
 fn vhost_user_qemu_guest() {
     let _l = serial();
-    let ns = HostNs::new("v");
-    let dir = TempDir::new("vhost");
-    let sock = dir.0.join("vhost.sock");
+    let ns = KitHost::new();
+    let dir = ns.scratch("vhost");
+    let sock = dir.join("vhost.sock");
     let mut airlock = ns
         .cmd(AIRLOCK)
         .args(["--vhost-user", "--foreground", "--one-off", "--socket"])
@@ -982,7 +698,7 @@ fn vhost_user_qemu_guest() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(sock.exists(), "airlock did not listen");
-    let mut q = qemu(&ns, "vhost-user,chardev=chr0");
+    let mut q = ns.qemu_default("vhost-user,chardev=chr0");
     q.args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
         .args(["-numa", "node,memdev=mem", "-chardev"])
         .arg(format!("socket,id=chr0,path={}", sock.display()));
@@ -1014,7 +730,7 @@ fn vhost_user_qemu_guest() {
         );
         return;
     }
-    r.assert_network(&ns, true);
+    r.assert_network(&ns.servers, true);
     let (st, _) = ended.expect("airlock still running 2 s after QEMU exited");
     assert_eq!(st.code(), Some(0), "{st:?}\n{airlock_log}");
 }
@@ -1027,13 +743,13 @@ fn vhost_user_qemu_guest() {
 #[test]
 fn socket_cycle_as_root_with_runas() {
     let _l = serial();
-    let ns = HostNs::new("r");
-    let dir = TempDir::new("runas");
+    let ns = KitHost::new();
+    let dir = ns.scratch("runas");
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
-    let sock = dir.0.join("airlock.sock");
-    let pidfile = dir.0.join("airlock.pid");
+    let sock = dir.join("airlock.sock");
+    let pidfile = dir.join("airlock.pid");
     let out = ns
         .cmd(AIRLOCK)
         .arg("--socket")

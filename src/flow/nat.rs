@@ -40,6 +40,19 @@ pub fn outbound(cfg: &Config, dst: SocketAddr) -> Option<SocketAddr> {
         // Isolated guest: DNS above and forwards are all it gets.
         return None;
     }
+    // passt's --map-guest-addr: the guest's own address on the host side,
+    // which the guest cannot address itself.
+    match ip {
+        IpAddr::V4(a) if cfg.map_guest.v4 == Some(a) => {
+            let n = cfg.net4.as_ref()?;
+            return Some(SocketAddr::new(IpAddr::V4(n.guest), dst.port()));
+        }
+        IpAddr::V6(a) if cfg.map_guest.v6 == Some(a) => {
+            let n = cfg.net6.as_ref()?;
+            return Some(SocketAddr::new(IpAddr::V6(n.guest), dst.port()));
+        }
+        _ => {}
+    }
     // The router's link-local address is the virtual host too.
     let ip = match ip {
         IpAddr::V6(a)
@@ -96,11 +109,22 @@ pub fn inbound_source(cfg: &Config, peer: SocketAddr, guest_is_v6: bool) -> Opti
         },
         v4 => v4,
     };
+    let guest = |v6| match v6 {
+        true => cfg.net6.as_ref().map(|n| IpAddr::V6(n.guest)),
+        false => cfg.net4.as_ref().map(|n| IpAddr::V4(n.guest)),
+    };
     let ip = if ip.is_loopback() {
         if guest_is_v6 {
             IpAddr::V6(cfg.net6.as_ref()?.host)
         } else {
             IpAddr::V4(cfg.net4.as_ref()?.host)
+        }
+    } else if Some(ip) == guest(ip.is_ipv6()) {
+        // The guest's own address on the host: --map-guest-addr's address
+        // when given, else as it is (passt's nat_inbound).
+        match ip {
+            IpAddr::V4(_) => cfg.map_guest.v4.map_or(ip, IpAddr::V4),
+            IpAddr::V6(_) => cfg.map_guest.v6.map_or(ip, IpAddr::V6),
         }
     } else {
         ip

@@ -60,6 +60,10 @@ impl Server {
         counters: &mut Counters,
     ) {
         let Some(net) = cfg.net4.as_ref() else { return };
+        if cfg.off.dhcp {
+            counters.disabled += 1;
+            return;
+        }
         let pseudo = crate::wire::checksum::PseudoHeader::V4 {
             src,
             dst: Ipv4Addr::BROADCAST,
@@ -324,6 +328,7 @@ mod tests {
             index: 2,
             addr: Some(("192.0.2.2".parse().unwrap(), 24)),
             gateway: Some("192.0.2.1".parse().unwrap()),
+            link_local: None,
         });
         let cfg = crate::passt::config(&o, &p, Some("nameserver 127.0.0.1\n")).unwrap();
         let (vmm, ours) = UnixDatagram::pair().unwrap();

@@ -9,6 +9,10 @@
 //! back with zero lifetimes); Confirm says whether the client's addresses
 //! are on link; Release and Decline are acknowledged.
 //!
+//! With `--fqdn` (passt's personality) every configuring reply carries the
+//! client FQDN option (39, RFC 4704), with passt's flags: O set when the
+//! client asked to update the AAAA record itself (S), else none.
+//!
 //! The server's DUID is a DUID-LL of the router MAC; answers go from the
 //! router's link-local address to the client's address and port.
 //! Pure frame-in, frame-out: no sockets, no syscalls.
@@ -48,7 +52,15 @@ pub struct Server {
     duid: [u8; 10],
     /// Option 24's data: the search list, encoded.
     domains: Vec<u8>,
+    /// Option 39's data (flags 0, then the name) and the same with the O
+    /// flag; empty without `--fqdn`.
+    fqdn: [Vec<u8>; 2],
 }
+
+/// RFC 4704 §4.1: S, the client would update its AAAA record; O, the
+/// server overrode that.
+const FQDN_S: u8 = 0x01;
+const FQDN_O: u8 = 0x02;
 
 /// What a client message calls for.
 struct Answer {
@@ -80,7 +92,24 @@ impl Server {
         if domain::encode(&names, &mut domains).is_err() {
             domains.clear();
         }
-        Server { duid, domains }
+        let fqdn = cfg
+            .fqdn
+            .as_deref()
+            .and_then(|f| {
+                let mut v = vec![0u8; 1 + domain::encoded_len(&[f]).ok()?];
+                domain::encode(&[f], v.get_mut(1..)?).ok()?;
+                Some(v)
+            })
+            .unwrap_or_default();
+        let mut fqdn_o = fqdn.clone();
+        if let Some(flags) = fqdn_o.first_mut() {
+            *flags = FQDN_O;
+        }
+        Server {
+            duid,
+            domains,
+            fqdn: [fqdn, fqdn_o],
+        }
     }
 
     /// The server's DUID.
@@ -137,19 +166,29 @@ impl Server {
             counters.dhcpv6_malformed += 1;
             return 0;
         }
-        let req =
-            match dhcpv6::Packet::new_checked(u.payload()).and_then(|p| dhcpv6::Repr::parse(&p)) {
-                Ok(r) => r,
-                Err(_) => {
-                    counters.dhcpv6_malformed += 1;
-                    return 0;
-                }
-            };
+        let Ok(p) = dhcpv6::Packet::new_checked(u.payload()) else {
+            counters.dhcpv6_malformed += 1;
+            return 0;
+        };
+        let Ok(req) = dhcpv6::Repr::parse(&p) else {
+            counters.dhcpv6_malformed += 1;
+            return 0;
+        };
+        // The client's FQDN flags, for option 39's answer (the list parsed
+        // whole above).
+        let s_flag = p
+            .options_iter()
+            .filter_map(Result::ok)
+            .find(|o| o.code == opt::CLIENT_FQDN)
+            .and_then(|o| o.data.first())
+            .is_some_and(|f| f & FQDN_S != 0);
         let Some(a) = self.decide(net, &req) else {
             counters.dhcpv6_ignored += 1;
             return 0;
         };
-        self.write_reply(cfg, net, pkt, u.src_port(), &req, &a, buf)
+        let [plain, overridden] = &self.fqdn;
+        let fqdn = if s_flag { overridden } else { plain };
+        self.write_reply(cfg, net, pkt, u.src_port(), &req, &a, fqdn, buf)
     }
 
     /// RFC 8415 §16's validity rules, then the answer for each type.
@@ -228,12 +267,19 @@ impl Server {
         client_port: u16,
         req: &dhcpv6::Repr,
         a: &Answer,
+        fqdn: &[u8],
         buf: &mut [u8],
     ) -> usize {
+        // passt leases forever ([`Config::passt_ipv6`]).
+        let (life, t1, t2) = if cfg.passt_ipv6 {
+            (u32::MAX, u32::MAX, u32::MAX)
+        } else {
+            (LIFETIME_S, T1_S, T2_S)
+        };
         let bound = IaAddress {
             addr: net.guest,
-            preferred_lifetime: LIFETIME_S,
-            valid_lifetime: LIFETIME_S,
+            preferred_lifetime: life,
+            valid_lifetime: life,
         };
         let mut addrs = [bound; 1 + STALE_ADDRS];
         let mut n_addrs = 1;
@@ -258,7 +304,7 @@ impl Server {
             }
         }
         let dns = [net.dns];
-        let mut opts = [OptionRepr::RapidCommit; 8];
+        let mut opts = [OptionRepr::RapidCommit; 9];
         let mut n = 0;
         let mut push = |o| {
             if let Some(slot) = opts.get_mut(n) {
@@ -273,8 +319,8 @@ impl Server {
         if let (true, Some(ia)) = (a.bind, req.ia_na) {
             push(OptionRepr::IaNa {
                 iaid: ia.iaid,
-                t1: T1_S,
-                t2: T2_S,
+                t1,
+                t2,
                 addresses: addrs.get(..n_addrs).unwrap_or(&[]),
                 status: None,
             });
@@ -285,17 +331,24 @@ impl Server {
         if a.rapid_commit {
             push(OptionRepr::RapidCommit);
         }
-        if a.preference {
-            // The highest: the client need not wait for other servers.
+        if a.preference && !cfg.passt_ipv6 {
+            // The highest: the client need not wait for other servers
+            // (passt sends none).
             push(OptionRepr::Preference(255));
         }
-        if a.config && cfg.dns_forward {
+        if a.config && cfg.dns6 {
             push(OptionRepr::DnsServers(&dns));
         }
         if a.config && !self.domains.is_empty() {
             push(OptionRepr::Raw {
                 code: opt::DOMAIN_LIST,
                 data: &self.domains,
+            });
+        }
+        if a.config && !fqdn.is_empty() {
+            push(OptionRepr::Raw {
+                code: opt::CLIENT_FQDN,
+                data: fqdn,
             });
         }
         let opts = opts.get(..n).unwrap_or(&[]);
@@ -497,6 +550,58 @@ mod tests {
             rep.windows(6).any(|w| w == hex("000d000d0004")),
             "{rep:02x?}"
         );
+    }
+
+    /// passt's lease: forever, no preference option, DNS only with an
+    /// IPv6 resolver.
+    #[test]
+    fn passt_style_lease() {
+        let mut c = Config::for_test(&[]);
+        c.passt_ipv6 = true;
+        c.dns6 = false;
+        let adv = exchange(&c, &msg(1, &format!("{} {IA_EMPTY}", client()))).unwrap();
+        let r = parse(&adv);
+        assert_eq!(r.msg_type, MessageType::Advertise);
+        let ia = r.ia_na.unwrap();
+        assert_eq!((ia.t1, ia.t2), (u32::MAX, u32::MAX));
+        let a0 = ia.addresses().next().unwrap();
+        assert_eq!(
+            (a0.preferred_lifetime, a0.valid_lifetime),
+            (u32::MAX, u32::MAX)
+        );
+        let p = dhcpv6::Packet::new_checked(&adv[..]).unwrap();
+        let codes: Vec<u16> = p.options_iter().map(|o| o.unwrap().code).collect();
+        assert_eq!(codes, [opt::SERVER_ID, opt::CLIENT_ID, opt::IA_NA]);
+    }
+
+    /// `--fqdn`: option 39 in every configuring reply, flags 0, or O when
+    /// the client set S (passt's answer); none without `--fqdn`.
+    #[test]
+    fn client_fqdn_option() {
+        let mut c = Config::for_test(&[]);
+        let fqdn39 = |rep: &[u8]| {
+            let p = dhcpv6::Packet::new_checked(rep).unwrap();
+            let o = p.options_iter().map(|o| o.unwrap());
+            o.filter(|o| o.code == opt::CLIENT_FQDN)
+                .map(|o| o.data.to_vec())
+                .collect::<Vec<_>>()
+        };
+        let info = msg(11, &client());
+        assert!(fqdn39(&exchange(&c, &info).unwrap()).is_empty());
+        c.fqdn = Some("vm1.example.test".into());
+        let name = "03766d31076578616d706c650474657374 00";
+        assert_eq!(
+            fqdn39(&exchange(&c, &info).unwrap()),
+            [hex(&format!("00 {name}"))]
+        );
+        // The client would update AAAA itself (S): the server overrides (O).
+        let with_s = msg(11, &format!("{} 0027000301 0000", client()));
+        assert_eq!(
+            fqdn39(&exchange(&c, &with_s).unwrap()),
+            [hex(&format!("02 {name}"))]
+        );
+        let solicit = msg(1, &format!("{} {IA_EMPTY} 000e0000", client()));
+        assert_eq!(fqdn39(&exchange(&c, &solicit).unwrap()).len(), 1);
     }
 
     #[test]

@@ -61,6 +61,11 @@ impl Services {
             hop_limit: repr.hop_limit,
         };
         match proto {
+            // passt's --no-icmp: NDP and echo alike go unanswered.
+            ip_proto::ICMPV6 if cfg.off.icmp => {
+                counters.disabled += 1;
+                true
+            }
             ip_proto::ICMPV6 => {
                 let Ok(icmp) = icmpv6::Packet::new_checked(l4) else {
                     counters.icmp_malformed += 1;
@@ -79,7 +84,11 @@ impl Services {
                 }
             }
             ip_proto::UDP if dhcpv6::is_dhcpv6(l4) => {
-                self.dhcp6.handle(cfg, &pkt, l4, tx, counters);
+                if cfg.off.dhcpv6 {
+                    counters.disabled += 1;
+                } else {
+                    self.dhcp6.handle(cfg, &pkt, l4, tx, counters);
+                }
                 true
             }
             _ => false,

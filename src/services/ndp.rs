@@ -93,7 +93,15 @@ pub struct Router {
     guest_next: usize,
     /// One MAC for every address (passt's view), else slirp's per address.
     mac: Option<Mac>,
+    /// The RA's header: current hop limit, flags, router lifetime.
+    ra_head: (u8, u8, u16),
 }
+
+/// passt's RA ([`Config::passt_ipv6`]): the guest's hop limit 255, M
+/// alone (its DHCPv6 answers everything), the longest router lifetime
+/// (RFC 8319) and prefix and DNS lifetimes infinite.
+const PASST_RA_HEAD: (u8, u8, u16) = (255, ndp::ROUTER_FLAG_MANAGED, u16::MAX);
+const INFINITE: u32 = u32::MAX;
 
 impl Router {
     pub fn new(cfg: &Config) -> Router {
@@ -110,12 +118,21 @@ impl Router {
             guest_addrs: [None; GUEST_ADDRS],
             guest_next: 0,
             mac: cfg.mac,
+            ra_head: if cfg.passt_ipv6 {
+                PASST_RA_HEAD
+            } else {
+                (
+                    CUR_HOP_LIMIT,
+                    ndp::ROUTER_FLAG_MANAGED | ndp::ROUTER_FLAG_OTHER,
+                    ROUTER_LIFETIME_S,
+                )
+            },
         }
     }
 
     /// The link is up: advertise at once, then on schedule.
     pub fn start(&mut self, cfg: &Config, now: Instant, tx: &mut Tx) {
-        if cfg.net6.is_none() {
+        if cfg.net6.is_none() || cfg.off.ra {
             return;
         }
         self.initial_left = MAX_INITIAL_RTR_ADVERTISEMENTS - 1;
@@ -184,6 +201,10 @@ impl Router {
             counters.ipv6_ignored += 1;
             return 0;
         };
+        if cfg.off.ndp {
+            counters.disabled += 1;
+            return 0;
+        }
         // Hop limit 255 or it was forwarded from off-link: never trusted.
         if pkt.hop_limit != HOP_LIMIT || pkt.src.is_multicast() {
             counters.ndp_malformed += 1;
@@ -199,6 +220,11 @@ impl Router {
             }
         };
         match msg {
+            // passt's --no-ra: solicitations go unanswered, NDP stays.
+            ndp::Repr::RouterSolicit { .. } if cfg.off.ra => {
+                counters.disabled += 1;
+                0
+            }
             ndp::Repr::RouterSolicit { options } => {
                 self.on_router_solicit(net, pkt, options, now, buf, counters)
             }
@@ -319,10 +345,11 @@ impl Router {
     }
 
     fn write_ra(&self, net: &Net6, dst: Ipv6Addr, dst_mac: Mac, buf: &mut [u8]) -> usize {
+        let (hop_limit, flags, router_lifetime) = self.ra_head;
         let ra = ndp::Repr::RouterAdvert {
-            hop_limit: CUR_HOP_LIMIT,
-            flags: ndp::ROUTER_FLAG_MANAGED | ndp::ROUTER_FLAG_OTHER,
-            router_lifetime: ROUTER_LIFETIME_S,
+            hop_limit,
+            flags,
+            router_lifetime,
             reachable_time: 0,
             retrans_timer: 0,
             options: Options::Wire(&self.ra_options),
@@ -385,26 +412,32 @@ fn write_ndp(
 fn ra_options(cfg: &Config, net: &Net6) -> Vec<u8> {
     let dns = [net.dns];
     let search = fitting_names(&cfg.dns_suffixes, MAX_OPTION_LEN - 8);
+    let (valid, preferred, dns_lifetime) = if cfg.passt_ipv6 {
+        (INFINITE, INFINITE, INFINITE)
+    } else {
+        (PREFIX_VALID_S, PREFIX_PREFERRED_S, DNS_LIFETIME_S)
+    };
     let mut opts = vec![
         NdpOption::SourceLinkAddr(cfg.mac6(net.host)),
         NdpOption::Mtu(u32::from(cfg.mtu)),
         NdpOption::PrefixInfo(PrefixInfo {
             prefix_len: net.prefix_len,
             flags: ndp::PREFIX_FLAG_ON_LINK | ndp::PREFIX_FLAG_AUTONOMOUS,
-            valid_lifetime: PREFIX_VALID_S,
-            preferred_lifetime: PREFIX_PREFERRED_S,
+            valid_lifetime: valid,
+            preferred_lifetime: preferred,
             prefix: net.prefix,
         }),
     ];
-    if cfg.dns_forward {
+    if cfg.dns6 {
         opts.push(NdpOption::Rdnss {
-            lifetime: DNS_LIFETIME_S,
+            lifetime: dns_lifetime,
             servers: AddrList::Addrs(&dns),
         });
     }
-    if !search.is_empty() {
+    // passt sends its search list only beside a resolver.
+    if !search.is_empty() && (cfg.dns6 || !cfg.passt_ipv6) {
         opts.push(NdpOption::Dnssl {
-            lifetime: DNS_LIFETIME_S,
+            lifetime: dns_lifetime,
             domains: NameList::Names(&search),
         });
     }
@@ -599,6 +632,58 @@ mod tests {
             m.extend_from_slice(&hex("0101525400123456"));
         }
         m
+    }
+
+    /// passt's RA: hop limit 255, M alone, router lifetime 65535, prefix
+    /// lifetimes infinite, no RDNSS (nor DNSSL) without an IPv6 resolver.
+    #[test]
+    fn passt_style_advert() {
+        let mut c = Config::for_test(&["--dns-suffixes", "example.org"]);
+        c.passt_ipv6 = true;
+        c.dns6 = false;
+        let mut r = Router::new(&c);
+        let rs = hex("8500 0000 00000000 0101525400123456");
+        let f = run(&mut r, &c, rs_from(guest_ll()), &rs, Instant::now());
+        let (_, _, _, icmp) = split(&f);
+        assert_eq!(&icmp[4..8], &[255, 0x80, 0xff, 0xff]);
+        let want = hex("050100000000fff0
+             030440c0 ffffffff ffffffff 00000000 fec00000000000000000000000000000");
+        assert_eq!(&icmp[16 + 8..], &want[..]);
+        c.dns6 = true;
+        let mut r = Router::new(&c);
+        let f = run(&mut r, &c, rs_from(guest_ll()), &rs, Instant::now());
+        let (_, _, _, icmp) = split(&f);
+        let rdnss = hex("19030000 ffffffff fec00000000000000000000000000003");
+        assert!(icmp.windows(rdnss.len()).any(|w| w == rdnss), "{icmp:02x?}");
+        assert!(
+            icmp.windows(2).any(|w| w == [0x1f, 3]),
+            "DNSSL beside RDNSS"
+        );
+    }
+
+    /// passt's `--no-ra`: solicitations unanswered, neighbours still
+    /// answered; `--no-ndp`: neither (none at start: tests/passt.rs).
+    #[test]
+    fn no_ra_and_no_ndp() {
+        let rs = hex("8500 0000 00000000 0101525400123456");
+        let guest = a("fec0::5054:ff:fe12:3456");
+        let ns_pkt = Incoming {
+            eth_src: GUEST_MAC,
+            src: guest,
+            dst: a("ff02::1:ff00:2"),
+            hop_limit: 255,
+        };
+        for (ra, ndp) in [(true, false), (true, true), (false, false)] {
+            let mut c = Config::for_test(&[]);
+            c.off.ra = ra;
+            c.off.ndp = ndp;
+            let mut r = Router::new(&c);
+            let now = Instant::now();
+            let f = run(&mut r, &c, rs_from(guest_ll()), &rs, now);
+            assert_eq!(f.is_empty(), ra, "RS answered with off.ra={ra}");
+            let f = run(&mut r, &c, ns_pkt, &ns(a("fec0::2"), true), now);
+            assert_eq!(f.is_empty(), ndp, "NS answered with off.ndp={ndp}");
+        }
     }
 
     /// NS in (golden) -> NA out (golden, from the wire tests).

@@ -62,7 +62,7 @@ fn sum_native(data: &[u8]) -> u64 {
 
 /// End-around-carry fold of a 64-bit accumulator down to 16 bits.
 #[inline]
-pub fn fold(acc: u64) -> u16 {
+pub(crate) fn fold(acc: u64) -> u16 {
     let (s, c) = (acc as u32).overflowing_add((acc >> 32) as u32);
     let acc = s + u32::from(c);
     let (s, c) = (acc as u16).overflowing_add((acc >> 16) as u16);
@@ -79,21 +79,8 @@ pub fn sum(data: &[u8]) -> u32 {
 /// Ones'-complement sum of two partial sums of byte runs that meet at an
 /// even offset.
 #[inline]
-pub fn combine(a: u32, b: u32) -> u32 {
+fn combine(a: u32, b: u32) -> u32 {
     u32::from(fold(u64::from(a) + u64::from(b)))
-}
-
-/// Like [`combine`], for `b` summed over bytes that start `offset` bytes
-/// after the run `a` covers: an odd offset swaps `b`'s bytes (RFC 1071
-/// §2(B)).
-#[inline]
-pub fn combine_at(a: u32, b: u32, offset: usize) -> u32 {
-    let b = if offset % 2 == 1 {
-        u32::from((b as u16).swap_bytes())
-    } else {
-        b
-    };
-    combine(a, b)
 }
 
 /// The checksum to store for a partial sum: its ones' complement.
@@ -117,7 +104,7 @@ pub fn verify(partial: u32) -> bool {
 
 /// Partial sum of the IPv4 pseudo header (RFC 793 §3.1, RFC 768).
 #[inline]
-pub fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: u16) -> u32 {
+pub(crate) fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: u16) -> u32 {
     let s = u32::from(src);
     let d = u32::from(dst);
     let acc = u64::from(s >> 16)
@@ -131,7 +118,7 @@ pub fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: u16) -> u32 {
 
 /// Partial sum of the IPv6 pseudo header (RFC 8200 §8.1).
 #[inline]
-pub fn pseudo_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, len: u32) -> u32 {
+fn pseudo_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, len: u32) -> u32 {
     // Fold each address first: two unfolded sums may overflow a u64.
     let addrs =
         u64::from(fold(sum_native(&src.octets()))) + u64::from(fold(sum_native(&dst.octets())));
@@ -180,17 +167,6 @@ impl PseudoHeader {
 #[inline]
 pub fn update16(old_csum: u16, old: u16, new: u16) -> u16 {
     !fold(u64::from(!old_csum) + u64::from(!old) + u64::from(new))
-}
-
-/// [`update16`] for a 32-bit field (sequence numbers, IPv4 addresses).
-#[inline]
-pub fn update32(old_csum: u16, old: u32, new: u32) -> u16 {
-    let acc = u64::from(!old_csum)
-        + u64::from(!(old >> 16) & 0xffff)
-        + u64::from(!old & 0xffff)
-        + u64::from(new >> 16)
-        + u64::from(new & 0xffff);
-    !fold(acc)
 }
 
 #[cfg(test)]
@@ -253,21 +229,6 @@ mod tests {
     }
 
     #[test]
-    fn combine_at_odd_offsets() {
-        let mut rng = Rng::new(11);
-        let mut buf = vec![0u8; 777];
-        rng.fill(&mut buf);
-        for split in 0..buf.len() {
-            let (a, b) = buf.split_at(split);
-            assert_eq!(
-                combine_at(sum(a), sum(b), split),
-                naive(&buf),
-                "split {split}"
-            );
-        }
-    }
-
-    #[test]
     fn pseudo_headers_match_naive_layout() {
         let src = Ipv4Addr::new(10, 0, 2, 15);
         let dst = Ipv4Addr::new(10, 0, 2, 2);
@@ -312,19 +273,12 @@ mod tests {
             d[16] = 0;
             d[17] = 0;
             let c = checksum(&d);
-            // 16-bit field at 4, 32-bit field at 8.
+            // A 16-bit field at 4.
             let old16 = u16::from_be_bytes([d[4], d[5]]);
             let new16 = rng.next_u64() as u16;
             d[4..6].copy_from_slice(&new16.to_be_bytes());
             let c1 = update16(c, old16, new16);
             assert_eq!(fold(u64::from(c1)), fold(u64::from(checksum(&d))));
-            let old32 = u32::from_be_bytes([d[8], d[9], d[10], d[11]]);
-            let new32 = rng.next_u64() as u32;
-            d[8..12].copy_from_slice(&new32.to_be_bytes());
-            let c2 = update32(c1, old32, new32);
-            // Equal as ones'-complement numbers; verify with the field set.
-            d[16..18].copy_from_slice(&c2.to_be_bytes());
-            assert!(verify(sum(&d)), "update32 result does not verify");
         }
     }
 

@@ -166,13 +166,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn hlen(&self) -> u8 {
         self.hdr().hlen
     }
-    pub fn hops(&self) -> u8 {
-        self.hdr().hops
-    }
     pub fn xid(&self) -> u32 {
         self.hdr().xid.get()
     }
-    pub fn secs(&self) -> u16 {
+    fn secs(&self) -> u16 {
         self.hdr().secs.get()
     }
     pub fn flags(&self) -> u16 {
@@ -187,14 +184,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn yiaddr(&self) -> Ipv4Addr {
         self.hdr().yiaddr.into()
     }
-    pub fn siaddr(&self) -> Ipv4Addr {
+    fn siaddr(&self) -> Ipv4Addr {
         self.hdr().siaddr.into()
     }
     pub fn giaddr(&self) -> Ipv4Addr {
         self.hdr().giaddr.into()
-    }
-    pub fn chaddr(&self) -> [u8; 16] {
-        self.hdr().chaddr
     }
     /// The first six bytes of `chaddr`.
     pub fn client_mac(&self) -> Mac {
@@ -232,48 +226,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
             f(h)
         }
     }
-    pub fn set_op(&mut self, v: u8) {
-        self.with(|h| h.op = v)
-    }
-    pub fn set_htype(&mut self, v: u8) {
-        self.with(|h| h.htype = v)
-    }
-    pub fn set_hlen(&mut self, v: u8) {
-        self.with(|h| h.hlen = v)
-    }
-    pub fn set_hops(&mut self, v: u8) {
-        self.with(|h| h.hops = v)
-    }
-    pub fn set_xid(&mut self, v: u32) {
-        self.with(|h| h.xid.set(v))
-    }
-    pub fn set_secs(&mut self, v: u16) {
-        self.with(|h| h.secs.set(v))
-    }
     pub fn set_flags(&mut self, v: u16) {
         self.with(|h| h.flags.set(v))
-    }
-    pub fn set_broadcast(&mut self, on: bool) {
-        let f = self.flags() & !FLAG_BROADCAST;
-        self.set_flags(if on { f | FLAG_BROADCAST } else { f })
-    }
-    pub fn set_ciaddr(&mut self, a: Ipv4Addr) {
-        self.with(|h| h.ciaddr = a.octets())
-    }
-    pub fn set_yiaddr(&mut self, a: Ipv4Addr) {
-        self.with(|h| h.yiaddr = a.octets())
-    }
-    pub fn set_siaddr(&mut self, a: Ipv4Addr) {
-        self.with(|h| h.siaddr = a.octets())
-    }
-    pub fn set_giaddr(&mut self, a: Ipv4Addr) {
-        self.with(|h| h.giaddr = a.octets())
-    }
-    pub fn set_chaddr(&mut self, v: [u8; 16]) {
-        self.with(|h| h.chaddr = v)
-    }
-    pub fn set_magic(&mut self, v: u32) {
-        self.with(|h| h.magic.set(v))
     }
     pub fn options_mut(&mut self) -> &mut [u8] {
         self.buffer
@@ -567,41 +521,16 @@ impl Reply {
     /// Writes the fixed fields, option 53, then `options` in order, END,
     /// and zero padding up to [`MIN_MESSAGE_LEN`]. Returns the length.
     pub fn emit(&self, buf: &mut [u8], options: &[OptionRepr]) -> Result<usize> {
-        let h: &mut DhcpHeader = header_mut(buf).ok_or(Error::Truncated)?;
-        let mut chaddr = [0u8; 16];
-        for (d, s) in chaddr.iter_mut().zip(self.client_mac) {
-            *d = s;
-        }
-        *h = DhcpHeader {
-            op: OP_REPLY,
-            htype: 1,
-            hlen: 6,
-            xid: self.xid.into(),
-            flags: if self.broadcast { FLAG_BROADCAST } else { 0 }.into(),
-            ciaddr: self.ciaddr.octets(),
-            yiaddr: self.yiaddr.octets(),
-            siaddr: self.siaddr.octets(),
-            giaddr: self.giaddr.octets(),
-            chaddr,
-            magic: MAGIC_COOKIE.into(),
-            ..ZERO
-        };
-        let mut sink = OptionSink {
+        let addrs = [self.ciaddr, self.yiaddr, self.siaddr, self.giaddr];
+        emit_fixed(
             buf,
-            pos: HEADER_LEN,
-            code: 0,
-            len_at: 0,
-            chunk: 0,
-        };
-        sink.option(opt::MESSAGE_TYPE, &[self.message_type.into()])?;
-        for o in options {
-            sink.write(o)?;
-        }
-        sink.raw(opt::END)?;
-        while sink.pos < MIN_MESSAGE_LEN {
-            sink.raw(opt::PAD)?;
-        }
-        Ok(sink.pos)
+            OP_REPLY,
+            self.xid,
+            self.broadcast,
+            addrs,
+            self.client_mac,
+        )?;
+        emit_options(buf, self.message_type, options, MIN_MESSAGE_LEN)
     }
 
     /// Length `emit` will write.
@@ -611,6 +540,103 @@ impl Reply {
         let mut scratch = [0u8; 1500];
         self.emit(&mut scratch, options)
     }
+}
+
+/// A client message (DISCOVER, REQUEST, RELEASE, …), as a guest sends it:
+/// airlock only parses these; tests and fuzzers build them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    pub message_type: MessageType,
+    pub xid: u32,
+    pub broadcast: bool,
+    pub ciaddr: Ipv4Addr,
+    pub yiaddr: Ipv4Addr,
+    pub siaddr: Ipv4Addr,
+    pub giaddr: Ipv4Addr,
+    pub client_mac: Mac,
+}
+
+impl Request {
+    /// Writes the fixed fields and the magic cookie alone: options, well
+    /// formed or not, are the caller's to add at [`HEADER_LEN`].
+    pub fn emit_fixed(&self, buf: &mut [u8]) -> Result<usize> {
+        let addrs = [self.ciaddr, self.yiaddr, self.siaddr, self.giaddr];
+        emit_fixed(
+            buf,
+            OP_REQUEST,
+            self.xid,
+            self.broadcast,
+            addrs,
+            self.client_mac,
+        )?;
+        Ok(HEADER_LEN)
+    }
+
+    /// Writes the fixed fields, option 53, `options` in order and END (no
+    /// padding: clients need not pad). Returns the length.
+    pub fn emit(&self, buf: &mut [u8], options: &[OptionRepr]) -> Result<usize> {
+        self.emit_fixed(buf)?;
+        emit_options(buf, self.message_type, options, 0)
+    }
+}
+
+/// The fixed part of a message with the magic cookie (`addrs`: ciaddr,
+/// yiaddr, siaddr, giaddr).
+fn emit_fixed(
+    buf: &mut [u8],
+    op: u8,
+    xid: u32,
+    broadcast: bool,
+    addrs: [Ipv4Addr; 4],
+    client_mac: Mac,
+) -> Result<()> {
+    let h: &mut DhcpHeader = header_mut(buf).ok_or(Error::Truncated)?;
+    let mut chaddr = [0u8; 16];
+    for (d, s) in chaddr.iter_mut().zip(client_mac) {
+        *d = s;
+    }
+    let [ciaddr, yiaddr, siaddr, giaddr] = addrs.map(|a| a.octets());
+    *h = DhcpHeader {
+        op,
+        htype: 1,
+        hlen: 6,
+        xid: xid.into(),
+        flags: if broadcast { FLAG_BROADCAST } else { 0 }.into(),
+        ciaddr,
+        yiaddr,
+        siaddr,
+        giaddr,
+        chaddr,
+        magic: MAGIC_COOKIE.into(),
+        ..ZERO
+    };
+    Ok(())
+}
+
+/// Option 53, `options`, END, then PAD up to `min_len`, after the fixed
+/// part; returns the message's length.
+fn emit_options(
+    buf: &mut [u8],
+    message_type: MessageType,
+    options: &[OptionRepr],
+    min_len: usize,
+) -> Result<usize> {
+    let mut sink = OptionSink {
+        buf,
+        pos: HEADER_LEN,
+        code: 0,
+        len_at: 0,
+        chunk: 0,
+    };
+    sink.option(opt::MESSAGE_TYPE, &[message_type.into()])?;
+    for o in options {
+        sink.write(o)?;
+    }
+    sink.raw(opt::END)?;
+    while sink.pos < min_len {
+        sink.raw(opt::PAD)?;
+    }
+    Ok(sink.pos)
 }
 
 #[cfg(test)]
@@ -688,6 +714,45 @@ mod tests {
         assert_eq!(r.hostname, Some(&b"guest"[..]));
         assert_eq!((r.requested_ip, r.server_id), (None, None));
         assert_eq!(p.find_option(opt::MAX_MESSAGE_SIZE), Some(&[2, 0x40][..]));
+    }
+
+    #[test]
+    fn emit_discover_as_a_client_would() {
+        let zero = Ipv4Addr::UNSPECIFIED;
+        let request = Request {
+            message_type: MessageType::Discover,
+            xid: 0x3903_f326,
+            broadcast: false,
+            ciaddr: zero,
+            yiaddr: zero,
+            siaddr: zero,
+            giaddr: zero,
+            client_mac: MAC,
+        };
+        let options = [
+            OptionRepr::Raw {
+                code: opt::CLIENT_ID,
+                data: &hex("01525400123456"),
+            },
+            OptionRepr::Raw {
+                code: opt::MAX_MESSAGE_SIZE,
+                data: &[2, 0x40],
+            },
+            OptionRepr::Raw {
+                code: opt::PARAMETER_REQUEST_LIST,
+                data: &[1, 3, 6, 12, 15, 28, 42],
+            },
+            OptionRepr::Hostname("guest"),
+        ];
+        let mut out = vec![0u8; 300];
+        let n = request.emit(&mut out, &options).unwrap();
+        assert_eq!(out, discover(), "the golden DISCOVER, padding included");
+        assert_eq!(n, 273, "a client message is not padded");
+        assert_eq!(
+            request.emit(&mut out[..n - 1], &options),
+            Err(Error::Truncated)
+        );
+        assert_eq!(request.emit_fixed(&mut out), Ok(HEADER_LEN));
     }
 
     #[test]
@@ -775,8 +840,7 @@ mod tests {
     #[test]
     fn rejects() {
         let mut g = discover();
-        let mut p = Packet::new_checked(&mut g[..]).unwrap();
-        p.set_magic(0);
+        g[236..240].fill(0); // no magic cookie
         let p = Packet::new_checked(&g[..]).unwrap();
         assert_eq!(Repr::parse(&p), Err(Error::Unsupported));
         // No message type: plain BOOTP.
@@ -816,23 +880,36 @@ mod tests {
     }
 
     #[test]
-    fn request_with_setters() {
-        let mut g = discover();
-        let mut p = Packet::new_checked(&mut g[..]).unwrap();
-        p.set_broadcast(true);
-        p.set_secs(3);
-        p.set_ciaddr(Ipv4Addr::new(10, 0, 2, 15));
-        p.options_mut()[..3].copy_from_slice(&[53, 1, 3]);
-        let o = hex("32040a00020f 36040a000202 ff");
-        p.options_mut()[32..32 + o.len()].copy_from_slice(&o);
-        let p = Packet::new_checked(&g[..]).unwrap();
+    fn request_round_trip() {
+        let ip = Ipv4Addr::new;
+        let request = Request {
+            message_type: MessageType::Request,
+            xid: 7,
+            broadcast: true,
+            ciaddr: ip(10, 0, 2, 15),
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            siaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            client_mac: MAC,
+        };
+        let options = [
+            OptionRepr::Raw {
+                code: opt::REQUESTED_IP,
+                data: &[10, 0, 2, 15],
+            },
+            OptionRepr::ServerId(ip(10, 0, 2, 2)),
+        ];
+        let mut g = vec![0u8; 300];
+        let n = request.emit(&mut g, &options).unwrap();
+        let p = Packet::new_checked(&g[..n]).unwrap();
         let r = Repr::parse(&p).unwrap();
+        assert_eq!(r.op, OP_REQUEST);
         assert_eq!(r.message_type, MessageType::Request);
         assert!(r.broadcast);
-        assert_eq!(r.secs, 3);
-        assert_eq!(r.ciaddr, Ipv4Addr::new(10, 0, 2, 15));
-        assert_eq!(r.requested_ip, Some(Ipv4Addr::new(10, 0, 2, 15)));
-        assert_eq!(r.server_id, Some(Ipv4Addr::new(10, 0, 2, 2)));
+        assert_eq!((r.xid, r.client_mac), (7, MAC));
+        assert_eq!(r.ciaddr, ip(10, 0, 2, 15));
+        assert_eq!(r.requested_ip, Some(ip(10, 0, 2, 15)));
+        assert_eq!(r.server_id, Some(ip(10, 0, 2, 2)));
     }
 
     #[test]

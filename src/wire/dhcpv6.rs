@@ -27,6 +27,8 @@ pub mod opt {
     pub const RAPID_COMMIT: u16 = 14;
     pub const DNS_SERVERS: u16 = 23;
     pub const DOMAIN_LIST: u16 = 24;
+    /// Client FQDN (RFC 4704): flags, then the name in DNS wire format.
+    pub const CLIENT_FQDN: u16 = 39;
 }
 
 /// Status codes (option 13).
@@ -134,11 +136,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn set_msg_type(&mut self, t: MessageType) {
         if let Some(b) = self.buffer.as_mut().first_mut() {
             *b = t.into();
-        }
-    }
-    pub fn set_transaction_id(&mut self, id: u32) {
-        if let Some(b) = self.buffer.as_mut().get_mut(1..4) {
-            b.copy_from_slice(&id.to_be_bytes()[1..]);
         }
     }
     pub fn options_mut(&mut self) -> &mut [u8] {
@@ -550,11 +547,10 @@ mod tests {
         let mut g = solicit();
         let mut p = Packet::new_checked(&mut g[..]).unwrap();
         p.set_msg_type(MessageType::Request);
-        p.set_transaction_id(0xabcdef);
         let p = Packet::new_checked(&g[..]).unwrap();
         assert_eq!(
             (p.msg_type(), p.transaction_id()),
-            (MessageType::Request, 0xabcdef)
+            (MessageType::Request, 0x5a1b2c)
         );
     }
 

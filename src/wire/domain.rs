@@ -72,7 +72,7 @@ impl<'a> Name<'a> {
     }
 
     /// The labels, without length bytes.
-    pub fn labels(&self) -> impl Iterator<Item = &'a [u8]> {
+    fn labels(&self) -> impl Iterator<Item = &'a [u8]> {
         let mut rest = self.0;
         core::iter::from_fn(move || {
             let (&len, tail) = rest.split_first()?;

@@ -78,10 +78,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn checksum(&self) -> u16 {
         self.hdr().checksum.get()
     }
-    pub fn echo_ident(&self) -> u16 {
+    fn echo_ident(&self) -> u16 {
         self.hdr().rest_hi.get()
     }
-    pub fn echo_seq_no(&self) -> u16 {
+    fn echo_seq_no(&self) -> u16 {
         self.hdr().rest_lo.get()
     }
     pub fn next_hop_mtu(&self) -> u16 {
@@ -114,12 +114,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn set_echo_ident(&mut self, v: u16) {
         self.with(|h| h.rest_hi.set(v))
     }
-    pub fn set_echo_seq_no(&mut self, v: u16) {
-        self.with(|h| h.rest_lo.set(v))
-    }
-    pub fn set_next_hop_mtu(&mut self, v: u16) {
-        self.with(|h| h.rest_lo.set(v))
-    }
     /// The four bytes after the checksum, whatever the message type.
     pub fn set_rest_of_header(&mut self, v: u32) {
         self.with(|h| {
@@ -131,12 +125,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.set_checksum(0);
         let c = checksum::checksum(self.buffer.as_ref());
         self.set_checksum(c);
-    }
-    pub fn data_mut(&mut self) -> &mut [u8] {
-        self.buffer
-            .as_mut()
-            .get_mut(HEADER_LEN..)
-            .unwrap_or(&mut [])
     }
 }
 

@@ -84,10 +84,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn word(&self) -> u32 {
         self.hdr().word.get()
     }
-    pub fn echo_ident(&self) -> u16 {
+    fn echo_ident(&self) -> u16 {
         (self.word() >> 16) as u16
     }
-    pub fn echo_seq_no(&self) -> u16 {
+    fn echo_seq_no(&self) -> u16 {
         self.word() as u16
     }
     pub fn mtu(&self) -> u32 {
@@ -127,16 +127,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn set_echo_ident(&mut self, v: u16) {
         let w = (self.word() & 0xffff) | (u32::from(v) << 16);
         self.set_word(w)
-    }
-    pub fn set_echo_seq_no(&mut self, v: u16) {
-        let w = (self.word() & 0xffff_0000) | u32::from(v);
-        self.set_word(w)
-    }
-    pub fn data_mut(&mut self) -> &mut [u8] {
-        self.buffer
-            .as_mut()
-            .get_mut(HEADER_LEN..)
-            .unwrap_or(&mut [])
     }
     pub fn fill_checksum(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
         self.set_checksum(0);
@@ -331,8 +321,7 @@ mod tests {
         let mut p = Packet::new_checked(&mut g[..]).unwrap();
         p.set_msg_type(msg_type::ECHO_REPLY);
         p.set_echo_ident(0x1111);
-        p.set_echo_seq_no(0x2222);
-        p.data_mut()[0] = b'P';
+        p.set_word(0x1111_2222);
         p.fill_checksum(host(), guest());
         let p = Packet::new_checked(&g[..]).unwrap();
         assert_eq!(
@@ -340,7 +329,7 @@ mod tests {
             Ok(Repr::EchoReply {
                 ident: 0x1111,
                 seq_no: 0x2222,
-                data: b"Ping"
+                data: b"ping"
             })
         );
         let mut g = echo();

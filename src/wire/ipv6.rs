@@ -6,7 +6,7 @@ use std::net::Ipv6Addr;
 use zerocopy::byteorder::network_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::{header, header_mut, ip_proto, Error, Result};
+use super::{header, header_mut, ip_proto, put, Error, Result};
 
 pub const HEADER_LEN: usize = 40;
 /// Most extension headers [`walk_extensions`] follows before giving up.
@@ -56,13 +56,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     fn hdr(&self) -> &Ipv6Header {
         header(self.buffer.as_ref()).unwrap_or(&ZERO)
     }
-    pub fn version(&self) -> u8 {
+    fn version(&self) -> u8 {
         (self.hdr().ver_tc_flow.get() >> 28) as u8
     }
-    pub fn traffic_class(&self) -> u8 {
+    fn traffic_class(&self) -> u8 {
         (self.hdr().ver_tc_flow.get() >> 20) as u8
     }
-    pub fn flow_label(&self) -> u32 {
+    fn flow_label(&self) -> u32 {
         self.hdr().ver_tc_flow.get() & 0x000f_ffff
     }
     pub fn payload_len(&self) -> u16 {
@@ -92,41 +92,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    fn with(&mut self, f: impl FnOnce(&mut Ipv6Header)) {
-        if let Some(h) = header_mut(self.buffer.as_mut()) {
-            f(h)
-        }
-    }
-    fn set_vtf(&mut self, mask: u32, v: u32) {
-        self.with(|h| {
-            h.ver_tc_flow
-                .set((h.ver_tc_flow.get() & !mask) | (v & mask))
-        })
-    }
-    pub fn set_version(&mut self, v: u8) {
-        self.set_vtf(0xf000_0000, u32::from(v) << 28)
-    }
-    pub fn set_traffic_class(&mut self, v: u8) {
-        self.set_vtf(0x0ff0_0000, u32::from(v) << 20)
-    }
-    pub fn set_flow_label(&mut self, v: u32) {
-        self.set_vtf(0x000f_ffff, v)
-    }
-    pub fn set_payload_len(&mut self, v: u16) {
-        self.with(|h| h.payload_len.set(v))
-    }
-    pub fn set_next_header(&mut self, v: u8) {
-        self.with(|h| h.next_header = v)
-    }
-    pub fn set_hop_limit(&mut self, v: u8) {
-        self.with(|h| h.hop_limit = v)
-    }
-    pub fn set_src(&mut self, a: Ipv6Addr) {
-        self.with(|h| h.src = a.octets())
-    }
-    pub fn set_dst(&mut self, a: Ipv6Addr) {
-        self.with(|h| h.dst = a.octets())
-    }
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = HEADER_LEN + usize::from(self.payload_len());
         self.buffer
@@ -143,6 +108,37 @@ pub struct FragmentInfo {
     pub offset: u16,
     pub more: bool,
     pub ident: u32,
+}
+
+/// An 8-byte extension header to emit: what guests put between the IPv6
+/// header and the upper layer (airlock itself sends none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtRepr {
+    /// A fragment header.
+    Fragment { next_header: u8, info: FragmentInfo },
+    /// A hop-by-hop or destination-options header holding only a PadN.
+    Padding { next_header: u8 },
+}
+
+impl ExtRepr {
+    pub const LEN: usize = 8;
+
+    /// Writes the header at the start of `buf`; returns [`ExtRepr::LEN`].
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
+        let mut h = [0u8; Self::LEN];
+        match *self {
+            ExtRepr::Fragment { next_header, info } => {
+                let off_flags = (info.offset & 0xfff8) | u16::from(info.more);
+                h[0] = next_header;
+                h[2..4].copy_from_slice(&off_flags.to_be_bytes());
+                h[4..].copy_from_slice(&info.ident.to_be_bytes());
+            }
+            // Length 0 (8 bytes); option PadN (1) over the remaining four.
+            ExtRepr::Padding { next_header } => h[..4].copy_from_slice(&[next_header, 0, 1, 4]),
+        }
+        put(buf, &h)?;
+        Ok(Self::LEN)
+    }
 }
 
 /// Where the upper-layer data starts.
@@ -308,6 +304,36 @@ mod tests {
     }
 
     #[test]
+    fn extension_headers_emit_what_the_walk_reads() {
+        let info = FragmentInfo {
+            offset: 1480,
+            more: true,
+            ident: 0xdead_beef,
+        };
+        let mut b = [0u8; 24];
+        let hops = [
+            ExtRepr::Padding {
+                next_header: ip_proto::IPV6_OPTS,
+            },
+            ExtRepr::Padding {
+                next_header: ip_proto::IPV6_FRAG,
+            },
+            ExtRepr::Fragment {
+                next_header: ip_proto::UDP,
+                info,
+            },
+        ];
+        for (i, h) in hops.iter().enumerate() {
+            assert_eq!(h.emit(&mut b[i * 8..]), Ok(8));
+        }
+        assert_eq!(&b[..4], &[60, 0, 1, 4]);
+        let e = walk_extensions(ip_proto::HOPOPT, &b).unwrap();
+        assert_eq!((e.next_header, e.offset), (ip_proto::UDP, 24));
+        assert_eq!(e.fragment, Some(info));
+        assert_eq!(hops[0].emit(&mut b[..7]), Err(Error::Truncated));
+    }
+
+    #[test]
     fn parse_and_emit_echo() {
         let g = echo();
         let p = Packet::new_checked(&g[..]).unwrap();
@@ -387,29 +413,21 @@ mod tests {
     }
 
     #[test]
-    fn setters_and_rejects() {
+    fn emit_all_fields_and_rejects() {
         let mut g = echo();
-        let mut p = Packet::new_checked(&mut g[..]).unwrap();
-        p.set_traffic_class(0xb8);
-        p.set_flow_label(0x12345);
-        p.set_hop_limit(255);
-        p.set_src(host());
-        p.set_dst(guest());
-        p.set_next_header(ip_proto::UDP);
-        p.payload_mut()[0] = 0xff;
-        let r = Repr::parse(&p).unwrap();
-        assert_eq!(
-            (r.traffic_class, r.flow_label, r.hop_limit),
-            (0xb8, 0x12345, 255)
-        );
-        assert_eq!(
-            (r.src, r.dst, r.next_header),
-            (host(), guest(), ip_proto::UDP)
-        );
-        assert_eq!(p.version(), 6);
-        p.set_version(4);
+        let repr = Repr {
+            traffic_class: 0xb8,
+            flow_label: 0x12345,
+            hop_limit: 255,
+            ..Repr::new(host(), guest(), ip_proto::UDP, 12)
+        };
+        assert_eq!(repr.emit(&mut g), Ok(HEADER_LEN));
+        let p = Packet::new_checked(&g[..]).unwrap();
+        assert_eq!(Repr::parse(&p), Ok(repr));
+        g[0] = 0x40; // version 4
+        let p = Packet::new_checked(&g[..]).unwrap();
         assert_eq!(Repr::parse(&p), Err(Error::Malformed));
-        p.set_payload_len(15);
+        g[4..6].copy_from_slice(&15u16.to_be_bytes()); // payload past the end
         assert_eq!(Packet::new_checked(&g[..]).err(), Some(Error::Truncated));
         assert_eq!(Packet::new_checked(&g[..39]).err(), Some(Error::Truncated));
     }
@@ -425,7 +443,6 @@ mod tests {
                 if let Ok(e) = p.extensions() {
                     assert!(e.offset <= p.payload().len());
                 }
-                p.set_payload_len(0xffff);
                 let _ = (p.payload().len(), p.payload_mut().len());
             }
         });

@@ -4,7 +4,7 @@
 use zerocopy::byteorder::network_endian::U16;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::checksum::{self, PseudoHeader};
+use super::checksum::PseudoHeader;
 use super::{header, header_mut, ip_proto, Error, Result};
 
 pub const HEADER_LEN: usize = 8;
@@ -188,24 +188,6 @@ pub fn emit_header(buf: &mut [u8], src_port: u16, dst_port: u16, len: u16) -> Re
     Ok(HEADER_LEN)
 }
 
-/// Partial checksum helper for callers that build the payload elsewhere:
-/// the header checksum given the payload's partial sum.
-pub fn checksum_with_payload_sum(
-    pseudo: &PseudoHeader,
-    header: &[u8; HEADER_LEN],
-    payload_len: usize,
-    payload_sum: u32,
-) -> u16 {
-    let s = checksum::combine(
-        pseudo.sum(ip_proto::UDP, HEADER_LEN + payload_len),
-        checksum::combine(checksum::sum(header), payload_sum),
-    );
-    match checksum::finish(s) {
-        0 => 0xffff,
-        c => c,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,12 +249,6 @@ mod tests {
             };
             assert_eq!(r.emit(&mut out, &ph), Ok(37));
             assert_eq!(out[..37], g[..]);
-            let hdr: [u8; 8] = g[..8].try_into().unwrap();
-            let mut zeroed = hdr;
-            zeroed[6] = 0;
-            zeroed[7] = 0;
-            let c = checksum_with_payload_sum(&ph, &zeroed, 29, checksum::sum(&hex(QUERY)));
-            assert_eq!(c.to_be_bytes(), [hdr[6], hdr[7]]);
             assert_eq!(r.emit(&mut out[..36], &ph), Err(Error::Truncated));
         }
     }

@@ -192,6 +192,36 @@ impl Helper {
         s
     }
 
+    /// A field of the helper's /proc/PID/status, in kB.
+    pub fn status_kb(&self, field: &str) -> u64 {
+        let pid = self.pid();
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        s.lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} for pid {pid}: {s}"))
+    }
+
+    /// How many descriptors the helper holds.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Stop the helper (SIGTERM), which must exit cleanly; its log, where
+    /// `--debug` left its counters (read them with [`counter`]).
+    pub fn stop_counters(&mut self) -> String {
+        let st = self.stop(Duration::from_secs(5));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "the helper did not exit cleanly: {}",
+            self.diagnose()
+        );
+        self.log()
+    }
+
     /// Wait until the guest's tap0 has carrier (the helper attached to it;
     /// immediate for the relay modes). Errors, with the diagnosis, if the
     /// helper exits or the deadline passes first.
@@ -223,6 +253,18 @@ impl Drop for Helper {
             eprintln!("at teardown: {}", self.diagnose());
         }
     }
+}
+
+/// A counter from airlock's `--debug` report in `log` ("name: value"
+/// lines, maybe behind a log prefix); the last report wins, 0 if absent
+/// (only non-zero counters are printed).
+pub fn counter(log: &str, name: &str) -> u64 {
+    log.lines()
+        .rev()
+        .filter_map(|l| l.rsplit_once(": "))
+        .filter(|(k, _)| *k == name || k.strip_suffix(name).is_some_and(|p| p.ends_with(": ")))
+        .find_map(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// In the child between fork and exec: let descriptor `n` survive exec.

@@ -17,13 +17,15 @@
 pub mod frames;
 pub mod guest;
 pub mod helper;
+pub mod package;
 pub mod process;
+pub mod qemu;
 pub mod relay;
 pub mod topo;
 pub mod vhost_frontend;
 
 pub use guest::{Guest, Lease};
-pub use helper::{Helper, LinkMode};
+pub use helper::{counter, Helper, LinkMode};
 pub use topo::Topology;
 
 /// The airlock binary cargo built for these tests.

@@ -33,8 +33,15 @@ pub struct Topology {
 
 impl Topology {
     /// Make both namespaces; panics (with the failing command's output) if
-    /// the machine cannot, e.g. when not root.
+    /// the machine cannot, e.g. when not root. The host namespace lets
+    /// every group open ICMP echo sockets.
     pub fn new() -> Topology {
+        Topology::with_ping_sockets(true)
+    }
+
+    /// [`Topology::new`], with `net.ipv4.ping_group_range` left at the
+    /// kernel's default ("1 0": nobody) unless `ping`.
+    pub fn with_ping_sockets(ping: bool) -> Topology {
         super::require_root();
         SWEEP.call_once(sweep_stale);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -68,15 +75,17 @@ impl Topology {
              route add default via 192.0.2.1\n\
              route add default via fd00::1\n",
         );
-        must(&[
-            "ip",
-            "netns",
-            "exec",
-            &t.host,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ping_group_range=0 2147483647",
-        ]);
+        if ping {
+            must(&[
+                "ip",
+                "netns",
+                "exec",
+                &t.host,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ping_group_range=0 2147483647",
+            ]);
+        }
         let etc = PathBuf::from("/etc/netns").join(&t.host);
         std::fs::create_dir_all(&etc).expect("create /etc/netns/<host>");
         std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\n")
