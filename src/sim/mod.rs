@@ -583,17 +583,22 @@ fn describe(f: &[u8]) -> String {
     let Ok(ip) = ipv4::Packet::new_checked(eth.payload()) else {
         return format!("type {:#06x} len {}", eth.ethertype(), f.len());
     };
-    match tcp::Packet::new_checked(ip.payload()) {
-        Ok(t) if ip.protocol() == crate::wire::ip_proto::TCP => format!(
-            "tcp {}:{} > {}:{} flags {:#x} seq {} ack {} win {} len {}",
-            ip.src(),
-            t.src_port(),
-            ip.dst(),
-            t.dst_port(),
-            t.flags(),
-            t.seq_number(),
-            t.ack_number(),
-            t.window_len(),
+    let (src, dst) = (ip.src(), ip.dst());
+    let pseudo = crate::frame::pseudo(src.into(), dst.into());
+    let parsed = tcp::Packet::new_checked(ip.payload())
+        .ok()
+        .zip(pseudo)
+        .filter(|_| ip.protocol() == crate::wire::ip_proto::TCP)
+        .and_then(|(t, p)| tcp::Repr::parse(&t, &p).ok().map(|r| (t, r)));
+    match parsed {
+        Some((t, r)) => format!(
+            "tcp {src}:{} > {dst}:{} flags {:#x} seq {} ack {} win {} len {}",
+            r.src_port,
+            r.dst_port,
+            r.flags,
+            r.seq,
+            r.ack,
+            r.window,
             t.payload().len()
         ),
         _ => format!(
