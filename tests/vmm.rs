@@ -623,11 +623,11 @@ fn qemu_netdev_passt_replay() {
 #[test]
 fn kata_passt_endpoint_replay() {
     let _l = serial();
-    let ns = HostNs::new("k");
-    let dir = TempDir::new("kata");
+    let ns = KitHost::new();
+    let dir = ns.scratch("kata");
     let passt = passt_link(&dir);
-    let sock = dir.0.join("kata-passt-0.socket");
-    let pidfile = dir.0.join("kata-passt-0.pid");
+    let sock = dir.join("kata-passt-0.socket");
+    let pidfile = dir.join("kata-passt-0.pid");
     let out = ns
         .cmd(passt.to_str().unwrap())
         .arg("-P")
@@ -648,7 +648,8 @@ fn kata_passt_endpoint_replay() {
         "stream,server=off,addr.type=unix,addr.path={}",
         sock.display()
     );
-    let out = qemu_dns(&ns, &netdev, "192.0.2.1")
+    let out = ns
+        .qemu(&netdev, "192.0.2.1")
         .args(["-global", "virtio-net-pci.mac=00:11:22:33:44:55"])
         .output()
         .unwrap();
@@ -659,7 +660,7 @@ fn kata_passt_endpoint_replay() {
     let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
     let gone = wait_gone(pid, Duration::from_secs(2));
     r.assert_network_as(
-        &ns,
+        &ns.servers,
         "ip=192.0.2.2 mask=24 router=192.0.2.1 dns=192.0.2.1",
         Some("192.0.2.1"),
     );
