@@ -223,7 +223,7 @@ fn key(i: u32, remote_port: u16) -> Key {
 fn bench_flow_lookup(c: &mut Criterion) {
     const N: u32 = 10_000;
     let now = Instant::now();
-    let mut table = flow::Table::new(N as usize);
+    let mut table: flow::Table = flow::Table::new(N as usize);
     let peer = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9);
     let hits: Vec<Key> = (0..N).map(|i| key(i, 80)).collect();
     let misses: Vec<Key> = (0..N).map(|i| key(i, 81)).collect();

@@ -27,6 +27,8 @@ pub mod poller;
 pub mod rng;
 pub mod sandbox;
 pub mod services;
+#[cfg(feature = "fuzzing")]
+pub mod sim;
 pub mod stack;
 pub mod startup;
 pub mod sys;

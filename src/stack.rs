@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 use crate::config::{Config, Proto};
+use crate::flow::host::{Host, Kernel};
 use crate::flow::{self, dgram, forward, icmp, tcp, udp, Key};
 use crate::frag;
 use crate::frame::L2;
@@ -17,12 +18,13 @@ use std::time::Instant;
 
 pub use crate::counters::Counters;
 
-pub struct Stack {
+pub struct Stack<H: Host = Kernel> {
     pub cfg: Config,
-    /// Poller, L2 addresses, clock and MTU: what every flow call needs.
-    pub env: flow::Env,
+    /// Poller, host, L2 addresses, clock and MTU: what every flow call
+    /// needs.
+    pub env: flow::Env<H>,
     pub counters: Counters,
-    flows: flow::Table,
+    flows: flow::Table<H>,
     services: services::Services,
     /// The IPv6 address the guest was last seen using.
     guest6: Option<std::net::Ipv6Addr>,
@@ -34,7 +36,15 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// The stack over the real kernel's sockets.
     pub fn new(cfg: Config, poller: Poller) -> Stack {
+        Stack::with_host(cfg, poller, Kernel)
+    }
+}
+
+impl<H: Host> Stack<H> {
+    /// The stack over `host`'s TCP sockets (the simulator's, in tests).
+    pub fn with_host(cfg: Config, poller: Poller, host: H) -> Self {
         let router4 = cfg
             .net4
             .as_ref()
@@ -49,6 +59,7 @@ impl Stack {
         let services = services::Services::new(&cfg);
         let env = flow::Env {
             poller,
+            host,
             l2: L2 {
                 guest: wire::MAC_BROADCAST,
                 router4,
@@ -247,8 +258,8 @@ impl Stack {
             }
         };
         let seg = tcp::Segment {
-            seq: r.seq,
-            ack: r.ack,
+            seq: flow::seq::Seq(r.seq),
+            ack: flow::seq::Seq(r.ack),
             flags: r.flags & 0xff,
             window: r.window,
             mss: r.mss,
@@ -312,7 +323,7 @@ impl Stack {
 
 // ---- forwards, IPv6, UDP and ICMP echo ----
 
-impl Stack {
+impl<H: Host> Stack<H> {
     /// The forwards' sockets back (they outlive one VMM connection).
     pub fn take_forwards(&mut self) -> Vec<forward::Listener> {
         for fd in self.listeners.iter().filter_map(|l| l.as_fd()) {
@@ -358,6 +369,20 @@ impl Stack {
         }
         l.retire();
         true
+    }
+
+    /// A host connection for a forward that came from elsewhere than the
+    /// listeners (the simulator's peers), offered to the guest as a flow;
+    /// `open` makes its socket, registered under the flow's token.
+    pub fn open_forwarded(
+        &mut self,
+        key: Key,
+        open: impl FnOnce(Token) -> std::io::Result<H::Tcp>,
+        tx: &mut Tx,
+        now: Instant,
+    ) -> std::io::Result<()> {
+        let mut ctx = self.env.ctx(tx, now);
+        tcp::open_forwarded(&mut self.flows, &mut ctx, &mut self.counters, key, open)
     }
 
     /// IPv6 from the guest. NDP, DHCPv6 and echo to the virtual addresses

@@ -32,6 +32,7 @@ const TARGETS: &[(&str, Entry)] = &[
     ("options", fuzz_api::options),
     ("vhost_rings", fuzz_api::vhost_rings),
     ("migrate_state", fuzz_api::migrate_state),
+    ("sim_tcp", airlock::sim::fuzz_tcp),
 ];
 
 /// Second wall besides the stack targets' `--restrict` configuration: this

@@ -795,12 +795,7 @@ fn socket_cycle_as_root_with_runas() {
     assert!(!pidfile.exists(), "pid file left behind");
 }
 
-#[path = "support/bus.rs"]
-#[allow(dead_code)]
-mod bus;
-#[path = "support/process.rs"]
-#[allow(dead_code)]
-mod process;
+use support::bus;
 
 /// A QEMU's serial console, read line by line as it comes, each line with
 /// the instant it arrived.

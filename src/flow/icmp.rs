@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 use super::dgram::{self, HostError, Quote, RxHeaders};
+use super::host::Host;
 use super::{nat, Ctx, Flow, Key, Table, Token, Verdict};
 use crate::config::Config;
 use crate::counters::Counters;
@@ -77,9 +78,9 @@ pub fn echo_request_ident(msg: &[u8], v6: bool) -> Option<u16> {
 /// it (ping sockets refused, or no destination), so the caller counts it
 /// dropped.
 #[allow(clippy::too_many_arguments)]
-pub fn on_guest_echo(
-    table: &mut Table,
-    ctx: &mut Ctx<'_>,
+pub fn on_guest_echo<H: Host>(
+    table: &mut Table<H>,
+    ctx: &mut Ctx<'_, H>,
     cfg: &Config,
     counters: &mut Counters,
     ping_denied: &mut bool,
@@ -162,8 +163,8 @@ pub struct Echo {
 impl Echo {
     /// Open a ping socket toward `host_dst`. An EACCES error means
     /// `net.ipv4.ping_group_range` excludes airlock's group.
-    pub fn open(
-        ctx: &mut Ctx<'_>,
+    pub fn open<H: Host>(
+        ctx: &mut Ctx<'_, H>,
         outbound: &crate::outbound::Outbound,
         token: Token,
         key: Key,
@@ -230,9 +231,9 @@ impl Echo {
     }
 
     /// Replies or errors on the ping socket.
-    pub fn on_host_event(
+    pub fn on_host_event<H: Host>(
         &mut self,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut Ctx<'_, H>,
         ev: EpollFlags,
         rx: &mut RxHeaders,
         counters: &mut Counters,
@@ -306,7 +307,7 @@ impl Echo {
         Verdict::Keep
     }
 
-    fn relay_error(&self, ctx: &mut Ctx<'_>, e: &HostError, counters: &mut Counters) {
+    fn relay_error<H: Host>(&self, ctx: &mut Ctx<'_, H>, e: &HostError, counters: &mut Counters) {
         let v6 = self.key.guest.is_ipv6();
         let from = dgram::error_source(e.offender, self.key.remote.ip(), self.host_dst);
         // The echo request as the guest sent it: its type, its identifier,

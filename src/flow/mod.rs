@@ -10,8 +10,10 @@
 
 pub mod dgram;
 pub mod forward;
+pub mod host;
 pub mod icmp;
 pub mod nat;
+pub mod seq;
 pub mod tcp;
 pub mod udp;
 
@@ -20,6 +22,7 @@ use crate::counters::Counters;
 use crate::frame::L2;
 use crate::link::Tx;
 use crate::poller::{Poller, Token};
+use host::{Host, Kernel};
 use nix::sys::epoll::EpollFlags;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -29,20 +32,24 @@ use std::time::Instant;
 /// The surroundings every flow shares, for the life of the stack: the
 /// epoll set, who is who on the virtual Ethernet, the clock's epoch and
 /// the link's MTU. [`Env::ctx`] lends them for one call.
-pub struct Env {
+pub struct Env<H: Host = Kernel> {
     pub poller: Poller,
+    /// Where TCP flows get their host sockets: the kernel, or the
+    /// simulator.
+    pub host: H,
     pub l2: L2,
     /// Timestamps count milliseconds from here.
     pub epoch: Instant,
     pub mtu: u16,
 }
 
-impl Env {
+impl<H: Host> Env<H> {
     /// The context for one call, at `now`, with frames going to `tx`.
-    pub fn ctx<'a>(&'a self, tx: &'a mut Tx, now: Instant) -> Ctx<'a> {
+    pub fn ctx<'a>(&'a self, tx: &'a mut Tx, now: Instant) -> Ctx<'a, H> {
         Ctx {
             tx,
             poller: &self.poller,
+            host: &self.host,
             l2: &self.l2,
             now,
             clock_ms: now.saturating_duration_since(self.epoch).as_millis() as u32,
@@ -52,9 +59,10 @@ impl Env {
 }
 
 /// Everything a flow needs from its surroundings for one call.
-pub struct Ctx<'a> {
+pub struct Ctx<'a, H: Host = Kernel> {
     pub tx: &'a mut Tx,
     pub poller: &'a Poller,
+    pub host: &'a H,
     pub l2: &'a L2,
     pub now: Instant,
     /// Milliseconds since start, for timestamps.
@@ -80,8 +88,8 @@ pub struct Key {
 }
 
 /// One flow's state.
-pub enum Flow {
-    Tcp(tcp::Conn),
+pub enum Flow<H: Host = Kernel> {
+    Tcp(tcp::Conn<H>),
     Udp(udp::Conn),
     Icmp(icmp::Echo),
 }
@@ -119,15 +127,15 @@ impl Hasher for FxHasher {
     }
 }
 
-struct Slot {
+struct Slot<H: Host> {
     gen: u32,
     key: Option<Key>,
-    flow: Option<Flow>,
+    flow: Option<Flow<H>>,
 }
 
 /// The table of flows.
-pub struct Table {
-    slots: Vec<Slot>,
+pub struct Table<H: Host = Kernel> {
+    slots: Vec<Slot<H>>,
     free: Vec<u32>,
     index: HashMap<Key, u32, BuildHasherDefault<FxHasher>>,
     max: usize,
@@ -141,8 +149,8 @@ pub struct Table {
 #[derive(Debug)]
 pub struct Full;
 
-impl Table {
-    pub fn new(max: usize) -> Table {
+impl<H: Host> Table<H> {
+    pub fn new(max: usize) -> Self {
         Table {
             slots: Vec::new(),
             free: Vec::new(),
@@ -185,7 +193,7 @@ impl Table {
     }
 
     /// Fill the slot [`Table::vacant`] returned.
-    pub fn insert(&mut self, token: Token, key: Key, flow: Flow) {
+    pub fn insert(&mut self, token: Token, key: Key, flow: Flow<H>) {
         let Token::Flow(i, gen) = token else { return };
         let Some(slot) = self.slots.get_mut(i as usize) else {
             return;
@@ -202,7 +210,7 @@ impl Table {
     }
 
     /// The live flow behind an epoll token, if the token is not stale.
-    pub fn get_mut(&mut self, token: Token) -> Option<&mut Flow> {
+    pub fn get_mut(&mut self, token: Token) -> Option<&mut Flow<H>> {
         let Token::Flow(i, gen) = token else {
             return None;
         };
@@ -214,14 +222,14 @@ impl Table {
     }
 
     /// A flow by slot index (from [`Table::lookup`]).
-    pub fn at(&mut self, i: u32) -> Option<(Token, &mut Flow)> {
+    pub fn at(&mut self, i: u32) -> Option<(Token, &mut Flow<H>)> {
         let slot = self.slots.get_mut(i as usize)?;
         let gen = slot.gen;
         slot.flow.as_mut().map(|f| (Token::Flow(i, gen), f))
     }
 
     /// Free a flow; its socket closes with it.
-    pub fn remove(&mut self, token: Token) -> Option<Flow> {
+    pub fn remove(&mut self, token: Token) -> Option<Flow<H>> {
         let Token::Flow(i, gen) = token else {
             return None;
         };
@@ -252,7 +260,7 @@ impl Table {
     }
 
     /// Every live flow, in slot order (for a migration's state).
-    pub fn for_each_flow(&self, mut f: impl FnMut(&Flow)) {
+    pub fn for_each_flow(&self, mut f: impl FnMut(&Flow<H>)) {
         for flow in self.slots.iter().filter_map(|s| s.flow.as_ref()) {
             f(flow);
         }
@@ -289,7 +297,7 @@ impl Table {
     pub fn on_host_event(
         &mut self,
         token: Token,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut Ctx<'_, H>,
         ev: EpollFlags,
         rx: &mut dgram::RxHeaders,
         counters: &mut Counters,
@@ -310,7 +318,7 @@ impl Table {
     }
 
     /// Timers of every flow: retransmissions and idle timeouts.
-    pub fn on_tick(&mut self, ctx: &mut Ctx<'_>, udp: &udp::Timeouts, counters: &mut Counters) {
+    pub fn on_tick(&mut self, ctx: &mut Ctx<'_, H>, udp: &udp::Timeouts, counters: &mut Counters) {
         let mut tokens = std::mem::take(&mut self.scratch);
         self.tokens(&mut tokens);
         for &t in &tokens {
@@ -326,7 +334,7 @@ impl Table {
     }
 
     /// End of a loop turn: each flow that registered work does it once.
-    pub fn end_of_turn(&mut self, ctx: &mut Ctx<'_>, counters: &mut Counters) {
+    pub fn end_of_turn(&mut self, ctx: &mut Ctx<'_, H>, counters: &mut Counters) {
         if self.turn.is_empty() {
             return;
         }

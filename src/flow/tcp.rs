@@ -10,26 +10,22 @@
 //! transmit queue, many per syscall, and *discarded* (`MSG_TRUNC`) on ACK.
 //! Retransmission rewinds the peek offset. No per-connection buffer exists.
 //!
-//! Host sockets are plain TCP (protocol 0: never MPTCP or raw), written with
-//! no address. `connect` always passes a whole `sockaddr_storage` (128
-//! bytes, as nix does for inet addresses): longer than any `sockaddr_un`
-//! (110), so no UNIX socket can be connected at runtime.
-//! #syscalls: socket(0=AF_INET|AF_INET6,1&SOCK_TYPE_MASK=SOCK_STREAM,2=0)
-//! #syscalls: connect(2=128) setsockopt getsockopt sendto(5=0) shutdown close
+//! The host socket is reached through [`super::host`]'s seam, so the same
+//! code runs against the kernel and against the simulator.
 
 use super::forward::Listener;
+use super::host::{Host, Kernel, TcpSocket};
+use super::seq::Seq;
 use super::{nat, Ctx, Flow, Key, Table, Verdict};
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::frame::{self, L2};
 use crate::poller::Token;
-use crate::sys;
+use crate::sys::SocketMemory;
 use crate::wire::{ip_proto, tcp as tcpw};
 use nix::sys::epoll::EpollFlags;
-use nix::sys::socket::{self as sock, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 pub use crate::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
@@ -68,8 +64,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 /// A TCP segment from the guest, parsed by the dispatcher.
 #[derive(Debug, Clone, Copy)]
 pub struct Segment<'a> {
-    pub seq: u32,
-    pub ack: u32,
+    pub seq: Seq,
+    pub ack: Seq,
     /// FIN..CWR; the AE (nonce) bit is dropped.
     pub flags: u16,
     pub window: u16,
@@ -97,38 +93,73 @@ enum State {
     Established,
 }
 
-fn seq_lt(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) < 0
+/// What airlock knows of the host socket's side of the flow.
+#[derive(Debug, Default, Clone, Copy)]
+struct HostSide {
+    /// The socket may hold data we have not peeked yet (epoll is
+    /// edge-triggered: set on EPOLLIN, cleared when a peek comes up short).
+    readable: bool,
+    /// The host peer shut down writing (EPOLLRDHUP or EPOLLHUP seen): its
+    /// FIN is already queued behind the data, so a short peek means EOF is
+    /// next, and no further epoll edge will come to say so.
+    shut: bool,
+    /// The host sent EOF and we have peeked up to it.
+    eof: bool,
+    /// The socket refused data: tell the guest when it has room.
+    full: bool,
+    /// The host had data for the guest while its window was zero.
+    waiting: bool,
 }
 
-fn seq_le(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) <= 0
+/// Work the flow owes at the end of this loop turn ([`Conn::end_of_turn`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct TurnWork {
+    /// An ACK (or window update) is owed to the guest.
+    ack: bool,
+    /// The guest's ACKs opened its window this turn: send more at the end
+    /// of the turn, once, instead of peeking once per ACK.
+    push: bool,
+    /// TCP_CORK is on: the guest's segments of this turn coalesce.
+    cork: bool,
+    /// Already on the table's end-of-turn list.
+    queued: bool,
+}
+
+/// How far the flow is toward its end.
+#[derive(Debug, Default, Clone, Copy)]
+struct Ending {
+    /// Our FIN (the host's EOF) is out to the guest.
+    fin_sent: bool,
+    fin_acked: bool,
+    /// The guest's FIN arrived (and the host socket is shut for writing).
+    guest_fin: bool,
+    /// The guest reset or the host failed: close as soon as possible.
+    dead: bool,
 }
 
 /// One translated connection.
-pub struct Conn {
-    sock: OwnedFd,
+pub struct Conn<H: Host = Kernel> {
+    sock: H::Tcp,
     token: Token,
     key: Key,
     state: State,
     /// Next sequence number expected from the guest.
-    rcv_nxt: u32,
+    rcv_nxt: Seq,
     /// Our initial sequence number toward the guest.
-    isn: u32,
+    isn: Seq,
     /// Oldest byte the guest has not acknowledged.
-    snd_una: u32,
+    snd_una: Seq,
     /// Next byte to send; `snd_nxt - snd_una` is the peek offset.
-    snd_nxt: u32,
+    snd_nxt: Seq,
     /// The guest's receive window, in bytes.
     snd_wnd: u32,
     /// Since when the guest's window has been zero (checked on ticks).
     zero_since: Option<Instant>,
-    /// The host had data for the guest while its window was zero.
-    host_waiting: bool,
     guest_ws: u8,
     our_ws: u8,
     /// Payload bytes per segment toward the guest.
     mss: u16,
+    /// Timestamps (RFC 7323) were negotiated.
     ts: bool,
     ts_recent: u32,
     dup_acks: u8,
@@ -136,58 +167,21 @@ pub struct Conn {
     rto_at: Option<Instant>,
     retries: u8,
     last_seen: Instant,
-    /// An ACK (or window update) is owed to the guest.
-    ack_pending: bool,
-    /// The host socket refused data: tell the guest when it has room.
-    wnd_blocked: bool,
     /// The window last offered, repeated unchanged in duplicate ACKs (a
     /// changed window would not count as a duplicate).
     last_wnd: u32,
     /// Duplicate ACKs sent for the current hole.
     dup_sent: u8,
-    /// TCP_CORK is on: the guest's segments of this turn coalesce.
-    corked: bool,
-    /// Already on the table's end-of-turn list.
-    queued: bool,
     /// Bytes the guest acknowledged that are still at the head of the
     /// socket's queue: discarded once per turn, not once per ACK.
     acked_unread: u32,
-    /// The guest's ACKs opened its window this turn: send more at the end
-    /// of the turn, once, instead of peeking once per ACK.
-    push_pending: bool,
-    /// The host sent EOF and we have peeked up to it.
-    host_eof: bool,
-    /// The host socket may hold data we have not peeked yet (epoll is
-    /// edge-triggered: set on EPOLLIN, cleared when a peek comes up short).
-    host_readable: bool,
-    /// The host peer shut down writing (EPOLLRDHUP or EPOLLHUP seen): its
-    /// FIN is already queued behind the data, so a short peek means EOF is
-    /// next, and no further epoll edge will come to say so.
-    host_shut: bool,
-    fin_sent: bool,
-    fin_acked: bool,
-    guest_fin: bool,
-    /// The guest reset or the host failed: close as soon as possible.
-    dead: bool,
+    host: HostSide,
+    turn: TurnWork,
+    end: Ending,
     /// Host memory this flow may hold each way (`flow_memory`).
     memory: usize,
     /// SO_RCVBUF set: the receive queue outgrew `memory`.
     rcvbuf_fixed: bool,
-}
-
-fn new_socket(dst: &SocketAddr) -> io::Result<OwnedFd> {
-    let fam = if dst.is_ipv6() {
-        AddressFamily::Inet6
-    } else {
-        AddressFamily::Inet
-    };
-    let fd = sock::socket(
-        fam,
-        SockType::Stream,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    Ok(fd)
 }
 
 /// The host memory a new flow may hold each way, with `flows` open.
@@ -195,99 +189,60 @@ fn flow_memory(flows: usize) -> usize {
     (MEMORY_BUDGET / flows.max(1)).clamp(FLOW_MEMORY_MIN, FLOW_MEMORY_MAX)
 }
 
-fn tune(fd: &OwnedFd) {
-    // Latency: the guest already coalesces; a second Nagle delay would add
-    // up. Keepalive finds dead host peers. Buffers stay autotuned (a fixed
-    // SO_RCVBUF turns autotuning off and rmem_max cuts it to 208 KiB on a
-    // stock host): `Conn::bound_receive_memory` and `our_window` bound them.
-    let _ = sock::setsockopt(fd, sockopt::TcpNoDelay, &true);
-    let _ = sock::setsockopt(fd, sockopt::KeepAlive, &true);
-    let _ = sys::set_peek_off(fd.as_fd(), 0);
-}
-
-/// RFC 6528: a 4 µs clock plus a keyed hash of the flow, the key drawn
-/// once per process, so the guest cannot predict another flow's numbers.
-fn isn(key: &Key) -> u32 {
-    use std::hash::{BuildHasher, RandomState};
-    static SECRET: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
-    let f = SECRET.get_or_init(RandomState::new).hash_one(key);
-    let m = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| (d.as_micros() / 4) as u32);
-    m.wrapping_add(f as u32)
-}
-
 const EVENTS: EpollFlags = EpollFlags::EPOLLIN
     .union(EpollFlags::EPOLLOUT)
     .union(EpollFlags::EPOLLRDHUP)
     .union(EpollFlags::EPOLLET);
 
-impl Conn {
+impl<H: Host> Conn<H> {
     /// A guest SYN: start connecting to `host_dst` on the host.
     #[allow(clippy::too_many_arguments)]
     pub fn connect(
-        ctx: &mut Ctx<'_>,
+        ctx: &mut Ctx<'_, H>,
         outbound: &crate::outbound::Outbound,
         token: Token,
         key: Key,
         host_dst: SocketAddr,
         syn: &Segment<'_>,
         memory: usize,
-    ) -> io::Result<Conn> {
-        let fd = new_socket(&host_dst)?;
-        tune(&fd);
-        outbound.prepare_tcp(&fd, &host_dst)?;
-        match sock::connect(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            &SockaddrStorage::from(host_dst),
-        ) {
-            Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
-            Err(e) => return Err(e.into()),
-        }
-        ctx.poller.add(fd.as_fd(), token, EVENTS)?;
-        let mut c = Conn::blank(fd, token, key, ctx.now);
+    ) -> io::Result<Self> {
+        let sock = ctx
+            .host
+            .tcp_connect(ctx.poller, token, EVENTS, host_dst, outbound)?;
+        let mut c = Conn::blank(sock, token, key, ctx.host.isn(&key), ctx.now);
         c.memory = memory;
         c.state = State::Connecting;
         c.take_syn_options(syn, ctx.mtu);
-        c.rcv_nxt = syn.seq.wrapping_add(1);
+        c.rcv_nxt = syn.seq + 1;
         c.rto_at = Some(ctx.now + CONNECT_TIMEOUT);
         Ok(c)
     }
 
     /// A host connection accepted on a forward: offer it to the guest.
-    pub fn accepted(
-        ctx: &mut Ctx<'_>,
-        token: Token,
-        key: Key,
-        fd: OwnedFd,
-        memory: usize,
-    ) -> io::Result<Conn> {
-        tune(&fd);
-        ctx.poller.add(fd.as_fd(), token, EVENTS)?;
-        let mut c = Conn::blank(fd, token, key, ctx.now);
+    /// `sock` is registered under `token` already.
+    fn accepted(ctx: &mut Ctx<'_, H>, token: Token, key: Key, sock: H::Tcp, memory: usize) -> Self {
+        let mut c = Conn::blank(sock, token, key, ctx.host.isn(&key), ctx.now);
         c.memory = memory;
         c.state = State::SynSent;
         c.mss = mss_for(ctx.mtu, key.guest.is_ipv6());
         c.send_syn(ctx, false);
         c.rto = Duration::from_secs(1);
         c.rto_at = Some(ctx.now + c.rto);
-        Ok(c)
+        c
     }
 
-    fn blank(sock: OwnedFd, token: Token, key: Key, now: Instant) -> Conn {
-        let isn = isn(&key);
+    fn blank(sock: H::Tcp, token: Token, key: Key, isn: Seq, now: Instant) -> Self {
         Conn {
             sock,
             token,
             key,
             state: State::Connecting,
-            rcv_nxt: 0,
+            rcv_nxt: Seq(0),
             isn,
             snd_una: isn,
             snd_nxt: isn,
             snd_wnd: 0,
             zero_since: None,
-            host_waiting: false,
             guest_ws: 0,
             our_ws: 0,
             mss: 536,
@@ -298,21 +253,16 @@ impl Conn {
             rto_at: None,
             retries: 0,
             last_seen: now,
-            ack_pending: false,
-            wnd_blocked: false,
             last_wnd: 0,
             dup_sent: 0,
-            corked: false,
-            queued: false,
             acked_unread: 0,
-            push_pending: false,
-            host_eof: false,
-            host_readable: true,
-            host_shut: false,
-            fin_sent: false,
-            fin_acked: false,
-            guest_fin: false,
-            dead: false,
+            // Data may be waiting before the first edge is seen.
+            host: HostSide {
+                readable: true,
+                ..HostSide::default()
+            },
+            turn: TurnWork::default(),
+            end: Ending::default(),
             memory: FLOW_MEMORY_MIN,
             rcvbuf_fixed: false,
         }
@@ -328,8 +278,8 @@ impl Conn {
         crate::migrate::Tcp {
             guest: self.key.guest,
             remote: self.key.remote,
-            snd_nxt: self.snd_nxt,
-            rcv_nxt: self.rcv_nxt,
+            snd_nxt: self.snd_nxt.0,
+            rcv_nxt: self.rcv_nxt.0,
         }
     }
 
@@ -361,7 +311,7 @@ impl Conn {
     /// large buffers, what we offer then always fits, and no segment the
     /// window allowed is ever refused.
     fn our_window(&mut self) -> u32 {
-        let m = sys::socket_memory(self.sock.as_fd()).unwrap_or_default();
+        let m = self.sock.memory().unwrap_or_default();
         self.bound_receive_memory(&m);
         let free = m.sndbuf.min(self.memory).saturating_sub(m.wmem_queued) / 2;
         let max = ((u16::MAX as usize) << self.our_ws).min(WINDOW_SEGMENTS * self.mss as usize);
@@ -374,10 +324,10 @@ impl Conn {
     /// never opens its window would pin all of that. Past this flow's share,
     /// fix the buffer at the share: the peer then stops, and what is queued
     /// still drains.
-    fn bound_receive_memory(&mut self, m: &sys::SocketMemory) {
+    fn bound_receive_memory(&mut self, m: &SocketMemory) {
         if !self.rcvbuf_fixed && m.rmem_alloc > self.memory {
             // The kernel doubles the figure for its overhead.
-            let _ = sock::setsockopt(&self.sock, sockopt::RcvBuf, &(self.memory / 2));
+            self.sock.set_rcvbuf(self.memory / 2);
             self.rcvbuf_fixed = true;
         }
     }
@@ -387,13 +337,13 @@ impl Conn {
     /// which only an `EPOLLOUT` edge can trigger, and the kernel arms that
     /// edge only for a socket it has seen full: re-arming the registration
     /// makes it look (and set SOCK_NOSPACE) now.
-    fn note_window(&mut self, ctx: &Ctx<'_>, window: u32) {
+    fn note_window(&mut self, ctx: &Ctx<'_, H>, window: u32) {
         self.last_wnd = window;
-        let blocked = window < 2 * self.mss as u32 && !self.guest_fin;
-        if blocked && !self.wnd_blocked {
-            let _ = ctx.poller.modify(self.sock.as_fd(), self.token, EVENTS);
+        let blocked = window < 2 * self.mss as u32 && !self.end.guest_fin;
+        if blocked && !self.host.full {
+            self.sock.rearm(ctx.poller, self.token, EVENTS);
         }
-        self.wnd_blocked = blocked;
+        self.host.full = blocked;
     }
 
     /// Write one segment's headers into `buf` (payload already in place
@@ -405,15 +355,15 @@ impl Conn {
         clock_ms: u32,
         buf: &mut [u8],
         flags: u16,
-        seq: u32,
+        seq: Seq,
         payload: usize,
         window: u32,
     ) -> usize {
         let repr = tcpw::Repr {
             src_port: self.key.remote.port(),
             dst_port: self.key.guest.port(),
-            seq,
-            ack: if flags & ACK != 0 { self.rcv_nxt } else { 0 },
+            seq: seq.0,
+            ack: if flags & ACK != 0 { self.rcv_nxt.0 } else { 0 },
             flags,
             window: (window >> self.our_ws).min(u16::MAX as u32) as u16,
             timestamp: self.ts.then_some((clock_ms, self.ts_recent)),
@@ -424,7 +374,7 @@ impl Conn {
     }
 
     /// A segment without payload (ACK, FIN, RST).
-    fn send_flags(&mut self, ctx: &mut Ctx<'_>, flags: u16, seq: u32) {
+    fn send_flags(&mut self, ctx: &mut Ctx<'_, H>, flags: u16, seq: Seq) {
         let window = if flags & RST != 0 {
             0
         } else {
@@ -433,7 +383,7 @@ impl Conn {
         self.send_flags_with(ctx, flags, seq, window);
     }
 
-    fn send_flags_with(&mut self, ctx: &mut Ctx<'_>, flags: u16, seq: u32, window: u32) {
+    fn send_flags_with(&mut self, ctx: &mut Ctx<'_, H>, flags: u16, seq: Seq, window: u32) {
         let (l2, clock) = (*ctx.l2, ctx.clock_ms);
         let this = &*self;
         ctx.tx
@@ -441,13 +391,13 @@ impl Conn {
         if flags & RST == 0 {
             self.note_window(ctx, window);
         }
-        self.ack_pending = false;
+        self.turn.ack = false;
     }
 
     /// A segment beyond a hole: at once, a duplicate ACK with the window
     /// unchanged, so three of them make the guest retransmit the missing
     /// segment now instead of after its retransmission timeout.
-    fn dup_ack(&mut self, ctx: &mut Ctx<'_>) {
+    fn dup_ack(&mut self, ctx: &mut Ctx<'_, H>) {
         if self.dup_sent < 3 {
             self.dup_sent += 1;
             let (seq, window) = (self.snd_nxt, self.last_wnd);
@@ -456,7 +406,7 @@ impl Conn {
     }
 
     /// SYN (forward) or SYN-ACK (guest-initiated), with our options.
-    fn send_syn(&mut self, ctx: &mut Ctx<'_>, ack: bool) {
+    fn send_syn(&mut self, ctx: &mut Ctx<'_, H>, ack: bool) {
         let v6 = self.key.guest.is_ipv6();
         let mss = mss_for(ctx.mtu, v6);
         // Forwards offer scaling and timestamps; a SYN-ACK mirrors the guest.
@@ -465,8 +415,8 @@ impl Conn {
         let repr = tcpw::Repr {
             src_port: self.key.remote.port(),
             dst_port: self.key.guest.port(),
-            seq: self.isn,
-            ack: if ack { self.rcv_nxt } else { 0 },
+            seq: self.isn.0,
+            ack: if ack { self.rcv_nxt.0 } else { 0 },
             flags: if ack { SYN | ACK } else { SYN },
             window: u16::MAX,
             mss: Some(mss),
@@ -476,16 +426,16 @@ impl Conn {
         };
         let (src, dst, l2) = (self.key.remote.ip(), self.key.guest.ip(), *ctx.l2);
         ctx.tx.send_with(|buf| emit(buf, &l2, src, dst, &repr));
-        self.snd_nxt = self.isn.wrapping_add(1);
+        self.snd_nxt = self.isn + 1;
         self.snd_una = self.isn;
     }
 
     /// Send host data to the guest as far as its window allows.
-    fn push(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
-        if self.state != State::Established || self.fin_sent || self.dead {
+    fn push(&mut self, ctx: &mut Ctx<'_, H>) -> Verdict {
+        if self.state != State::Established || self.end.fin_sent || self.end.dead {
             return Verdict::Keep;
         }
-        if !self.host_readable && !self.host_eof {
+        if !self.host.readable && !self.host.eof {
             return Verdict::Keep;
         }
         let hdr = self.hdr_len();
@@ -494,12 +444,12 @@ impl Conn {
         let mut window = None;
         let (l2, clock) = (*ctx.l2, ctx.clock_ms);
         loop {
-            let in_flight = self.snd_nxt.wrapping_sub(self.snd_una);
+            let in_flight = self.snd_nxt - self.snd_una;
             let avail = self.snd_wnd.saturating_sub(in_flight) as usize;
             if avail == 0 {
                 // Host data queues up behind a full guest window.
                 if !self.rcvbuf_fixed {
-                    if let Ok(m) = sys::socket_memory(self.sock.as_fd()) {
+                    if let Ok(m) = self.sock.memory() {
                         self.bound_receive_memory(&m);
                     }
                 }
@@ -517,16 +467,16 @@ impl Conn {
                 iov[i] = IoSliceMut::new(&mut frame[hdr..hdr + n]);
                 asked += n;
             }
-            let got = match sys::peek_into(self.sock.as_fd(), &mut iov[..k]) {
+            let got = match self.sock.peek(&mut iov[..k]) {
                 Ok(0) => {
-                    self.host_eof = true;
-                    self.host_readable = false;
+                    self.host.eof = true;
+                    self.host.readable = false;
                     0
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.host_readable = false;
+                    self.host.readable = false;
                     0
                 }
                 Err(_) => usize::MAX,
@@ -551,28 +501,28 @@ impl Conn {
                 let flags = if left == n { ACK | PSH } else { ACK };
                 lens[i] = self.write_segment(&l2, clock, frame, flags, seq, n, window);
                 count = i + 1;
-                seq = seq.wrapping_add(n as u32);
+                seq += n as u32;
                 left -= n;
             }
             slots.commit(&lens[..count]);
-            self.snd_nxt = self.snd_nxt.wrapping_add(got as u32);
-            self.ack_pending = false;
+            self.snd_nxt += got as u32;
+            self.turn.ack = false;
             self.note_window(ctx, window);
             if got < asked {
-                if self.host_shut {
+                if self.host.shut {
                     // All data is peeked and the FIN is in: peek again to
                     // see the EOF (a 0-byte read), so our FIN goes out now.
                     continue;
                 }
-                self.host_readable = false;
+                self.host.readable = false;
                 break;
             }
         }
-        if self.host_eof && !self.fin_sent {
+        if self.host.eof && !self.end.fin_sent {
             let seq = self.snd_nxt;
             self.send_flags(ctx, FIN | ACK, seq);
-            self.snd_nxt = self.snd_nxt.wrapping_add(1);
-            self.fin_sent = true;
+            self.snd_nxt += 1;
+            self.end.fin_sent = true;
         }
         if self.snd_nxt != self.snd_una && self.rto_at.is_none() {
             self.rto_at = Some(ctx.now + self.rto);
@@ -581,15 +531,15 @@ impl Conn {
     }
 
     /// Go back to the oldest unacknowledged byte and send again.
-    fn retransmit(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+    fn retransmit(&mut self, ctx: &mut Ctx<'_, H>) -> Verdict {
         self.snd_nxt = self.snd_una;
-        self.host_readable = true;
-        if self.fin_sent && !self.fin_acked {
-            self.fin_sent = false;
+        self.host.readable = true;
+        if self.end.fin_sent && !self.end.fin_acked {
+            self.end.fin_sent = false;
         }
         // Peek again from the oldest unacknowledged byte, which sits behind
         // what was acknowledged this turn and not yet discarded.
-        if sys::set_peek_off(self.sock.as_fd(), self.acked_unread as i32).is_err() {
+        if self.sock.set_peek_off(self.acked_unread as i32).is_err() {
             self.reset_guest(ctx);
             return Verdict::Close;
         }
@@ -597,35 +547,25 @@ impl Conn {
         self.push(ctx)
     }
 
-    fn reset_guest(&mut self, ctx: &mut Ctx<'_>) {
+    fn reset_guest(&mut self, ctx: &mut Ctx<'_, H>) {
         let seq = self.snd_nxt;
         self.send_flags(ctx, RST | ACK, seq);
-        self.dead = true;
+        self.end.dead = true;
     }
 
     /// Close the host side with a reset (SO_LINGER 0), as a guest RST asks.
     fn abort_host(&mut self) {
-        let _ = sock::setsockopt(
-            &self.sock,
-            sockopt::Linger,
-            &nix::libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            },
-        );
-        self.dead = true;
+        self.sock.abort();
+        self.end.dead = true;
     }
 
     /// A segment from the guest for this flow.
-    pub fn on_segment(&mut self, ctx: &mut Ctx<'_>, seg: &Segment<'_>) -> Verdict {
+    pub fn on_segment(&mut self, ctx: &mut Ctx<'_, H>, seg: &Segment<'_>) -> Verdict {
         self.last_seen = ctx.now;
         if seg.flags & RST != 0 {
             // RFC 5961's exact-match check would need state we don't keep;
             // accept an RST inside the window we offered.
-            if self.state == State::SynSent
-                || seq_le(self.rcv_nxt, seg.seq)
-                || seg.seq == self.rcv_nxt
-            {
+            if self.state == State::SynSent || self.rcv_nxt <= seg.seq || seg.seq == self.rcv_nxt {
                 self.abort_host();
                 return Verdict::Close;
             }
@@ -644,7 +584,7 @@ impl Conn {
                     self.send_syn(ctx, true);
                     return Verdict::Keep;
                 }
-                if seg.flags & ACK == 0 || seg.ack != self.isn.wrapping_add(1) {
+                if seg.flags & ACK == 0 || seg.ack != self.isn + 1 {
                     return Verdict::Keep;
                 }
                 self.state = State::Established;
@@ -653,13 +593,16 @@ impl Conn {
                 self.rto_at = None;
                 self.rto = RTO_MIN;
                 self.retries = 0;
+                // Duplicate ACKs repeat the last window offered: before
+                // any was, it must not read as zero (found by the sim).
+                self.last_wnd = self.our_window();
             }
             State::SynSent => {
-                if seg.flags & (SYN | ACK) != SYN | ACK || seg.ack != self.isn.wrapping_add(1) {
+                if seg.flags & (SYN | ACK) != SYN | ACK || seg.ack != self.isn + 1 {
                     return Verdict::Keep;
                 }
                 self.take_syn_options(seg, ctx.mtu);
-                self.rcv_nxt = seg.seq.wrapping_add(1);
+                self.rcv_nxt = seg.seq + 1;
                 self.state = State::Established;
                 self.snd_una = seg.ack;
                 self.snd_nxt = seg.ack;
@@ -673,7 +616,7 @@ impl Conn {
             State::Established => {
                 if seg.flags & SYN != 0 {
                     // A retransmitted SYN after we went established: re-ACK.
-                    self.ack_pending = true;
+                    self.turn.ack = true;
                     return Verdict::Keep;
                 }
             }
@@ -681,31 +624,31 @@ impl Conn {
         if seg.flags & ACK != 0 {
             self.on_ack(ctx, seg);
         }
-        if self.dead {
+        if self.end.dead {
             return Verdict::Close;
         }
         self.on_data(ctx, seg);
-        if self.dead {
+        if self.end.dead {
             return Verdict::Close;
         }
-        if self.guest_fin && self.fin_acked {
+        if self.end.guest_fin && self.end.fin_acked {
             let _ = self.end_of_turn(ctx);
             return Verdict::Close;
         }
-        self.push_pending = true;
+        self.turn.push = true;
         Verdict::Keep
     }
 
-    fn on_ack(&mut self, ctx: &mut Ctx<'_>, seg: &Segment<'_>) {
+    fn on_ack(&mut self, ctx: &mut Ctx<'_, H>, seg: &Segment<'_>) {
         let new_wnd = (seg.window as u32) << self.guest_ws;
-        let acked = seg.ack.wrapping_sub(self.snd_una);
-        let in_flight = self.snd_nxt.wrapping_sub(self.snd_una);
+        let acked = seg.ack - self.snd_una;
+        let in_flight = self.snd_nxt - self.snd_una;
         if acked > 0 && acked <= in_flight {
-            let fin_now_acked = self.fin_sent && seg.ack == self.snd_nxt;
+            let fin_now_acked = self.end.fin_sent && seg.ack == self.snd_nxt;
             let data = acked - fin_now_acked as u32;
             self.acked_unread = self.acked_unread.wrapping_add(data);
             if fin_now_acked {
-                self.fin_acked = true;
+                self.end.fin_acked = true;
             }
             self.snd_una = seg.ack;
             self.dup_acks = 0;
@@ -732,16 +675,20 @@ impl Conn {
         self.snd_wnd = new_wnd;
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, seg: &Segment<'_>) {
+    fn on_data(&mut self, ctx: &mut Ctx<'_, H>, seg: &Segment<'_>) {
         let mut payload = seg.payload;
         let mut seq = seg.seq;
         if !payload.is_empty() || seg.flags & FIN != 0 {
-            self.ack_pending = true;
+            self.turn.ack = true;
         }
         // Trim what the host already has (a retransmission overlapping).
-        if seq_lt(seq, self.rcv_nxt) {
-            let dup = self.rcv_nxt.wrapping_sub(seq) as usize;
+        if seq < self.rcv_nxt {
+            let dup = (self.rcv_nxt - seq) as usize;
             if dup > payload.len() {
+                // Wholly old (a keepalive probe, a segment whose ACK was
+                // lost): RFC 9293 3.10.7.4 answers it with an ACK, or the
+                // guest retransmits until it gives up (found by the sim).
+                self.turn.ack = true;
                 return;
             }
             payload = &payload[dup..];
@@ -756,31 +703,27 @@ impl Conn {
         }
         self.dup_sent = 0;
         if !payload.is_empty() {
-            if self.guest_fin {
+            if self.end.guest_fin {
                 return;
             }
             // Bulk data (full segments) coalesces until the end of the turn;
             // a short segment is the end of a write: it goes out at once.
-            if !self.corked
+            if !self.turn.cork
                 && payload.len() >= self.mss as usize
-                && sys::set_cork(self.sock.as_fd(), true).is_ok()
+                && self.sock.set_cork(true).is_ok()
             {
-                self.corked = true;
+                self.turn.cork = true;
             }
-            match sock::send(
-                std::os::fd::AsRawFd::as_raw_fd(&self.sock),
-                payload,
-                sock::MsgFlags::MSG_DONTWAIT | sock::MsgFlags::MSG_NOSIGNAL,
-            ) {
+            match self.sock.send(payload) {
                 Ok(n) => {
-                    self.rcv_nxt = self.rcv_nxt.wrapping_add(n as u32);
+                    self.rcv_nxt += n as u32;
                     if n < payload.len() {
-                        self.wnd_blocked = true;
+                        self.host.full = true;
                         return;
                     }
                 }
-                Err(nix::errno::Errno::EAGAIN) => {
-                    self.wnd_blocked = true;
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.host.full = true;
                     return;
                 }
                 Err(_) => {
@@ -789,41 +732,38 @@ impl Conn {
                 }
             }
         }
-        if seg.flags & FIN != 0 && !self.guest_fin {
-            self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
-            self.guest_fin = true;
-            let _ = sock::shutdown(
-                std::os::fd::AsRawFd::as_raw_fd(&self.sock),
-                sock::Shutdown::Write,
-            );
+        if seg.flags & FIN != 0 && !self.end.guest_fin {
+            self.rcv_nxt += 1;
+            self.end.guest_fin = true;
+            self.sock.shutdown_write();
         }
     }
 
     /// The end of a loop turn for a flow that heard from the guest: drop
     /// what it acknowledged from the socket, release corked data, send what
     /// its window now allows, and the ACK it is owed if no data carried it.
-    pub fn end_of_turn(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
-        self.queued = false;
+    pub fn end_of_turn(&mut self, ctx: &mut Ctx<'_, H>) -> Verdict {
+        self.turn.queued = false;
         if self.acked_unread > 0 {
             let n = std::mem::take(&mut self.acked_unread) as usize;
-            if sys::recv_discard(self.sock.as_fd(), n).is_err() {
+            if self.sock.discard(n).is_err() {
                 self.reset_guest(ctx);
                 return Verdict::Close;
             }
         }
-        if self.corked {
+        if self.turn.cork {
             // Release what this turn's segments left in a partial frame.
-            let _ = sys::set_cork(self.sock.as_fd(), false);
-            self.corked = false;
+            let _ = self.sock.set_cork(false);
+            self.turn.cork = false;
         }
-        if std::mem::take(&mut self.push_pending) && self.push(ctx) == Verdict::Close {
+        if std::mem::take(&mut self.turn.push) && self.push(ctx) == Verdict::Close {
             return Verdict::Close;
         }
-        if self.ack_pending && !self.dead && self.state == State::Established {
+        if self.turn.ack && !self.end.dead && self.state == State::Established {
             let seq = self.snd_nxt;
             self.send_flags(ctx, ACK, seq);
         }
-        if self.dead {
+        if self.end.dead {
             Verdict::Close
         } else {
             Verdict::Keep
@@ -834,20 +774,20 @@ impl Conn {
     /// guest an ACK (or the host an uncork) and is not listed yet. Listing
     /// it once per turn keeps the list as short as the flows that spoke.
     pub fn wants_ack(&mut self) -> bool {
-        let want = (self.ack_pending || self.corked || self.acked_unread > 0 || self.push_pending)
-            && !self.queued;
-        self.queued |= want;
+        let want = (self.turn.ack || self.turn.cork || self.acked_unread > 0 || self.turn.push)
+            && !self.turn.queued;
+        self.turn.queued |= want;
         want
     }
 
     /// An event on the host socket.
-    pub fn on_host_event(&mut self, ctx: &mut Ctx<'_>, ev: EpollFlags) -> Verdict {
+    pub fn on_host_event(&mut self, ctx: &mut Ctx<'_, H>, ev: EpollFlags) -> Verdict {
         self.last_seen = ctx.now;
         if self.state == State::Connecting {
             if !ev.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
                 return Verdict::Keep;
             }
-            let err = sock::getsockopt(&self.sock, sockopt::SocketError).unwrap_or(nix::libc::EIO);
+            let err = self.sock.take_error();
             if err != 0 {
                 // Refused or unreachable: the guest's connect fails at once.
                 self.send_rst_for_syn(ctx);
@@ -860,59 +800,58 @@ impl Conn {
             return Verdict::Keep;
         }
         if ev.contains(EpollFlags::EPOLLERR) {
-            let err = sock::getsockopt(&self.sock, sockopt::SocketError).unwrap_or(0);
+            let err = self.sock.take_error();
             if err != 0 {
                 self.reset_guest(ctx);
                 return Verdict::Close;
             }
         }
         if ev.contains(EpollFlags::EPOLLIN) && self.snd_wnd == 0 {
-            self.host_waiting = true;
+            self.host.waiting = true;
         }
-        if ev.contains(EpollFlags::EPOLLOUT) && self.wnd_blocked && self.state == State::Established
-        {
+        if ev.contains(EpollFlags::EPOLLOUT) && self.host.full && self.state == State::Established {
             // The host socket drained: tell the guest it may send again.
-            self.ack_pending = true;
+            self.turn.ack = true;
         }
         if ev.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
-            self.host_shut = true;
+            self.host.shut = true;
         }
         if ev.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
-            self.host_readable = true;
+            self.host.readable = true;
             let v = self.push(ctx);
-            if v == Verdict::Close || self.dead {
+            if v == Verdict::Close || self.end.dead {
                 return Verdict::Close;
             }
         }
         Verdict::Keep
     }
 
-    fn send_rst_for_syn(&mut self, ctx: &mut Ctx<'_>) {
+    fn send_rst_for_syn(&mut self, ctx: &mut Ctx<'_, H>) {
         let (l2, clock) = (*ctx.l2, ctx.clock_ms);
         let this = &*self;
-        let seq = this.isn.wrapping_add(1);
+        let seq = this.isn + 1;
         ctx.tx
             .send_with(|buf| this.write_segment(&l2, clock, buf, RST | ACK, seq, 0, 0));
-        self.dead = true;
+        self.end.dead = true;
     }
 
     /// Timers: retransmission, handshakes, idle flows.
-    pub fn on_tick(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
-        if self.dead {
+    pub fn on_tick(&mut self, ctx: &mut Ctx<'_, H>) -> Verdict {
+        if self.end.dead {
             return Verdict::Close;
         }
         let idle = ctx.now.saturating_duration_since(self.last_seen);
         let shut = if self.state == State::Established && self.snd_wnd == 0 {
             let since = *self.zero_since.get_or_insert(ctx.now);
-            let pinned = self.host_waiting || self.snd_nxt != self.snd_una;
+            let pinned = self.host.waiting || self.snd_nxt != self.snd_una;
             pinned && ctx.now.saturating_duration_since(since) > ZERO_WINDOW_TIMEOUT
         } else {
             self.zero_since = None;
-            self.host_waiting = false;
+            self.host.waiting = false;
             false
         };
         if shut
-            || (self.guest_fin || self.fin_sent) && idle > CLOSING_TIMEOUT
+            || (self.end.guest_fin || self.end.fin_sent) && idle > CLOSING_TIMEOUT
             || idle > IDLE_TIMEOUT
         {
             self.reset_guest(ctx);
@@ -956,13 +895,12 @@ impl Conn {
     }
 }
 
-/// Payload per segment the link carries for this family.
 /// A segment from the guest: to its flow; a SYN opens one (answered once
 /// the host connect completes); anything else, or a refusal, gets an RST.
 /// Returns the flow's token when it owes the guest an ACK this turn.
-pub fn on_guest_segment(
-    table: &mut Table,
-    ctx: &mut Ctx<'_>,
+pub fn on_guest_segment<H: Host>(
+    table: &mut Table<H>,
+    ctx: &mut Ctx<'_, H>,
     cfg: &Config,
     counters: &mut Counters,
     key: Key,
@@ -1013,9 +951,9 @@ pub fn on_guest_segment(
 /// per event, so one busy forward cannot starve the loop) and open a flow
 /// for each connection.
 #[allow(clippy::too_many_arguments)]
-pub fn on_accept(
-    table: &mut Table,
-    ctx: &mut Ctx<'_>,
+pub fn on_accept<H: Host>(
+    table: &mut Table<H>,
+    ctx: &mut Ctx<'_, H>,
     cfg: &Config,
     counters: &mut Counters,
     listener: &Listener,
@@ -1036,25 +974,38 @@ pub fn on_accept(
             counters.forward_accept_failed += 1;
             continue;
         };
-        if table.lookup(&key).is_some() {
+        let (poller, host) = (ctx.poller, ctx.host);
+        let open = |token| host.tcp_accepted(poller, token, EVENTS, fd);
+        if let Err(e) = open_forwarded(table, ctx, counters, key, open) {
+            log::debug!("forward {i}: {e}");
             counters.forward_accept_failed += 1;
-            continue;
-        }
-        let Ok(token) = table.vacant() else {
-            counters.flows_full += 1;
-            continue;
-        };
-        match Conn::accepted(ctx, token, key, fd, flow_memory(table.len() + 1)) {
-            Ok(c) => {
-                table.insert(token, key, Flow::Tcp(c));
-                counters.flows_opened += 1;
-            }
-            Err(e) => {
-                log::debug!("forward {i}: {e}");
-                counters.forward_accept_failed += 1;
-            }
         }
     }
+}
+
+/// A host connection for a forward, offered to the guest as a new flow
+/// (our SYN goes out); `open` makes its socket, registered under the
+/// flow's token. The table being full is counted, not an error.
+pub fn open_forwarded<H: Host>(
+    table: &mut Table<H>,
+    ctx: &mut Ctx<'_, H>,
+    counters: &mut Counters,
+    key: Key,
+    open: impl FnOnce(Token) -> io::Result<H::Tcp>,
+) -> io::Result<()> {
+    if table.lookup(&key).is_some() {
+        return Err(io::Error::from(io::ErrorKind::AddrInUse));
+    }
+    let Ok(token) = table.vacant() else {
+        counters.flows_full += 1;
+        return Ok(());
+    };
+    let sock = open(token)?;
+    let memory = flow_memory(table.len() + 1);
+    let conn = Conn::accepted(ctx, token, key, sock, memory);
+    table.insert(token, key, Flow::Tcp(conn));
+    counters.flows_opened += 1;
+    Ok(())
 }
 
 /// Ethernet, IP and TCP headers of `repr` from `src` to `dst`, in front of
@@ -1083,11 +1034,9 @@ pub fn mss_for(mtu: u16, v6: bool) -> u16 {
     mtu.saturating_sub(if v6 { 60 } else { 40 })
 }
 
-/// Answer a segment that matches no flow, as a host with no such
-/// connection would (RFC 793 "reset generation").
 /// A flow that did not follow a migration: reset it toward the guest with
 /// the sequence number the guest expects next, so nothing there hangs.
-pub fn reset_migrated(ctx: &mut Ctx<'_>, t: &crate::migrate::Tcp) {
+pub fn reset_migrated<H: Host>(ctx: &mut Ctx<'_, H>, t: &crate::migrate::Tcp) {
     let repr = tcpw::Repr {
         src_port: t.remote.port(),
         dst_port: t.guest.port(),
@@ -1100,14 +1049,16 @@ pub fn reset_migrated(ctx: &mut Ctx<'_>, t: &crate::migrate::Tcp) {
     ctx.tx.send_with(|buf| emit(buf, &l2, src, dst, &repr));
 }
 
-pub fn reply_rst(ctx: &mut Ctx<'_>, key: &Key, seg: &Segment<'_>) {
+/// Answer a segment that matches no flow, as a host with no such
+/// connection would (RFC 793 "reset generation").
+pub fn reply_rst<H: Host>(ctx: &mut Ctx<'_, H>, key: &Key, seg: &Segment<'_>) {
     if seg.flags & RST != 0 {
         return;
     }
     let (seq, ack, flags) = if seg.flags & ACK != 0 {
-        (seg.ack, 0, RST)
+        (seg.ack.0, 0, RST)
     } else {
-        (0, seg.seq.wrapping_add(seg.seq_len()), RST | ACK)
+        (0, (seg.seq + seg.seq_len()).0, RST | ACK)
     };
     let repr = tcpw::Repr {
         src_port: key.remote.port(),

@@ -39,6 +39,7 @@ use super::dgram::{
     error_source, next_host_error, recv_frames, send_icmp_error, Quote, RxHeaders, BATCH,
 };
 use super::forward::Listener;
+use super::host::Host;
 use super::{nat, Ctx, Flow, Key, Table, Verdict};
 use crate::config::Config;
 use crate::counters::Counters;
@@ -83,9 +84,9 @@ pub fn write_frame(buf: &mut [u8], l2: &L2, src: SocketAddr, dst: SocketAddr, n:
 /// Broadcast, multicast, unused virtual addresses, `--restrict` and
 /// `--disable-dns` find no destination and are dropped.
 #[allow(clippy::too_many_arguments)]
-pub fn on_guest_datagram(
-    table: &mut Table,
-    ctx: &mut Ctx<'_>,
+pub fn on_guest_datagram<H: Host>(
+    table: &mut Table<H>,
+    ctx: &mut Ctx<'_, H>,
     cfg: &Config,
     counters: &mut Counters,
     listeners: &[Listener],
@@ -146,9 +147,9 @@ pub fn on_guest_datagram(
 /// Datagrams on a UDP forward: each opens or refreshes a forwarded flow
 /// and goes to the guest as from the peer's inbound address.
 #[allow(clippy::too_many_arguments)]
-pub fn on_forward_readable(
-    table: &mut Table,
-    ctx: &mut Ctx<'_>,
+pub fn on_forward_readable<H: Host>(
+    table: &mut Table<H>,
+    ctx: &mut Ctx<'_, H>,
     cfg: &Config,
     counters: &mut Counters,
     rx: &mut RxHeaders,
@@ -234,8 +235,8 @@ const HOST_TTL: u8 = 64;
 impl Conn {
     /// A guest datagram for a new flow: open a host socket connected to
     /// `host_dst` from an ephemeral port.
-    pub fn open(
-        ctx: &mut Ctx<'_>,
+    pub fn open<H: Host>(
+        ctx: &mut Ctx<'_, H>,
         outbound: &crate::outbound::Outbound,
         token: super::Token,
         key: Key,
@@ -350,9 +351,9 @@ impl Conn {
     }
 
     /// Readiness on the flow's own socket.
-    pub fn on_host_event(
+    pub fn on_host_event<H: Host>(
         &mut self,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut Ctx<'_, H>,
         ev: EpollFlags,
         rx: &mut RxHeaders,
         counters: &mut Counters,

@@ -33,6 +33,10 @@ pub struct Tx {
     pub stats: Stats,
     /// `--pcap`: sees every frame received and flushed.
     pub pcap: Option<crate::pcap::Pcap>,
+    /// The simulator's link (`fuzzing` only): flushes append the frames,
+    /// each behind its 4-byte length, here instead of writing to `fd`.
+    #[cfg(feature = "fuzzing")]
+    memory: Option<Vec<u8>>,
 }
 
 impl Tx {
@@ -48,6 +52,26 @@ impl Tx {
             vhost: None,
             stats: Stats::default(),
             pcap: None,
+            #[cfg(feature = "fuzzing")]
+            memory: None,
+        }
+    }
+
+    /// A queue whose flushes go to memory (the simulator's link); `fd` is
+    /// never written.
+    #[cfg(feature = "fuzzing")]
+    pub fn in_memory(fd: OwnedFd) -> Tx {
+        let mut tx = Tx::new(fd, Kind::Stream);
+        tx.memory = Some(Vec::new());
+        tx
+    }
+
+    /// The frames flushed to memory since the last call, length-prefixed.
+    #[cfg(feature = "fuzzing")]
+    pub fn take_memory(&mut self, out: &mut Vec<u8>) {
+        out.clear();
+        if let Some(m) = self.memory.as_mut() {
+            std::mem::swap(m, out);
         }
     }
 
@@ -114,6 +138,15 @@ impl Tx {
             return;
         }
         self.stats.tx_flushes += 1;
+        #[cfg(feature = "fuzzing")]
+        if let Some(m) = self.memory.as_mut() {
+            for &(off, len) in &self.frames {
+                m.extend_from_slice(&self.buf[off..off + 4 + len]);
+            }
+            self.frames.clear();
+            self.used = 0;
+            return;
+        }
         let r = match self.kind {
             Kind::Dgram => self.flush_dgram(),
             Kind::Stream => self.flush_stream(),

@@ -1,0 +1,479 @@
+//! The simulated guest: smoltcp's TCP/IP stack on the virtual Ethernet,
+//! configured by airlock's DHCP, running one small application per flow
+//! (send the flow's stream, read and check the other, close).
+
+use super::host::pattern;
+use super::{FlowPlan, Scenario};
+use crate::flow::Key;
+use crate::stack::Stack;
+use crate::wire::ip_proto;
+use smoltcp::iface::{Config as IfConfig, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::{dhcpv4, tcp};
+use smoltcp::time::Instant as SInstant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// Linux's tcp_fin_timeout.
+const FIN_TIMEOUT: Duration = Duration::from_secs(60);
+const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
+/// The guest's side of the virtual link.
+struct Nic {
+    rx: VecDeque<Vec<u8>>,
+    tx: Vec<Vec<u8>>,
+    mtu: usize,
+}
+
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a mut Vec<Vec<u8>>);
+
+impl RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut v = vec![0u8; len];
+        let r = f(&mut v);
+        self.0.push(v);
+        r
+    }
+}
+
+impl Device for Nic {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _t: SInstant) -> Option<(Rx, Tx<'_>)> {
+        let f = self.rx.pop_front()?;
+        Some((Rx(f), Tx(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _t: SInstant) -> Option<Tx<'_>> {
+        Some(Tx(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ethernet;
+        // smoltcp does not take the timestamp option out of the peer's MSS
+        // as a guest kernel does: leave it room, or its full segments
+        // would not fit and be dropped inside smoltcp.
+        c.max_transmission_unit = self.mtu + 14 + 12;
+        c
+    }
+}
+
+/// One guest connection's application and what it saw.
+pub struct GuestFlow {
+    pub index: usize,
+    pub plan: FlowPlan,
+    pub remote: SocketAddr,
+    pub streams: (u32, u32),
+    handle: Option<SocketHandle>,
+    pub sent: u64,
+    pub received: u64,
+    close_called: bool,
+    aborted: bool,
+    /// The socket went established at some point.
+    pub established: bool,
+    /// The remote's FIN arrived (CloseWait, LastAck, Closing, TimeWait).
+    pub remote_fin: bool,
+    pub ended: bool,
+    /// A forward: airlock was handed the host side of the connection.
+    pub forward_opened: bool,
+    forward_asked: bool,
+    fin_wait2_since: Option<Duration>,
+}
+
+impl GuestFlow {
+    pub fn new(index: usize, plan: &FlowPlan, remote: SocketAddr, streams: (u32, u32)) -> Self {
+        GuestFlow {
+            index,
+            plan: plan.clone(),
+            remote,
+            streams,
+            handle: None,
+            sent: 0,
+            received: 0,
+            close_called: false,
+            aborted: false,
+            established: false,
+            remote_fin: false,
+            ended: false,
+            forward_opened: false,
+            forward_asked: false,
+            fin_wait2_since: None,
+        }
+    }
+
+    /// Nothing in the plan cuts this flow short, so it must carry both
+    /// streams whole and end with FINs both ways.
+    pub fn planned_clean(&self) -> bool {
+        self.plan.guest_abort.is_none()
+            && self.plan.peer.reset_at.is_none()
+            && matches!(self.plan.peer.connect, super::host::Connect::Accept(_))
+    }
+
+    /// It did end with the remote's FIN, never reset.
+    pub fn clean_end(&self) -> bool {
+        self.ended && self.remote_fin && !self.aborted
+    }
+}
+
+pub struct Guest {
+    iface: Interface,
+    nic: Nic,
+    sockets: SocketSet<'static>,
+    dhcp: SocketHandle,
+    pub addr: Option<Ipv4Addr>,
+    pub flows: Vec<GuestFlow>,
+    buf_size: usize,
+    timestamps: bool,
+    /// Table-full scenarios may refuse any flow; others must not.
+    may_refuse: bool,
+    pub fault: Option<String>,
+}
+
+thread_local! {
+    /// smoltcp's timestamp generator takes no argument: a counter per
+    /// thread, reset with each guest so that a run replays exactly.
+    static TSVAL: std::cell::Cell<u32> = const { std::cell::Cell::new(1) };
+}
+
+fn tsval() -> u32 {
+    TSVAL.with(|c| {
+        let v = c.get();
+        c.set(v.wrapping_add(1));
+        v
+    })
+}
+
+impl Guest {
+    pub fn new(s: &Scenario, seed: u64) -> Guest {
+        let mut nic = Nic {
+            rx: VecDeque::new(),
+            tx: Vec::new(),
+            mtu: s.mtu as usize,
+        };
+        let mut cfg = IfConfig::new(HardwareAddress::Ethernet(EthernetAddress(GUEST_MAC)));
+        cfg.random_seed = seed;
+        TSVAL.with(|c| c.set(1));
+        let iface = Interface::new(cfg, &mut nic, SInstant::ZERO);
+        let mut sockets = SocketSet::new(Vec::new());
+        let dhcp = sockets.add(dhcpv4::Socket::new());
+        Guest {
+            iface,
+            nic,
+            sockets,
+            dhcp,
+            addr: None,
+            flows: Vec::new(),
+            buf_size: s.guest_buf,
+            timestamps: s.timestamps,
+            may_refuse: s.flows.len() > s.max_flows,
+            fault: None,
+        }
+    }
+
+    /// Forwards whose host peer connects now: the guest listens already.
+    pub fn forwards_due(&mut self, now: Duration) -> Vec<usize> {
+        let mut v = Vec::new();
+        for f in &mut self.flows {
+            if f.plan.forward && f.handle.is_some() && !f.forward_asked && now > f.plan.start {
+                f.forward_asked = true;
+                v.push(f.index);
+            }
+        }
+        v
+    }
+
+    /// The flow key of forward `i` as airlock's table will see it.
+    pub fn forward_key<H: crate::flow::host::Host>(&self, i: usize, stack: &Stack<H>) -> Key {
+        let guest = self.addr.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let host = stack
+            .cfg
+            .net4
+            .as_ref()
+            .map_or(Ipv4Addr::UNSPECIFIED, |n| n.host);
+        Key {
+            proto: ip_proto::TCP,
+            guest: SocketAddr::new(IpAddr::V4(guest), 8000 + i as u16),
+            remote: SocketAddr::new(IpAddr::V4(host), 40000 + i as u16),
+        }
+    }
+
+    fn tcp_socket(&self) -> tcp::Socket<'static> {
+        let rx = tcp::SocketBuffer::new(vec![0; self.buf_size]);
+        let tx = tcp::SocketBuffer::new(vec![0; self.buf_size]);
+        let mut t = tcp::Socket::new(rx, tx);
+        if self.timestamps {
+            t.set_tsval_generator(Some(tsval));
+        }
+        t
+    }
+
+    /// One turn of the guest at `now`: take the frames that arrived, run
+    /// the stack and the applications, hand out what it sends.
+    pub fn poll(&mut self, now: Duration, arrived: &mut Vec<Vec<u8>>, mut send: impl FnMut(&[u8])) {
+        let t = SInstant::from_micros(now.as_micros() as i64);
+        self.nic.rx.extend(arrived.drain(..));
+        for _ in 0..4 {
+            self.iface.poll(t, &mut self.nic, &mut self.sockets);
+            self.dhcp_event();
+            let before = self.nic.tx.len();
+            self.apps(now);
+            self.iface.poll(t, &mut self.nic, &mut self.sockets);
+            if self.nic.rx.is_empty() && self.nic.tx.len() == before {
+                break;
+            }
+        }
+        if std::env::var_os("AIRLOCK_SIM_TRACE").is_some() {
+            eprintln!("{now:?} guest poll: {} frames out", self.nic.tx.len());
+        }
+        for f in self.nic.tx.drain(..) {
+            send(&f);
+        }
+    }
+
+    fn dhcp_event(&mut self) {
+        let ev = self.sockets.get_mut::<dhcpv4::Socket>(self.dhcp).poll();
+        if let Some(dhcpv4::Event::Configured(c)) = ev {
+            let a = c.address;
+            self.iface.update_ip_addrs(|addrs| {
+                addrs.clear();
+                let _ = addrs.push(IpCidr::Ipv4(a));
+            });
+            if let Some(r) = c.router {
+                let _ = self.iface.routes_mut().add_default_ipv4_route(r);
+            }
+            self.addr = Some(Ipv4Addr::from(a.address().octets()));
+        }
+    }
+
+    fn apps(&mut self, now: Duration) {
+        if self.addr.is_none() {
+            return;
+        }
+        let mut chunk = [0u8; 8192];
+        for i in 0..self.flows.len() {
+            let f = &self.flows[i];
+            if f.ended || now < f.plan.start {
+                continue;
+            }
+            let h = match f.handle {
+                Some(h) => h,
+                None => {
+                    let sock = self.tcp_socket();
+                    let h = self.sockets.add(sock);
+                    let f = &mut self.flows[i];
+                    f.handle = Some(h);
+                    let s = self.sockets.get_mut::<tcp::Socket>(h);
+                    let r = if f.plan.forward {
+                        s.listen(8000 + i as u16).map_err(|e| format!("{e:?}"))
+                    } else {
+                        let remote = match f.remote.ip() {
+                            IpAddr::V4(a) => Ipv4Address::from(a.octets()),
+                            IpAddr::V6(_) => unreachable!("IPv4 only"),
+                        };
+                        s.connect(
+                            self.iface.context(),
+                            (remote, f.remote.port()),
+                            49152 + i as u16,
+                        )
+                        .map_err(|e| format!("{e:?}"))
+                    };
+                    if let Err(e) = r {
+                        self.fault = Some(format!("flow {i}: guest socket: {e}"));
+                    }
+                    h
+                }
+            };
+            let s = self.sockets.get_mut::<tcp::Socket>(h);
+            let f = &mut self.flows[i];
+            let state = s.state();
+            // Synchronized (a fast exchange can pass Established between
+            // two polls).
+            if !matches!(
+                state,
+                tcp::State::Closed
+                    | tcp::State::Listen
+                    | tcp::State::SynSent
+                    | tcp::State::SynReceived
+            ) {
+                f.established = true;
+            }
+            // An orphaned FIN-WAIT-2 ends after a while, as Linux's
+            // tcp_fin_timeout does (the peer's RST may have been lost).
+            if state == tcp::State::FinWait2 {
+                let since = *f.fin_wait2_since.get_or_insert(now);
+                if now >= since + FIN_TIMEOUT && !f.aborted {
+                    f.aborted = true;
+                    s.abort();
+                    continue;
+                }
+            }
+            if matches!(
+                state,
+                tcp::State::CloseWait
+                    | tcp::State::LastAck
+                    | tcp::State::Closing
+                    | tcp::State::TimeWait
+            ) {
+                f.remote_fin = true;
+            }
+            if f.plan.guest_abort.is_some_and(|at| now >= at) && !f.aborted {
+                f.aborted = true;
+                s.abort();
+                continue;
+            }
+            // Read and check the host's stream.
+            let stalled = f
+                .plan
+                .guest_read_stall
+                .is_some_and(|(from, len)| now >= from && now < from + len);
+            while !stalled && s.can_recv() {
+                let (base, stream) = (f.received, f.streams.1);
+                let r = s.recv(|buf| {
+                    let bad = buf
+                        .iter()
+                        .enumerate()
+                        .find(|(k, &b)| b != pattern(stream, base + *k as u64))
+                        .map(|(k, _)| base + k as u64);
+                    (buf.len(), (buf.len(), bad))
+                });
+                match r {
+                    Ok((n, bad)) => {
+                        if let Some(off) = bad {
+                            self.fault = Some(format!("flow {i}: host-to-guest byte {off} wrong"));
+                        }
+                        f.received += n as u64;
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            if f.received > f.plan.peer.h2g {
+                self.fault = Some(format!(
+                    "flow {i}: guest got {} bytes, more than the host's {}",
+                    f.received, f.plan.peer.h2g
+                ));
+            }
+            // Send the guest's stream, then FIN.
+            while s.can_send() && f.sent < f.plan.g2h {
+                let n = ((f.plan.g2h - f.sent) as usize).min(chunk.len());
+                for (k, b) in chunk[..n].iter_mut().enumerate() {
+                    *b = pattern(f.streams.0, f.sent + k as u64);
+                }
+                match s.send_slice(&chunk[..n]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(m) => f.sent += m as u64,
+                }
+            }
+            // FIN once all data is acknowledged: smoltcp 0.12 was seen to
+            // stop retransmitting a tail its peer acknowledged only in
+            // part once both FINs had crossed (found by this simulator).
+            if f.sent == f.plan.g2h && s.send_queue() == 0 && !f.close_called && f.established {
+                f.close_called = true;
+                s.close();
+            }
+            // Closed (reset, refused, timed out, or after TIME-WAIT) or in
+            // TIME-WAIT, with everything that arrived read.
+            let finished = matches!(state, tcp::State::Closed | tcp::State::TimeWait)
+                && (s.recv_queue() == 0 || f.aborted);
+            if finished && (!f.plan.forward || f.forward_asked) {
+                f.ended = true;
+            }
+            if f.ended {
+                self.check_end(i);
+            }
+        }
+    }
+
+    fn check_end(&mut self, i: usize) {
+        let f = &self.flows[i];
+        let clean = f.planned_clean() && !self.may_refuse;
+        if clean && !f.clean_end() {
+            self.fault = Some(format!(
+                "flow {i} was cut short (established {}, remote FIN {}, sent {}/{}, got {}/{})",
+                f.established, f.remote_fin, f.sent, f.plan.g2h, f.received, f.plan.peer.h2g
+            ));
+        }
+        if !matches!(f.plan.peer.connect, super::host::Connect::Accept(_)) && f.established {
+            self.fault = Some(format!("flow {i}: a refused connect was established"));
+        }
+    }
+
+    /// Every flow's application is finished.
+    /// A forward the guest never saw (airlock refused it, or its host side
+    /// died before the SYN got through) leaves the guest listening.
+    pub fn done(&self) -> bool {
+        self.flows.iter().all(|f| {
+            f.ended
+                || f.plan.forward
+                    && f.forward_asked
+                    && f.handle.is_some_and(|h| {
+                        self.sockets.get::<tcp::Socket>(h).state() == tcp::State::Listen
+                    })
+        })
+    }
+
+    /// Table-full scenarios may refuse any flow.
+    pub fn may_refuse(&self) -> bool {
+        self.may_refuse
+    }
+
+    /// Something is in motion: data to send or read.
+    pub fn busy(&self) -> bool {
+        self.flows.iter().any(|f| {
+            f.handle.is_some_and(|h| {
+                let s = self.sockets.get::<tcp::Socket>(h);
+                s.state() == tcp::State::Established && (f.sent < f.plan.g2h || s.recv_queue() > 0)
+            })
+        })
+    }
+
+    /// The next time the guest has something due (its stack's timers, a
+    /// flow's start, an abort).
+    pub fn next_due(&mut self, now: Duration) -> Option<Duration> {
+        let t = SInstant::from_micros(now.as_micros() as i64);
+        let mut next = self
+            .iface
+            .poll_delay(t, &self.sockets)
+            .map(|d| now + Duration::from_micros(d.total_micros()));
+        let mut at = |x: Duration| {
+            if x > now {
+                next = Some(next.map_or(x, |n| n.min(x)));
+            }
+        };
+        for f in &self.flows {
+            at(f.plan.start);
+            if let Some(a) = f.plan.guest_abort {
+                at(a);
+            }
+            if let Some((from, len)) = f.plan.guest_read_stall {
+                at(from + len);
+            }
+        }
+        next
+    }
+
+    pub fn status(&self) -> String {
+        let mut out = format!("addr {:?};", self.addr);
+        for f in &self.flows {
+            let st = f.handle.map(|h| self.sockets.get::<tcp::Socket>(h).state());
+            out.push_str(&format!(
+                " [{}: {:?} sent {}/{} got {}/{} ended {}]",
+                f.index, st, f.sent, f.plan.g2h, f.received, f.plan.peer.h2g, f.ended
+            ));
+        }
+        out
+    }
+}
