@@ -606,6 +606,14 @@ impl Config {
         .unwrap()
     }
 
+    /// [`Config::for_test`] with a DNS upstream given, as flow tests need.
+    #[cfg(test)]
+    pub(crate) fn for_test_upstream(args: &[&str]) -> Config {
+        let mut v = vec!["--dns-upstream", "127.0.0.1:5353"];
+        v.extend_from_slice(args);
+        Config::for_test(&v)
+    }
+
     /// Resolve options; `resolv_conf` is the text of /etc/resolv.conf (read
     /// by the caller before the sandbox), used when no upstream is given.
     pub fn from_options(o: &Options, resolv_conf: Option<&str>) -> Result<Config, ConfigError> {

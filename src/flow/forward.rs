@@ -267,12 +267,6 @@ pub fn bind_forwards(cfg: &Config) -> io::Result<Vec<Listener>> {
 mod tests {
     use super::*;
 
-    fn cfg(args: &[&str]) -> Config {
-        let mut v = vec!["--dns-upstream", "127.0.0.1:5353"];
-        v.extend_from_slice(args);
-        Config::for_test(&v)
-    }
-
     /// A port free right now on loopback (for both UDP and TCP, likely).
     fn free_port() -> u16 {
         let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -286,14 +280,17 @@ mod tests {
             format!("udp:127.0.0.1:{u}-:7"),
             format!("tcp:127.0.0.1:{t}-:8"),
         );
-        let c = cfg(&["--hostfwd", &u, "--hostfwd", &t]);
+        let c = Config::for_test_upstream(&["--hostfwd", &u, "--hostfwd", &t]);
         let ls = bind_forwards(&c).unwrap();
         assert_eq!(ls.len(), 2);
         assert_eq!(ls[0].proto(), Proto::Udp);
         assert!(ls[1].accept().unwrap().is_none());
         let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
-        let c = cfg(&["--hostfwd", &format!("udp:127.0.0.1:{port}-10.0.2.15:53")]);
+        let c = Config::for_test_upstream(&[
+            "--hostfwd",
+            &format!("udp:127.0.0.1:{port}-10.0.2.15:53"),
+        ]);
         let e = bind_forwards(&c).err().unwrap();
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
         let msg = e.to_string();
@@ -305,7 +302,10 @@ mod tests {
 
     #[test]
     fn keys_show_loopback_peers_as_the_virtual_host() {
-        let c = cfg(&["--hostfwd", &format!("udp:127.0.0.1:{}-:5000", free_port())]);
+        let c = Config::for_test_upstream(&[
+            "--hostfwd",
+            &format!("udp:127.0.0.1:{}-:5000", free_port()),
+        ]);
         let ls = bind_forwards(&c).unwrap();
         let k = ls[0]
             .key(&c, None, "127.0.0.1:4444".parse().unwrap())

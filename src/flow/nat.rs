@@ -148,19 +148,13 @@ pub fn inbound_source(cfg: &Config, peer: SocketAddr, guest_is_v6: bool) -> Opti
 mod tests {
     use super::*;
 
-    fn cfg(args: &[&str]) -> Config {
-        let mut v = vec!["--dns-upstream", "127.0.0.1:5353"];
-        v.extend_from_slice(args);
-        Config::for_test(&v)
-    }
-
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
     }
 
     #[test]
     fn outbound_mappings() {
-        let c = cfg(&[]);
+        let c = Config::for_test_upstream(&[]);
         assert_eq!(outbound(&c, sa("10.0.2.2:80")), Some(sa("127.0.0.1:80")));
         assert_eq!(outbound(&c, sa("10.0.2.3:53")), Some(sa("127.0.0.1:5353")));
         assert_eq!(outbound(&c, sa("10.0.2.3:80")), None);
@@ -168,19 +162,19 @@ mod tests {
         assert_eq!(outbound(&c, sa("192.0.2.9:80")), Some(sa("192.0.2.9:80")));
         assert_eq!(outbound(&c, sa("[fec0::2]:80")), Some(sa("[::1]:80")));
         assert_eq!(outbound(&c, sa("255.255.255.255:9")), None);
-        let c = cfg(&["--disable-host-loopback"]);
+        let c = Config::for_test_upstream(&["--disable-host-loopback"]);
         assert_eq!(outbound(&c, sa("10.0.2.2:80")), None);
-        let c = cfg(&["--restrict"]);
+        let c = Config::for_test_upstream(&["--restrict"]);
         assert_eq!(outbound(&c, sa("192.0.2.9:80")), None);
         assert_eq!(outbound(&c, sa("10.0.2.3:53")), Some(sa("127.0.0.1:5353")));
-        let c = cfg(&["--disable-dns"]);
+        let c = Config::for_test_upstream(&["--disable-dns"]);
         assert_eq!(outbound(&c, sa("10.0.2.3:53")), None);
     }
 
     #[test]
     fn host_internal_addresses_are_refused_in_every_spelling() {
         for opts in [&[][..], &["--disable-host-loopback"][..]] {
-            let c = cfg(opts);
+            let c = Config::for_test_upstream(opts);
             for a in [
                 "127.0.0.1:22",
                 "127.0.0.53:53",
@@ -199,7 +193,7 @@ mod tests {
             assert!(!refused(sa("[::ffff:192.0.2.9]:1").ip()));
         }
         // A mapped public address goes out as the IPv4 address it is.
-        let c = cfg(&[]);
+        let c = Config::for_test_upstream(&[]);
         assert_eq!(
             outbound(&c, sa("[::ffff:192.0.2.9]:80")),
             Some(sa("192.0.2.9:80"))
@@ -210,7 +204,7 @@ mod tests {
 
     #[test]
     fn inbound_loopback_is_the_virtual_host() {
-        let c = cfg(&[]);
+        let c = Config::for_test_upstream(&[]);
         assert_eq!(
             inbound_source(&c, sa("127.0.0.1:4000"), false),
             Some(sa("10.0.2.2:4000"))

@@ -111,10 +111,10 @@ pub fn on_guest_datagram<H: Host>(
         counters.udp_dropped += 1;
         if nat::refused(key.remote.ip()) {
             let len = (8 + payload.len()).min(u16::MAX as usize) as u16;
+            // The quoted header as the guest sent it (checksum left 0).
             let mut head = [0u8; 8];
-            head[0..2].copy_from_slice(&key.guest.port().to_be_bytes());
-            head[2..4].copy_from_slice(&key.remote.port().to_be_bytes());
-            head[4..6].copy_from_slice(&len.to_be_bytes());
+            let _ =
+                crate::wire::udp::emit_header(&mut head, key.guest.port(), key.remote.port(), len);
             let (src, dst) = (key.guest.ip(), key.remote.ip());
             let quote = super::dgram::Quote::of(src, dst, ip_proto::UDP, ttl, &head);
             let quote = super::dgram::Quote {
