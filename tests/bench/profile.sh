@@ -9,8 +9,13 @@
 #   3. nstat deltas of both namespaces over that run (retransmissions,
 #      out-of-order queueing, drops).
 # Output goes to stdout; perf data files to $OUT (default a temporary folder,
-# kept and named at the end).  Environment: AIRLOCK, MTU (65520), FRAMING
-# (dgram), IPERF_SECS (4), RIG, OUT.  Needs root and perf (Debian: linux-perf).
+# kept and named at the end).  Also, two seconds into each run, `ss -ti` of
+# the sending iperf3's socket (cwnd, rwnd- and sndbuf-limited time, the
+# window it is offered).  HELPER=passt profiles $PASST (default: passt on
+# PATH; STREAM framing, compare.sh's flags) the same way, for side-by-side
+# tables.  Environment: AIRLOCK, HELPER (airlock), PASST, MTU (65520),
+# FRAMING (dgram), IPERF_SECS (4), RIG, OUT.  Needs root and perf (Debian:
+# linux-perf).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -31,6 +36,13 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do dirs+=("$1"); shift; done
 extra=("$@")
 [ ${#dirs[@]} -gt 0 ] || dirs=(g2h h2g)
 MTU=${MTU:-65520}; FRAMING=${FRAMING:-dgram}; SECS=${IPERF_SECS:-4}
+HELPER=${HELPER:-airlock}
+if [ "$HELPER" = passt ]; then
+  FRAMING=stream
+  helper=("${PASST:-passt}" -f -q --fd {fd} -a 10.0.2.15 -n 24 -g 10.0.2.2 --mtu "$MTU" -t 5202:5201)
+else
+  helper=("$airlock" --fd {fd} --hostfwd tcp::5202-:5201)
+fi
 out=${OUT:-$(mktemp -d /tmp/airlock-profile.XXXX)}
 mkdir -p "$out"
 P=ap$$; rpid=""; apid=""
@@ -45,11 +57,11 @@ trap down EXIT
 ip netns exec "$P-h" iperf3 -s -D -p 5201 >/dev/null
 ip netns exec "$P-g" iperf3 -s -D -p 5201 >/dev/null
 "$bin/netrelay" "$P-g" tap0 spawn "$FRAMING" -- ip netns exec "$P-h" \
-  "$airlock" --fd {fd} --hostfwd tcp::5202-:5201 "${extra[@]}" 2>"$out/airlock.log" &
+  "${helper[@]}" "${extra[@]}" 2>"$out/helper.log" &
 rpid=$!
 for _ in $(seq 50); do
   apid=$(pgrep -P "$rpid" | head -1)
-  [ -n "$apid" ] && grep -q "^Name:.*airlock" "/proc/$apid/status" 2>/dev/null && break
+  [ -n "$apid" ] && ! grep -q "^Name:.*ip$" "/proc/$apid/status" 2>/dev/null && break
   sleep 0.05
 done
 ip netns exec "$P-g" busybox udhcpc -i tap0 -q -n -t 5 -T 1 -s "$rig/udhcpc.script" >/dev/null 2>&1
@@ -60,6 +72,7 @@ iperf() {   # direction -> runs iperf3, prints "Gbit/s bytes retransmits"
   local cmd
   if [ "$1" = g2h ]; then cmd=(ip netns exec "$P-g" iperf3 -c 10.0.2.2 -p 5201)
   else cmd=(ip netns exec "$P-h" iperf3 -c 127.0.0.1 -p 5202); fi
+  (sleep 2; sender_ss "$1" >"$out/$1.ss") &
   timeout $((SECS + 15)) "${cmd[@]}" -t "$SECS" -J 2>/dev/null | python3 -c '
 import json,sys
 try:
@@ -67,9 +80,13 @@ try:
     print("%.2f %d %d"%(d["sum_received"]["bits_per_second"]/1e9, d["sum_received"]["bytes"], d["sum_sent"].get("retransmits",0)))
 except Exception: print("fail 0 0")'
 }
+sender_ss() {   # the sending iperf3's data socket, as its kernel sees it
+  if [ "$1" = g2h ]; then ip netns exec "$P-g" ss -tinH dst 10.0.2.2:5201
+  else ip netns exec "$P-h" ss -tinH dst 127.0.0.1:5202; fi
+}
 # utime+stime ticks of airlock and of each netrelay thread (the relay: tap<->socket).
 ticks() {
-  printf "airlock %s\n" "$(awk '{print $14+$15}' "/proc/$apid/stat")"
+  printf "%s %s\n" "$HELPER" "$(awk '{print $14+$15}' "/proc/$apid/stat")"
   for t in /proc/"$rpid"/task/*; do printf "relay-%s %s\n" "${t##*/}" "$(awk '{print $14+$15}' "$t/stat")"; done
 }
 cpu_share() {   # before-file after-file seconds -> "name=NN%" of one CPU
@@ -110,5 +127,7 @@ for d in "${dirs[@]}"; do
   echo "CPU (share of one core over the iperf3 run):$(cpu_share "$out/t0" "$out/t1" "$(echo "$t1 - $t0" | bc -l)")"
   echo "nstat host namespace:$(nstat_delta "$out/h0" "$out/h1")"
   echo "nstat guest namespace:$(nstat_delta "$out/g0" "$out/g1")"
+  echo "sender socket 2 s in (ss -ti):"
+  grep -o 'cwnd:[0-9]*\|snd_wnd:[0-9]*\|rwnd_limited:[^ ]*\|sndbuf_limited:[^ ]*\|busy:[^ ]*\|retrans:[^ ]*\|bbr:([^)]*)\|delivery_rate [^ ]*' "$out/$d.ss" | tr '\n' ' ' | sed 's/^/  /'; echo
 done
 echo "perf data: $out"
