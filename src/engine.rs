@@ -32,15 +32,22 @@ pub enum Exit {
 /// The signal that asks for the [`Engine::report`] summary in the log.
 pub const STATS_SIGNAL: Signal = Signal::SIGUSR1;
 
-/// Signals that end airlock cleanly, and [`STATS_SIGNAL`]; blocked and read
-/// from a signalfd so that they stay safe under the seccomp filter.
+/// Signals that end airlock cleanly (SIGQUIT too: Kata's runtime stops
+/// passt with it), and [`STATS_SIGNAL`]; blocked and read from a signalfd
+/// so that they stay safe under the seccomp filter.
 pub fn block_exit_signals() -> std::io::Result<SignalFd> {
     let mut set = SigSet::empty();
-    set.add(STATS_SIGNAL);
-    set.add(Signal::SIGTERM);
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGHUP);
-    set.add(crate::lifecycle::PARENT_DEATH_SIGNAL);
+    for sig in [
+        STATS_SIGNAL,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        crate::lifecycle::PARENT_DEATH_SIGNAL,
+    ] {
+        crate::sys::default_disposition(sig)?;
+        set.add(sig);
+    }
     set.thread_block()?;
     Ok(SignalFd::with_flags(
         &set,
@@ -263,5 +270,22 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(got, Some(Signal::SIGHUP));
+    }
+
+    #[test]
+    fn sigquit_ends_airlock_even_if_the_launcher_ignored_it() {
+        // What a background shell leaves behind for its children.
+        crate::sys::ignore_signal(Signal::SIGQUIT).unwrap();
+        let sfd = block_exit_signals().unwrap();
+        nix::sys::signal::raise(Signal::SIGQUIT).unwrap();
+        let mut got = None;
+        for _ in 0..100 {
+            if let Ok(Some(si)) = sfd.read_signal() {
+                got = Signal::try_from(si.ssi_signo as i32).ok();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(got, Some(Signal::SIGQUIT));
     }
 }

@@ -225,7 +225,12 @@ pub fn run_remover(paths: &[std::ffi::OsString]) -> i32 {
     use std::os::unix::fs::MetadataExt;
     // A terminal's ^C reaches the whole group: outlive airlock, not die with it.
     let mut set = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
         set.add(s);
     }
     let _ = set.thread_block();

@@ -235,6 +235,30 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// Take ownership of descriptor `n` inherited from the VMM (`--fd N`),
+/// Give `sig` its default action back: a launcher that started airlock
+/// from a background shell leaves SIGINT and SIGQUIT ignored, and an
+/// ignored signal is discarded before a signalfd could read it.
+pub fn default_disposition(sig: nix::sys::signal::Signal) -> io::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installing SIG_DFL runs no handler code, so nothing can
+    // observe a half-updated state.
+    unsafe { sigaction(sig, &dfl) }
+        .map(|_| ())
+        .map_err(io::Error::from)
+}
+
+/// Ignore `sig`, as a background shell leaves SIGQUIT for its children.
+#[cfg(test)]
+pub fn ignore_signal(sig: nix::sys::signal::Signal) -> io::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let ign = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    // SAFETY: SIG_IGN runs no handler code.
+    unsafe { sigaction(sig, &ign) }
+        .map(|_| ())
+        .map_err(io::Error::from)
+}
+
 /// after checking that it is open. It becomes close-on-exec: it is ours now.
 pub fn inherit_fd(n: RawFd) -> io::Result<OwnedFd> {
     if n < 3 {
