@@ -430,32 +430,15 @@ fn pxe_boot_over_tftp() {
         .stderr(Stdio::null());
     let mut airlock = spawn_with_fds(&mut a, &[&helper_end]);
     drop(helper_end);
-    let mut q = ns.cmd("timeout");
-    q.args([
-        "240",
-        "qemu-system-x86_64",
-        "-accel",
-        "tcg",
-        "-m",
-        "256",
-        "-nodefaults",
-    ])
-    .args([
-        "-no-user-config",
-        "-nographic",
-        "-serial",
-        "stdio",
-        "-monitor",
-        "none",
-    ])
-    .args(["-no-reboot", "-boot", "n"])
-    // Debian 12's iPXE ROM (2019) drives only the legacy virtio interface.
-    .args(["-device", "virtio-net-pci,netdev=n0,disable-modern=on"])
-    .arg("-netdev")
-    .arg(format!("socket,fd={},id=n0", vmm_end.as_raw_fd()))
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    let mut q = ns.qemu_bare(240);
+    q.args(["-boot", "n"])
+        // Debian 12's iPXE ROM (2019) drives only the legacy virtio interface.
+        .args(["-device", "virtio-net-pci,netdev=n0,disable-modern=on"])
+        .arg("-netdev")
+        .arg(format!("socket,fd={},id=n0", vmm_end.as_raw_fd()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let q = spawn_with_fds(&mut q, &[&vmm_end]);
     drop(vmm_end);
     let out = q.wait_with_output().unwrap();

@@ -188,35 +188,29 @@ impl KitHost {
     /// [`KitHost::qemu`] with more guest parameters (`airlock.mode=...`).
     pub fn qemu_append(&self, netdev: &str, dns: &str, more: &str) -> Command {
         let g = guest_kit();
+        let mut c = self.qemu_bare(180);
+        c.args(["-kernel"])
+            .arg(g.join("vmlinuz"))
+            .arg("-initrd")
+            .arg(g.join("initrd.gz"))
+            .arg("-append")
+            .arg(format!("{} {more}", kernel_cmdline(dns)))
+            .args(["-device", "virtio-net-pci,netdev=n0", "-netdev"])
+            .arg(format!("{netdev},id=n0"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// QEMU under `timeout SECS` (TCG, 256 MiB, no default devices, serial
+    /// console on stdio, no reboot), before its boot and network options.
+    pub fn qemu_bare(&self, secs: u32) -> Command {
         let mut c = self.cmd("timeout");
-        c.args([
-            "180",
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-m",
-            "256",
-            "-nodefaults",
-        ])
-        .args([
-            "-no-user-config",
-            "-nographic",
-            "-serial",
-            "stdio",
-            "-monitor",
-            "none",
-        ])
-        .args(["-no-reboot", "-kernel"])
-        .arg(g.join("vmlinuz"))
-        .arg("-initrd")
-        .arg(g.join("initrd.gz"))
-        .arg("-append")
-        .arg(format!("{} {more}", kernel_cmdline(dns)))
-        .args(["-device", "virtio-net-pci,netdev=n0", "-netdev"])
-        .arg(format!("{netdev},id=n0"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        c.arg(secs.to_string())
+            .args(["qemu-system-x86_64", "-accel", "tcg", "-m", "256"])
+            .args(["-nodefaults", "-no-user-config", "-nographic"])
+            .args(["-serial", "stdio", "-monitor", "none", "-no-reboot"]);
         c
     }
 
