@@ -16,7 +16,10 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-/// Linux's tcp_fin_timeout.
+/// How long a half-closed guest application waits in FIN-WAIT-2 with
+/// nothing arriving before it gives up (Linux's tcp_fin_timeout, which
+/// Linux applies only to orphaned sockets: one still read stays as long
+/// as data comes).
 const FIN_TIMEOUT: Duration = Duration::from_secs(60);
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 
@@ -88,7 +91,8 @@ pub struct GuestFlow {
     /// A forward: airlock was handed the host side of the connection.
     pub forward_opened: bool,
     forward_asked: bool,
-    fin_wait2_since: Option<Duration>,
+    /// In FIN-WAIT-2 since when nothing arrived, and what had by then.
+    fin_wait2_quiet: Option<(Duration, u64)>,
 }
 
 impl GuestFlow {
@@ -108,7 +112,7 @@ impl GuestFlow {
             ended: false,
             forward_opened: false,
             forward_asked: false,
-            fin_wait2_since: None,
+            fin_wait2_quiet: None,
         }
     }
 
@@ -308,11 +312,17 @@ impl Guest {
             ) {
                 f.established = true;
             }
-            // An orphaned FIN-WAIT-2 ends after a while, as Linux's
-            // tcp_fin_timeout does (the peer's RST may have been lost).
+            // A half-closed application still reads; it gives up on a
+            // FIN-WAIT-2 once nothing has come for a while (the peer's RST
+            // may have been lost). Timing the state alone cut a slow host's
+            // stream off at 60 s (fuzz/regressions/sim_tcp/half-closed-*).
             if state == tcp::State::FinWait2 {
-                let since = *f.fin_wait2_since.get_or_insert(now);
-                if now >= since + FIN_TIMEOUT && !f.aborted {
+                let got = f.received;
+                let quiet = f.fin_wait2_quiet.get_or_insert((now, got));
+                if quiet.1 != got {
+                    *quiet = (now, got);
+                }
+                if now >= quiet.0 + FIN_TIMEOUT && !f.aborted {
                     f.aborted = true;
                     s.abort();
                     continue;

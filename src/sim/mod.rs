@@ -239,12 +239,29 @@ impl Scenario {
                 delay_ms: 1 + e.below(20),
                 truncate: e.below(30) as u32,
             };
-            // Toward airlock only duplicates: smoltcp 0.12 leaves its
-            // retransmission timer idle after one retransmission (fixed
-            // upstream after 0.12.0, smoltcp PR #1023), so a guest segment
-            // lost twice, or dropped by airlock twice for arriving beyond
-            // a hole, would stall the guest, not airlock.
             s.to_airlock.duplicate = e.below(50) as u32;
+            // Loss toward airlock, drawn last so that inputs kept from
+            // before it was on still make the same flows. airlock keeps no
+            // out-of-order queue (as passt), so each loss costs the guest
+            // a retransmission, and smoltcp recovers slowly: it fast-
+            // retransmits one segment, has no NewReno partial-ACK recovery
+            // (RFC 6582), and after a timeout resends the whole window with
+            // its RTO doubled up to 60 s, never reset while only old data
+            // is in flight (Karn). Heavy loss is for the loss scenario,
+            // whose guest streams are small; elsewhere it stays light, or
+            // a 300 kB stream takes hours of virtual time.
+            let heavy = kind == 4;
+            let cap =
+                |e: &mut Entropy, heavy_max: u64| e.below(if heavy { heavy_max } else { 6 }) as u32;
+            s.to_airlock.drop = cap(e, 100);
+            s.to_airlock.reorder = cap(e, 50);
+            s.to_airlock.delay_ms = 1 + e.below(20);
+            s.to_airlock.truncate = cap(e, 30);
+            if heavy {
+                for f in &mut s.flows {
+                    f.g2h = f.g2h.min(20_000);
+                }
+            }
         }
         s
     }
@@ -536,6 +553,13 @@ pub fn run(s: &Scenario, entropy: Entropy) -> Result<Report, Failure> {
             report.bytes_g2h += k.g2h_read;
         }
         if !g.planned_clean() || guest.may_refuse() {
+            continue;
+        }
+        // A forward whose SYNs were all lost on the way: airlock gives up
+        // after its handshake timeout, as designed, and resets the host
+        // side.
+        let lossy = s.to_guest.drop > 0 || s.to_guest.truncate > 0;
+        if f.forward && !g.established && lossy && sock.is_some_and(|k| k.closed && k.aborted) {
             continue;
         }
         if !g.clean_end() {
