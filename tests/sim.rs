@@ -81,8 +81,7 @@ fn replay() {
         .ok()
         .and_then(|v| v.parse().ok())
     {
-        let mut e = Entropy::seed(seed);
-        let s = Scenario::generate(&mut e);
+        let (s, e) = sim::scenario_for_seed(seed);
         println!("sim: seed {seed}: {s:#?}");
         match sim::run(&s, e) {
             Ok(r) => println!("sim: seed {seed} passes: {r:?}"),
@@ -142,6 +141,7 @@ fn scenario(flows: Vec<FlowPlan>) -> Scenario {
     Scenario {
         name: "unit",
         flows,
+        dgrams: Vec::new(),
         max_flows: 16,
         mtu: 1500,
         guest_buf: 256 * 1024,
@@ -272,4 +272,44 @@ fn conn_half_closed_flow_outlives_the_closing_timeout() {
         "{:?}",
         r.virtual_time
     );
+}
+
+// ---- datagram flows (UDP, ICMP echo) through the simulator ----
+
+use airlock::sim::dgram::DgramPeer;
+use airlock::sim::DgramPlan;
+
+fn dgram(echo: bool, count: u16, peer: DgramPeer, pause: Option<(u16, Duration)>) -> DgramPlan {
+    DgramPlan {
+        start: Duration::from_millis(2),
+        echo,
+        count,
+        gap: Duration::from_millis(3),
+        size: 300,
+        peer,
+        pause,
+    }
+}
+
+#[test]
+fn dgram_flows_both_ways_errors_and_idle_timeouts() {
+    let answer = |copies| DgramPeer::Echo {
+        delay: Duration::from_millis(5),
+        copies,
+    };
+    let mut s = scenario(Vec::new());
+    s.dgrams = vec![
+        // Quiet past the 120 s stream timeout: a second host socket.
+        dgram(false, 6, answer(2), Some((3, Duration::from_secs(125)))),
+        // Quiet within echo's 60 s: the same ping socket.
+        dgram(true, 6, answer(1), Some((3, Duration::from_secs(55)))),
+        dgram(false, 3, DgramPeer::Unreachable, None),
+        dgram(true, 2, DgramPeer::Unreachable, None),
+    ];
+    // The run checks each socket closed one idle timeout after its last
+    // use, the socket counts, and the ICMP errors' quotes.
+    let r = run(&s);
+    assert_eq!(r.datagram_replies, 6 * 2 + 6);
+    assert_eq!(r.flows_opened, 5, "the UDP flow reopens once");
+    assert!(r.virtual_time >= Duration::from_secs(125 + 120));
 }
