@@ -89,6 +89,26 @@ fn replay() {
         }
         return;
     }
+    // Whole corpora (coverage, docs/fuzzing.md): every file of each
+    // TARGET:DIR pair through its fuzz target, e.g.
+    // AIRLOCK_SIM_CORPUS=sim_tcp:fuzz/work/sim_tcp,sim_udp:fuzz/work/sim_udp
+    if let Ok(list) = std::env::var("AIRLOCK_SIM_CORPUS") {
+        let mut n = 0;
+        for pair in list.split(',') {
+            let (target, dir) = pair.split_once(':').expect("TARGET:DIR");
+            let f: fn(&[u8]) = match target {
+                "sim_tcp" => sim::fuzz_tcp,
+                "sim_udp" => sim::fuzz_udp,
+                t => panic!("no target {t}"),
+            };
+            for e in std::fs::read_dir(dir).expect("corpus directory") {
+                f(&std::fs::read(e.expect("entry").path()).expect("input"));
+                n += 1;
+            }
+        }
+        println!("sim: {n} corpus inputs replayed");
+        return;
+    }
     // A fuzz input (fuzz/regressions/sim_*/FILE, a crash artifact).
     if let Some(path) = std::env::var_os("AIRLOCK_SIM_INPUT") {
         let data = std::fs::read(&path).expect("AIRLOCK_SIM_INPUT");
@@ -148,6 +168,7 @@ fn scenario(flows: Vec<FlowPlan>) -> Scenario {
         timestamps: true,
         to_guest: LinkFaults::default(),
         to_airlock: LinkFaults::default(),
+        guest_gone: None,
     }
 }
 

@@ -146,6 +146,9 @@ pub struct Scenario {
     pub timestamps: bool,
     pub to_guest: LinkFaults,
     pub to_airlock: LinkFaults,
+    /// The guest vanishes (powered off, its link cut) at this time: airlock
+    /// must still end every flow, by its own timers.
+    pub guest_gone: Option<Duration>,
 }
 
 /// The datagram scenario kinds (`Scenario::generate_dgram`; TCP runs
@@ -256,6 +259,7 @@ impl Scenario {
             timestamps,
             to_guest: LinkFaults::default(),
             to_airlock: LinkFaults::default(),
+            guest_gone: None,
         };
         let n = match kind {
             1 => 4 + e.below(12) as usize,
@@ -365,6 +369,9 @@ impl Scenario {
             let k = e.below(4) as usize;
             s.dgrams = dgram_flows(e, k, s.mtu);
         }
+        if e.chance(40) {
+            s.guest_gone = Some(Duration::from_millis(e.below(300)));
+        }
         s
     }
 
@@ -383,6 +390,7 @@ impl Scenario {
             timestamps: false,
             to_guest: LinkFaults::default(),
             to_airlock: LinkFaults::default(),
+            guest_gone: None,
         };
         if kind == 4 {
             s.max_flows = 1 + e.below(s.dgrams.len() as u64 - 1) as usize;
@@ -616,13 +624,16 @@ pub fn run(s: &Scenario, entropy: Entropy) -> Result<Report, Failure> {
         }
         // The guest.
         to_guest.due(now, &mut due);
-        for f in &due {
-            guest.observe(f);
+        let gone = s.guest_gone.is_some_and(|t| now >= t);
+        if !gone {
+            for f in &due {
+                guest.observe(f);
+            }
+            guest.poll(now, &mut due, |frame| {
+                let mut net = host.net.borrow_mut();
+                to_airlock.put(&mut net.entropy, &s.to_airlock, now, frame)
+            });
         }
-        guest.poll(now, &mut due, |frame| {
-            let mut net = host.net.borrow_mut();
-            to_airlock.put(&mut net.entropy, &s.to_airlock, now, frame)
-        });
         if let Some(what) = guest.fault.take() {
             return Err(fail(now, what));
         }
@@ -653,7 +664,7 @@ pub fn run(s: &Scenario, entropy: Entropy) -> Result<Report, Failure> {
             }
         }
         let net_done = host.net.borrow().all_closed();
-        if guest.done() && net_done && stack.flow_count() == 0 {
+        if (gone || guest.done()) && net_done && stack.flow_count() == 0 {
             break;
         }
         if now >= DEADLINE {
@@ -710,7 +721,7 @@ pub fn run(s: &Scenario, entropy: Entropy) -> Result<Report, Failure> {
         if let Some(k) = sock {
             report.bytes_g2h += k.g2h_read;
         }
-        if !g.planned_clean() || guest.may_refuse() {
+        if !g.planned_clean() || guest.may_refuse() || s.guest_gone.is_some() {
             continue;
         }
         // A forward whose SYNs were all lost on the way: airlock gives up
@@ -784,7 +795,7 @@ fn check_dgrams(s: &Scenario, guest: &Guest, net: &host::Net) -> Result<(), Stri
             ));
         }
     }
-    for d in &guest.dgrams {
+    for d in guest.dgrams.iter().filter(|_| s.guest_gone.is_none()) {
         let mine = || net.dgrams.iter().filter(|k| k.flow == d.index);
         let socks = mine().count();
         // What the host refused (EAGAIN) or its receive queue dropped.
