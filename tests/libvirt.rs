@@ -13,14 +13,16 @@
 //! `/run` and this test's folders are bound over `/etc/libvirt`,
 //! `/run/libvirt`, `/var/lib/libvirt`, `/var/cache/libvirt` and
 //! `/var/log/libvirt`, so it reads our `qemu.conf` (`slirp_helper`, root,
-//! no cgroups, no security driver) and `libvirtd.conf` (log file, no
-//! auth), sees no networks to autostart, and leaves nothing on the machine.
+//! no cgroups, no security driver, [`DBUS_DAEMON`] as `dbus_daemon`) and
+//! `libvirtd.conf` (log file, no auth), sees no
+//! networks to autostart, and leaves nothing on the machine.
 //! virsh reaches it through `qemu:///system?socket=<our run dir>`.
 //!
 //! The tests take one lock: each is a TCG boot.
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -34,6 +36,21 @@ use support::{Topology, AIRLOCK};
 const UNKNOWN_FEATURE: &str = "unknown slirp feature";
 /// libvirt's compiled-in `slirp_helper`.
 const DEFAULT_HELPER: &str = "/usr/bin/slirp-helper";
+
+/// The bus daemon libvirt runs for a domain (through [`DBUS_DAEMON`]).
+const DBUS_DAEMON_BIN: &str = "/usr/bin/dbus-daemon";
+
+/// qemu.conf's `dbus_daemon`: libvirt's per-domain bus daemon, its stderr
+/// sent to a log file. libvirt 9.0's `qemuDBusStart` gives dbus-daemon a
+/// pipe as stderr and closes its end as soon as the socket file exists;
+/// dbus-daemon, as root without CAP_SYS_RESOURCE (libvirt clears every
+/// capability) under a hard fd limit below 65536, writes "Failed to set fd
+/// limit" right after `listen()` and before any connection has made libdbus
+/// ignore SIGPIPE. When libvirt wins that race the daemon dies of SIGPIPE
+/// and leaves a socket nobody listens on: QEMU's `dbus-vmstate` then fails
+/// with "Connection refused" (1 start in 5 on a loaded machine).
+const DBUS_DAEMON: &str = "#!/bin/sh\n\
+exec /usr/bin/dbus-daemon \"$@\" 2>>/var/log/libvirt/dbus-daemon.log\n";
 
 /// Mounts the private folders, then becomes libvirtd (`exec`, so the
 /// daemon's pid is the spawned command's).
@@ -94,6 +111,10 @@ impl Libvirtd {
         if let Some(h) = helper {
             qemu.push_str(&format!("slirp_helper = \"{h}\"\n"));
         }
+        let wrapper = dir.join("etc/dbus-daemon");
+        std::fs::write(&wrapper, DBUS_DAEMON).unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        qemu.push_str("dbus_daemon = \"/etc/libvirt/dbus-daemon\"\n");
         std::fs::write(dir.join("etc/qemu.conf"), qemu).unwrap();
 
         let d = dir.to_str().unwrap();
@@ -153,6 +174,9 @@ impl Drop for Libvirtd {
         self.daemon.stop(Duration::from_secs(10));
         if std::thread::panicking() {
             eprintln!("libvirtd's log:\n{}", self.log_text());
+            let bus = self.log.with_file_name("dbus-daemon.log");
+            let bus = std::fs::read_to_string(bus).unwrap_or_default();
+            eprintln!("dbus-daemon's log:\n{bus}");
         }
     }
 }
@@ -302,6 +326,12 @@ fn boot_and_destroy(helper: Option<&str>, exe: &Path, ips: Ips) {
         &format!("ip={net}.15 mask=24 router={net}.2 dns={net}.3"),
         Some(&format!("{net}.2")),
     );
+
+    // The domain's bus outlived its start (the SIGPIPE race above).
+    if dbus {
+        let buses = helpers_in(topo, Path::new(DBUS_DAEMON_BIN));
+        assert_eq!(buses.len(), 1, "dbus-daemon: {buses:?}\n{}", lv.log_text());
+    }
 
     // virsh destroy takes airlock down with the domain.
     assert!(
