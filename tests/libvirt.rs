@@ -597,11 +597,18 @@ fn libvirtd_save_restore() {
     let src = start_held_domain(&host, &lv, &name, &console);
 
     let image = dir.join("saved.img");
+    let t = Instant::now();
     lv.virsh(&["save", &name, image.to_str().unwrap()]);
+    eprintln!("libvirtd_save_restore: virsh save took {:?}", t.elapsed());
     wait_no_airlock(&host.topo, &lv);
     let from = std::fs::metadata(&console).unwrap().len() as usize;
 
+    let t = Instant::now();
     lv.virsh(&["restore", image.to_str().unwrap()]);
+    eprintln!(
+        "libvirtd_save_restore: virsh restore took {:?}",
+        t.elapsed()
+    );
     assert_resumed(&host, &lv, &console, from, &src);
     lv.virsh(&["destroy", &name]);
     wait_no_airlock(&host.topo, &lv);
@@ -628,6 +635,7 @@ fn libvirtd_migrate_live() {
 
     let from = std::fs::metadata(&console).unwrap().len() as usize;
     let stream = format!("unix://{}/migration.sock", a.topo.dir().display());
+    let t = Instant::now();
     let o = lv_a.virsh_run(&[
         "migrate",
         "--live",
@@ -642,6 +650,10 @@ fn libvirtd_migrate_live() {
         o.describe(),
         lv_a.log_text(),
         lv_b.log_text()
+    );
+    eprintln!(
+        "libvirtd_migrate_live: virsh migrate took {:?}",
+        t.elapsed()
     );
     assert!(!lv_a
         .log_text()
