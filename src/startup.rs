@@ -444,9 +444,13 @@ struct Carried<'a> {
 
 /// The D-Bus options go together, and only with D-Bus support built in.
 fn check_dbus_options(opts: &Options) -> Result<(), String> {
+    // No released libvirt passes --dbus-p2p (9.0 knows the word and only
+    // acts on dbus-address), and QEMU's dbus-vmstate needs a message bus
+    // (Hello, ListQueuedOwners): a helper listening on its own socket
+    // could never be reached by it. docs/integration.md says more.
     if opts.dbus_p2p.is_some() {
         return Err(
-            "--dbus-p2p: peer-to-peer D-Bus is not supported; use --dbus-address (libvirt's dbus-address)"
+            "--dbus-p2p: not supported: QEMU's dbus-vmstate needs a bus daemon, not a peer-to-peer socket; use --dbus-address (libvirt's dbus-address)"
                 .into(),
         );
     }
