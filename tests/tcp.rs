@@ -564,9 +564,9 @@ fn restrict_blocks_guest_connections_not_forwards() {
 }
 
 /// A guest that never opens its window pins only a capped host buffer
-/// (finding 7 of issue 13): the host socket's receive buffer stays at
-/// airlock's SO_RCVBUF (512 KiB, doubled by the kernel) instead of
-/// autotuning to tcp_rmem's maximum, while the host server keeps sending.
+/// (finding 7 of issue 13): the host socket's receive buffer is locked
+/// within the flow's share (4 MiB) instead of autotuning to tcp_rmem's
+/// maximum, while the host server keeps sending.
 #[test]
 fn zero_window_guest_pins_a_capped_host_buffer() {
     let r = Rig::new(LinkMode::Netns, &[]);

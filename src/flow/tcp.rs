@@ -320,16 +320,21 @@ impl<H: Host> Conn<H> {
 
     /// What the guest has not acknowledged stays unread in the receive
     /// queue, and a host peer faster than the guest fills it as far as
-    /// autotuning grows it (tcp_rmem's maximum: 32 MiB seen); a guest that
-    /// never opens its window would pin all of that. Past this flow's share,
-    /// fix the buffer at the share: the peer then stops, and what is queued
-    /// still drains.
+    /// autotuning grows the buffer (tcp_rmem's maximum: 32 MiB seen); a
+    /// guest that never opens its window would pin all of that. Once
+    /// autotuning has taken the buffer past half this flow's share, lock it
+    /// where it is (`SO_RCVBUF`): the peer then stops at the share, and
+    /// nothing it was already allowed to send is dropped. Shrinking the
+    /// buffer under a queue the window admitted would make the kernel prune
+    /// and collapse the queue and drop what is in flight; only a buffer
+    /// that jumped past the whole share in one autotuning step is shrunk.
     fn bound_receive_memory(&mut self, m: &SocketMemory) {
-        if !self.rcvbuf_fixed && m.rmem_alloc > self.memory {
-            // The kernel doubles the figure for its overhead.
-            self.sock.set_rcvbuf(self.memory / 2);
-            self.rcvbuf_fixed = true;
+        if self.rcvbuf_fixed || m.rcvbuf < self.memory / 2 {
+            return;
         }
+        // The kernel doubles the figure for its overhead.
+        self.sock.set_rcvbuf(m.rcvbuf.min(self.memory) / 2);
+        self.rcvbuf_fixed = true;
     }
 
     /// Remember whether the window just offered was too small for the guest
