@@ -187,7 +187,7 @@ pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
         let opened = if opts.vhost_user {
             Link::vhost_user(std::os::unix::net::UnixStream::from(fd), cfg.mtu)
         } else {
-            Link::from_socket(fd)
+            Link::from_socket(fd).map(|l| l.sized_for(cfg.mtu))
         };
         match opened {
             Ok(l) => Source::Link(Box::new(l)),
@@ -359,7 +359,7 @@ pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
                 let link = if opts.vhost_user {
                     Link::vhost_user(std::os::unix::net::UnixStream::from(conn), cfg.mtu)
                 } else {
-                    Link::from_socket(conn)
+                    Link::from_socket(conn).map(|l| l.sized_for(cfg.mtu))
                 };
                 let link = match link {
                     Ok(l) => l,
