@@ -275,6 +275,10 @@ pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
         Err(e) => return fail(EXIT_FAILURE, e),
     };
 
+    // How far a flow's receive buffer can be locked (flow::tcp), read
+    // while /proc/sys is still open to us.
+    let _ = crate::sys::rmem_max();
+
     // 6. Privileges.
     match sandbox::drop_privileges(opts.runas.as_deref()) {
         Ok(d) if d.changed => log::info!("running as uid {} gid {}", d.uid, d.gid),

@@ -325,16 +325,24 @@ impl<H: Host> Conn<H> {
     /// autotuning has taken the buffer past half this flow's share, lock it
     /// where it is (`SO_RCVBUF`): the peer then stops at the share, and
     /// nothing it was already allowed to send is dropped. Shrinking the
-    /// buffer under a queue the window admitted would make the kernel prune
-    /// and collapse the queue and drop what is in flight; only a buffer
-    /// that jumped past the whole share in one autotuning step is shrunk.
+    /// buffer under a queue the window admitted makes the kernel prune and
+    /// collapse the queue and drop what is in flight, so that is done only
+    /// when nothing else bounds it: a queue past the share on a host whose
+    /// `rmem_max` cannot hold the buffer where it is (208 KiB on a stock
+    /// host, where `SO_RCVBUF` cuts the buffer to twice that).
     fn bound_receive_memory(&mut self, m: &SocketMemory) {
-        if self.rcvbuf_fixed || m.rcvbuf < self.memory / 2 {
+        if self.rcvbuf_fixed {
             return;
         }
-        // The kernel doubles the figure for its overhead.
-        self.sock.set_rcvbuf(m.rcvbuf.min(self.memory) / 2);
-        self.rcvbuf_fixed = true;
+        let keep = m.rcvbuf.min(self.memory);
+        if m.rcvbuf >= self.memory / 2 && keep <= 2 * crate::sys::rmem_max() {
+            // The kernel doubles the figure for its overhead.
+            self.sock.set_rcvbuf(keep / 2);
+            self.rcvbuf_fixed = true;
+        } else if m.rmem_alloc > self.memory {
+            self.sock.set_rcvbuf(self.memory / 2);
+            self.rcvbuf_fixed = true;
+        }
     }
 
     /// Remember whether the window just offered was too small for the guest
