@@ -169,7 +169,12 @@ impl Engine {
                     Token::Link => {
                         for _ in 0..LINK_BUDGET {
                             let stack = &mut self.stack;
-                            match self.link.recv(|f, tx| stack.on_frame(f, tx, now)) {
+                            let r = self
+                                .link
+                                .recv_batched(|f, batch, tx| stack.on_frame_in(f, batch, tx, now));
+                            let (batch, tx) = self.link.batch();
+                            stack.write_held(batch, tx, now);
+                            match r {
                                 Ok(Recv::More) => continue,
                                 Ok(Recv::Drained) => break,
                                 Err(c) => return Exit::Link(c),

@@ -197,6 +197,18 @@ fn bulk_100mb_dgram_hostfwd_addresses() {
     );
 }
 
+/// At MTU 1500 a DGRAM batch holds 64 frames, and a flow's in-order
+/// segments of a batch leave in one `sendmsg` (`flow::Held`): 100 MB each
+/// way with SHA-256, and the guest's segments (not airlock's writes) counted.
+#[test]
+fn bulk_100mb_dgram_mtu_1500_held_segments() {
+    bulk_both_ways(
+        LinkMode::Dgram,
+        &["--mtu", "1500", "--hostfwd", "tcp::18084-:8080"],
+        "18084",
+    );
+}
+
 /// 200 connections open at once (each client waits at a barrier until all
 /// are connected), each then downloading 256 KiB checked by SHA-256.
 #[test]

@@ -23,9 +23,11 @@ pub(super) fn slot_for(mtu: usize) -> usize {
 }
 
 impl Link {
+    /// One `recvmmsg`; each frame goes to `on_frame` with the buffer it
+    /// lies in, which stays as it is until the next call.
     pub(super) fn recv_dgram(
         &mut self,
-        on_frame: &mut impl FnMut(&[u8], &mut Tx),
+        on_frame: &mut impl FnMut(&[u8], &[u8], &mut Tx),
     ) -> Result<Recv, Closed> {
         let slot = self.rx_slot;
         let slots = (self.rx.len() / slot).min(RX_SLOTS);
@@ -51,8 +53,9 @@ impl Link {
                 self.tx.stats.rx_oversize += 1;
                 continue;
             }
-            let frame = &self.rx[i * slot..i * slot + len];
-            Self::deliver(&mut self.tx, frame, on_frame);
+            let rx = &self.rx;
+            let frame = &rx[i * slot..i * slot + len];
+            Self::deliver(&mut self.tx, frame, &mut |f, tx| on_frame(f, rx, tx));
         }
         Ok(if n == slots {
             Recv::More

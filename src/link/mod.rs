@@ -200,11 +200,36 @@ impl Link {
     /// counted and dropped here.
     pub fn recv(&mut self, mut on_frame: impl FnMut(&[u8], &mut Tx)) -> Result<Recv, Closed> {
         match self.kind {
-            Kind::Dgram => self.recv_dgram(&mut on_frame),
+            Kind::Dgram => self.recv_dgram(&mut |f, _, tx| on_frame(f, tx)),
             Kind::Stream => self.recv_stream(&mut on_frame),
             Kind::Tap => self.recv_tap(&mut on_frame),
             Kind::VhostUser => self.recv_vhost(&mut on_frame),
         }
+    }
+
+    /// As [`Link::recv`], but each frame comes with the buffer it lies in
+    /// for as long as the batch lasts (empty where frames are not kept in
+    /// place: only a DGRAM link's are). What was held of it must leave
+    /// (see [`Link::batch`]) before the next read overwrites it.
+    pub fn recv_batched(
+        &mut self,
+        mut on_frame: impl FnMut(&[u8], &[u8], &mut Tx),
+    ) -> Result<Recv, Closed> {
+        if self.kind != Kind::Dgram {
+            return self.recv(|f, tx| on_frame(f, &[], tx));
+        }
+        self.recv_dgram(&mut on_frame)
+    }
+
+    /// The last batch's buffer (as [`Link::recv_batched`] named it) and
+    /// the transmit queue.
+    pub fn batch(&mut self) -> (&[u8], &mut Tx) {
+        let batch: &[u8] = if self.kind == Kind::Dgram {
+            &self.rx
+        } else {
+            &[]
+        };
+        (batch, &mut self.tx)
     }
 
     fn deliver(tx: &mut Tx, frame: &[u8], on_frame: &mut impl FnMut(&[u8], &mut Tx)) {
