@@ -187,7 +187,7 @@ pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
         let opened = if opts.vhost_user {
             Link::vhost_user(std::os::unix::net::UnixStream::from(fd), cfg.mtu)
         } else {
-            Link::from_socket(fd)
+            Link::from_socket(fd).map(|l| l.sized_for(cfg.mtu))
         };
         match opened {
             Ok(l) => Source::Link(Box::new(l)),
@@ -275,6 +275,10 @@ pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
         Err(e) => return fail(EXIT_FAILURE, e),
     };
 
+    // How far a flow's receive buffer can be locked (flow::tcp), read
+    // while /proc/sys is still open to us.
+    let _ = crate::sys::rmem_max();
+
     // 6. Privileges.
     match sandbox::drop_privileges(opts.runas.as_deref()) {
         Ok(d) if d.changed => log::info!("running as uid {} gid {}", d.uid, d.gid),
@@ -359,7 +363,7 @@ pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
                 let link = if opts.vhost_user {
                     Link::vhost_user(std::os::unix::net::UnixStream::from(conn), cfg.mtu)
                 } else {
-                    Link::from_socket(conn)
+                    Link::from_socket(conn).map(|l| l.sized_for(cfg.mtu))
                 };
                 let link = match link {
                     Ok(l) => l,
