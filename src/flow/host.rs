@@ -15,7 +15,7 @@
 //! Datagram sockets are plain UDP (protocol 0) or ICMP echo sockets
 //! (`SOCK_DGRAM`, never `SOCK_RAW`), connected the same way.
 //! #syscalls: socket(0=AF_INET|AF_INET6,1&SOCK_TYPE_MASK=SOCK_STREAM,2=0)
-//! #syscalls: connect(2=128) setsockopt getsockopt sendto(5=0) shutdown close
+//! #syscalls: connect(2=128) setsockopt getsockopt sendto(5=0) sendmsg shutdown close
 //! #syscalls: socket(0=AF_INET|AF_INET6,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=0)
 //! #syscalls: socket(0=AF_INET,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=IPPROTO_ICMP)
 //! #syscalls: socket(0=AF_INET6,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=IPPROTO_ICMPV6)
@@ -31,7 +31,7 @@ use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{
     self as sock, sockopt, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrStorage,
 };
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
@@ -114,6 +114,23 @@ pub trait TcpSocket {
     fn take_error(&self) -> i32;
     /// Write without blocking; may take part of `buf` (`EAGAIN`: none).
     fn send(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Write `bufs` in order as one write; may take part (`EAGAIN`: none).
+    fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut sent = 0;
+        for b in bufs {
+            match self.send(b) {
+                Ok(n) => {
+                    sent += n;
+                    if n < b.len() {
+                        break;
+                    }
+                }
+                Err(e) if sent == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(sent)
+    }
     /// Copy queued data from the peek offset into `bufs`, advancing the
     /// offset; `Ok(0)` is EOF.
     fn peek(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize>;
@@ -257,6 +274,17 @@ impl TcpSocket for KernelTcp {
     fn send(&self, buf: &[u8]) -> io::Result<usize> {
         let flags = sock::MsgFlags::MSG_DONTWAIT | sock::MsgFlags::MSG_NOSIGNAL;
         Ok(sock::send(self.0.as_raw_fd(), buf, flags)?)
+    }
+
+    fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let flags = sock::MsgFlags::MSG_DONTWAIT | sock::MsgFlags::MSG_NOSIGNAL;
+        Ok(sock::sendmsg::<()>(
+            self.0.as_raw_fd(),
+            bufs,
+            &[],
+            flags,
+            None,
+        )?)
     }
 
     #[inline]
