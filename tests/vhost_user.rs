@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use support::process::Daemon;
 use support::relay::in_netns;
 use support::vhost_frontend::{
-    RawDesc, VhostFrontend, DESC_NEXT, DESC_WRITE, RXQ, TXQ, TX_BUF, VNET_HDR,
+    RawDesc, VhostFrontend, DESC_NEXT, DESC_WRITE, RXQ, RX_BIG, RX_SMALL, TXQ, TX_BUF, VNET_HDR,
 };
 use support::{Topology, AIRLOCK};
 use vhost::VhostBackend;
@@ -65,7 +65,13 @@ impl Rig {
 
     /// Connect, bridge to tap0, lease an address.
     fn guest_up(&mut self) -> VhostFrontend {
-        let mut fe = self.connect();
+        self.guest_up_with(RX_BIG)
+    }
+
+    /// [`Rig::guest_up`] with receive buffers of `rx_len` bytes.
+    fn guest_up_with(&mut self, rx_len: u32) -> VhostFrontend {
+        let mut fe = VhostFrontend::connect_with(&self.sock, rx_len)
+            .unwrap_or_else(|e| panic!("front-end: {e}\n{}", self.a.diagnose()));
         fe.start_bridge(self.t.guest_ns()).expect("bridge");
         if let Err(e) = self.t.guest().dhcp() {
             panic!("{e}\n{}\n{}", fe.describe(), self.a.diagnose());
@@ -273,15 +279,33 @@ fn lease_ping_dns_forward_and_bulk_both_ways() {
 
 #[test]
 fn frontend_reconnects_to_the_same_airlock() {
-    let mut r = Rig::new(&[]);
+    let mut r = Rig::new(&["--hostfwd", "tcp::18080-:8080"]);
     let fe = r.guest_up();
     r.t.guest().ping("10.0.2.2").unwrap();
     drop(fe);
     // The VMM went away: airlock waits for the next one.
     std::thread::sleep(Duration::from_millis(200));
     assert!(r.a.is_running(), "{}", r.a.diagnose());
-    let _fe = r.guest_up();
+    // This one offers Linux-sized receive buffers: every large frame is
+    // merged over several (MRG_RXBUF, num_buffers), not built in place.
+    let fe = r.guest_up_with(RX_SMALL);
     r.t.guest().ping("10.0.2.2").unwrap();
+    let size = (10 * 1000 * 1000u64).to_string();
+    let mut sink = r.spawn_tool(true, "down", &["sink", "0.0.0.0", "8080", "0"]);
+    let c = r.tool(
+        false,
+        &["send", "127.0.0.1", "18080", &size],
+        Duration::from_secs(120),
+    );
+    assert!(sink
+        .wait_exit(Duration::from_secs(20))
+        .is_some_and(|s| s.success()));
+    assert_eq!(
+        last_json(&sink.log()).unwrap()["sha"],
+        c["sha"],
+        "{}",
+        fe.describe()
+    );
     let log = r.stop();
     assert_eq!(log.matches("VMM connected").count(), 2, "{log}");
 }
