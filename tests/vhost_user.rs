@@ -122,6 +122,20 @@ impl Rig {
     }
 }
 
+/// (frames built in the guest's receive buffers, frames copied in) from
+/// the `--debug` exit report.
+fn rx_paths(log: &str) -> (u64, u64) {
+    let field = |name: &str| {
+        log.lines()
+            .rev()
+            .filter_map(|l| l.split_once(name))
+            .filter_map(|(_, r)| r.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .next()
+            .unwrap_or(0)
+    };
+    (field("rx in place "), field("rx copied "))
+}
+
 fn last_json(text: &str) -> Option<Value> {
     text.lines().rev().find_map(|l| {
         serde_json::from_str::<Value>(l)
@@ -275,6 +289,10 @@ fn lease_ping_dns_forward_and_bulk_both_ways() {
     fe.stop_bridge();
     let log = r.stop();
     assert!(log.contains("vhost-user: device resets 0"), "{log}");
+    // The 100 MB toward the guest were built in its receive buffers (64 KiB
+    // each), not copied in: at least one frame per 64 KiB.
+    let (in_place, _) = rx_paths(&log);
+    assert!(in_place > MB100 / 65536, "{log}");
 }
 
 #[test]
@@ -308,6 +326,9 @@ fn frontend_reconnects_to_the_same_airlock() {
     );
     let log = r.stop();
     assert_eq!(log.matches("VMM connected").count(), 2, "{log}");
+    // Frames too large for one 4 KiB buffer took the copying path.
+    let (_, copied) = rx_paths(&log);
+    assert!(copied > 10_000_000 / 65536, "{log}");
 }
 
 #[test]

@@ -482,6 +482,7 @@ impl<H: Host> Conn<H> {
                 Err(_) => usize::MAX,
             };
             if got == usize::MAX {
+                drop(slots);
                 self.reset_guest(ctx);
                 return Verdict::Close;
             }

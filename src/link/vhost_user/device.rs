@@ -92,12 +92,17 @@ pub struct Stats {
     /// or (without MRG_RXBUF) a buffer too small.
     pub rx_dropped: u64,
     pub calls: u64,
+    /// Frames to the guest built in its receive buffers, and copied into
+    /// them at a flush.
+    pub rx_in_place: u64,
+    pub rx_copied: u64,
 }
 
 /// Guest memory and where each region sits in the VMM's address space
 /// (ring addresses arrive as VMM virtual addresses).
 struct Memory {
-    guest: GuestMemoryMmap,
+    /// Shared with the receive buffers frames are being built in.
+    guest: Arc<GuestMemoryMmap>,
     /// (VMM address, size, guest physical address)
     table: Vec<(u64, u64, u64)>,
 }
@@ -166,6 +171,20 @@ pub struct Device {
     stall_ms: u16,
 }
 
+/// A receive buffer taken to build one frame in place: its chain's head
+/// and its first buffer's bytes (the header, then the frame).
+pub struct Held {
+    head: u16,
+    buf: crate::sys::GuestBuf,
+}
+
+impl Held {
+    /// Where the frame goes, after the header.
+    pub fn frame(&mut self) -> &mut [u8] {
+        &mut self.buf.bytes()[vnet::HEADER_LEN..]
+    }
+}
+
 /// Tokens in the link's own epoll set.
 pub(super) const TOKEN_SOCKET: u64 = 0;
 const TOKEN_KICK: u64 = 1;
@@ -223,7 +242,7 @@ impl Device {
             }
         });
         r.queue.set_ready(ok);
-        r.queue.set_ready(ok && r.queue.is_valid(&mem.guest));
+        r.queue.set_ready(ok && r.queue.is_valid(&*mem.guest));
     }
 
     fn update_kick_poll(&mut self, old: Option<&File>) {
@@ -284,24 +303,26 @@ impl Device {
             if pending(q, &mem.guest)? == 0 {
                 // Ask for a kick, then look once more: a frame added in
                 // between would otherwise wait for the next one.
-                if q.enable_notification(&mem.guest).map_err(|_| Fault::Ring)? {
+                if q.enable_notification(&*mem.guest)
+                    .map_err(|_| Fault::Ring)?
+                {
                     continue;
                 }
                 return Ok(None);
             }
-            let _ = q.disable_notification(&mem.guest);
-            let Some(chain) = q.pop_descriptor_chain(&mem.guest) else {
+            let _ = q.disable_notification(&*mem.guest);
+            let Some(chain) = q.pop_descriptor_chain(&*mem.guest) else {
                 return Err(Fault::Ring);
             };
             let head = chain.head_index();
             let (n, total) = virtq::read_chain(
-                &mem.guest,
+                &*mem.guest,
                 GuestAddress(q.desc_table()),
                 q.size(),
                 head,
                 buf,
             )?;
-            q.add_used(&mem.guest, head, 0).map_err(|_| Fault::Ring)?;
+            q.add_used(&*mem.guest, head, 0).map_err(|_| Fault::Ring)?;
             if (total as usize) < vnet::HEADER_LEN {
                 return Err(Fault::Short);
             }
@@ -324,7 +345,7 @@ impl Device {
     pub fn notify_tx(&mut self) {
         let Some(mem) = &self.mem else { return };
         let r = &mut self.rings[TXQ];
-        if r.running() && r.queue.needs_notification(&mem.guest).unwrap_or(true) {
+        if r.running() && r.queue.needs_notification(&*mem.guest).unwrap_or(true) {
             r.signal(&mut self.stats);
         }
     }
@@ -338,15 +359,13 @@ impl Device {
     /// buffers came in time, or the frame does not fit; it is dropped.
     pub fn push_rx(&mut self, frame: &[u8]) -> Result<bool, Fault> {
         let merge = self.has(VIRTIO_NET_F_MRG_RXBUF);
+        let mut hdr = [0u8; vnet::HEADER_LEN];
+        self.rx_header().emit(&mut hdr).map_err(|_| Fault::Short)?;
         let Some(mem) = &self.mem else {
             return Ok(false);
         };
         let r = &mut self.rings[RXQ];
         let need = vnet::HEADER_LEN + frame.len();
-        let mut hdr = [0u8; vnet::HEADER_LEN];
-        vnet::Repr::plain(1)
-            .emit(&mut hdr)
-            .map_err(|_| Fault::Short)?;
         self.heads.clear();
         let mut placed = 0usize;
         while placed < need {
@@ -360,16 +379,16 @@ impl Device {
                 }
                 continue;
             }
-            let Some(chain) = q.pop_descriptor_chain(&mem.guest) else {
+            let Some(chain) = q.pop_descriptor_chain(&*mem.guest) else {
                 return Err(Fault::Ring);
             };
             let head = chain.head_index();
             let (table, size) = (GuestAddress(q.desc_table()), q.size());
             let n = if placed == 0 {
-                virtq::write_chain(&mem.guest, table, size, head, &[&hdr, frame])?
+                virtq::write_chain(&*mem.guest, table, size, head, &[&hdr, frame])?
             } else {
                 let rest = &frame[placed - vnet::HEADER_LEN..];
-                virtq::write_chain(&mem.guest, table, size, head, &[rest])?
+                virtq::write_chain(&*mem.guest, table, size, head, &[rest])?
             };
             if placed == 0 && n < vnet::HEADER_LEN {
                 return Err(Fault::Short);
@@ -391,7 +410,7 @@ impl Device {
         if self.heads.len() > 1 {
             vnet::set_num_buffers(&mut hdr, self.heads.len() as u16).map_err(|_| Fault::Short)?;
             virtq::write_chain(
-                &mem.guest,
+                &*mem.guest,
                 GuestAddress(q.desc_table()),
                 q.size(),
                 first,
@@ -399,16 +418,103 @@ impl Device {
             )?;
         }
         for &(head, len) in &self.heads {
-            q.add_used(&mem.guest, head, len).map_err(|_| Fault::Ring)?;
+            q.add_used(&*mem.guest, head, len)
+                .map_err(|_| Fault::Ring)?;
         }
+        self.stats.rx_copied += 1;
         Ok(true)
+    }
+
+    /// The header of a frame to the guest: airlock's checksums are all
+    /// complete, and with GUEST_CSUM the guest is told so (DATA_VALID) and
+    /// skips checking them.
+    fn rx_header(&self) -> vnet::Repr {
+        let mut h = vnet::Repr::plain(1);
+        if self.has(VIRTIO_NET_F_GUEST_CSUM) {
+            h.flags = vnet::F_DATA_VALID;
+        }
+        h
+    }
+
+    /// Take up to `max` receive buffers to build frames of up to
+    /// `frame_len` bytes in, into `out`: chains whose first buffer holds
+    /// the header and the whole frame. Stops at the first chain that does
+    /// not (it stays for the copying path, [`Device::push_rx`]) and when
+    /// the ring is empty; never waits. Returns whether a buffer was too
+    /// small.
+    pub fn hold_rx(
+        &mut self,
+        frame_len: usize,
+        max: usize,
+        out: &mut Vec<Held>,
+    ) -> Result<bool, Fault> {
+        let Some(mem) = &self.mem else {
+            return Ok(false);
+        };
+        let r = &mut self.rings[RXQ];
+        if !r.running() {
+            return Ok(false);
+        }
+        let need = vnet::HEADER_LEN + frame_len;
+        while out.len() < max {
+            let q = &mut r.queue;
+            if pending(q, &mem.guest)? == 0 {
+                return Ok(false);
+            }
+            let Some(chain) = q.pop_descriptor_chain(&*mem.guest) else {
+                return Err(Fault::Ring);
+            };
+            let head = chain.head_index();
+            let mut first = None;
+            virtq::walk(
+                &*mem.guest,
+                GuestAddress(q.desc_table()),
+                q.size(),
+                head,
+                true,
+                |s| {
+                    first.get_or_insert(s);
+                    Ok(())
+                },
+            )?;
+            let buf = first
+                .filter(|s| s.len as usize >= need)
+                .and_then(|s| crate::sys::GuestBuf::new(&mem.guest, s.addr, need));
+            let Some(buf) = buf else {
+                q.go_to_previous_position();
+                return Ok(true);
+            };
+            out.push(Held { head, buf });
+        }
+        Ok(false)
+    }
+
+    /// A held buffer now holds a frame of `len` bytes after its header.
+    pub fn place_held(&mut self, h: &mut Held, len: usize) -> Result<(), Fault> {
+        let hdr = self.rx_header();
+        let Some(mem) = &self.mem else {
+            return Err(Fault::Ring);
+        };
+        hdr.emit(h.buf.bytes()).map_err(|_| Fault::Short)?;
+        self.stats.rx_in_place += u64::from(len > 0);
+        self.rings[RXQ]
+            .queue
+            .add_used(&*mem.guest, h.head, (vnet::HEADER_LEN + len) as u32)
+            .map_err(|_| Fault::Ring)
+    }
+
+    /// Give back the last `n` buffers taken, unused.
+    pub fn release_held(&mut self, n: usize) {
+        for _ in 0..n {
+            self.rings[RXQ].queue.go_to_previous_position();
+        }
     }
 
     /// Tell the driver about filled receive buffers, if it wants to know.
     pub fn notify_rx(&mut self) {
         let Some(mem) = &self.mem else { return };
         let r = &mut self.rings[RXQ];
-        if r.running() && r.queue.needs_notification(&mem.guest).unwrap_or(true) {
+        if r.running() && r.queue.needs_notification(&*mem.guest).unwrap_or(true) {
             r.signal(&mut self.stats);
         }
     }
@@ -448,7 +554,7 @@ impl Device {
         d.stall_ms = 0;
         let size = guest.last_addr().0 + 1;
         d.mem = Some(Memory {
-            guest,
+            guest: Arc::new(guest),
             table: vec![(0, size, 0)],
         });
         d.set_features(features & VIRTIO_FEATURES).ok()?;
@@ -536,7 +642,10 @@ impl VhostUserBackendReqHandlerMut for Device {
         let guest = GuestMemoryMmap::from_regions(regions).map_err(|_| VuError::InvalidParam)?;
         // The old mappings go here; the rings are pointed at the new ones
         // (a table that no longer holds them stops them).
-        self.mem = Some(Memory { guest, table });
+        self.mem = Some(Memory {
+            guest: Arc::new(guest),
+            table,
+        });
         self.apply_addrs(RXQ);
         self.apply_addrs(TXQ);
         Ok(None)
