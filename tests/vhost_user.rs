@@ -295,6 +295,41 @@ fn lease_ping_dns_forward_and_bulk_both_ways() {
     assert!(in_place > MB100 / 65536, "{log}");
 }
 
+/// MTU 1500, as most guests run: the guest kernel still hands over 64 KiB
+/// TSO segments with partial checksums (HOST_TSO4 + CSUM; the tap passes
+/// them whole), and airlock takes them as they are.
+#[test]
+fn tso_segments_at_mtu_1500_pass_whole() {
+    let mut r = Rig::new(&["--mtu", "1500"]);
+    let fe = r.guest_up();
+    assert_eq!(r.t.guest().mtu(), 1500);
+    let bytes = 20 * 1000 * 1000u64;
+    let size = bytes.to_string();
+    let mut sink = r.spawn_tool(false, "up", &["sink", "127.0.0.1", "9000", "0"]);
+    let c = r.tool(
+        true,
+        &["send", "10.0.2.2", "9000", &size],
+        Duration::from_secs(120),
+    );
+    assert!(sink
+        .wait_exit(Duration::from_secs(20))
+        .is_some_and(|s| s.success()));
+    assert_eq!(last_json(&sink.log()).unwrap()["sha"], c["sha"]);
+    // At 1448 bytes a segment that would be 13 800 frames; TSO segments
+    // make it a few hundred.
+    let frames = fe
+        .stats()
+        .to_airlock
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        frames < bytes / 1448 / 4,
+        "{frames} frames: {}",
+        fe.describe()
+    );
+    let log = r.stop();
+    assert!(log.contains("vhost-user: device resets 0,"), "{log}");
+}
+
 #[test]
 fn frontend_reconnects_to_the_same_airlock() {
     let mut r = Rig::new(&["--hostfwd", "tcp::18080-:8080"]);
