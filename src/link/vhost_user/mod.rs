@@ -1,7 +1,10 @@
 //! `--vhost-user`: the link is the vhost-user backend of a virtio-net
-//! device. The VMM shares guest memory and the two virtqueues; frames are
-//! read from the guest's transmit buffers and written into its receive
-//! buffers in place, with no syscall per frame and no socket in between.
+//! device. The VMM shares guest memory and the two virtqueues, so there is
+//! no syscall per frame and no socket in between. Frames to the guest are
+//! built in its receive buffers when one holds a whole frame ([`Rx`]), and
+//! copied in, merged over several, when not. Frames from the guest are
+//! copied once into the link's buffer: the stack's parser may read a field
+//! twice, and memory the guest can rewrite meanwhile must not reach it.
 //!
 //! Everything runs on airlock's one thread: the control socket and the
 //! transmit queue's kick eventfd sit in a small epoll set of their own
