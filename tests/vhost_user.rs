@@ -297,10 +297,12 @@ fn lease_ping_dns_forward_and_bulk_both_ways() {
 
 /// MTU 1500, as most guests run: the guest kernel still hands over 64 KiB
 /// TSO segments with partial checksums (HOST_TSO4 + CSUM; the tap passes
-/// them whole), and airlock takes them as they are.
+/// them whole), and airlock takes them as they are; toward the guest,
+/// airlock sends 64 KiB GSO segments (GUEST_TSO4), which the guest takes
+/// whole too.
 #[test]
 fn tso_segments_at_mtu_1500_pass_whole() {
-    let mut r = Rig::new(&["--mtu", "1500"]);
+    let mut r = Rig::new(&["--mtu", "1500", "--hostfwd", "tcp::18080-:8080"]);
     let fe = r.guest_up();
     assert_eq!(r.t.guest().mtu(), 1500);
     let bytes = 20 * 1000 * 1000u64;
@@ -324,6 +326,26 @@ fn tso_segments_at_mtu_1500_pass_whole() {
     assert!(
         frames < bytes / 1448 / 4,
         "{frames} frames: {}",
+        fe.describe()
+    );
+
+    let mut sink = r.spawn_tool(true, "down", &["sink", "0.0.0.0", "8080", "0"]);
+    let c = r.tool(
+        false,
+        &["send", "127.0.0.1", "18080", &size],
+        Duration::from_secs(120),
+    );
+    assert!(sink
+        .wait_exit(Duration::from_secs(20))
+        .is_some_and(|s| s.success()));
+    assert_eq!(last_json(&sink.log()).unwrap()["sha"], c["sha"]);
+    let frames = fe
+        .stats()
+        .from_airlock
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        frames < bytes / 1448 / 4,
+        "{frames} frames from airlock: {}",
         fe.describe()
     );
     let log = r.stop();

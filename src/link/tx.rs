@@ -146,6 +146,16 @@ impl Tx {
         (n > 0).then_some(n)
     }
 
+    /// The TCP payload to put in one frame toward the guest: `mss`, or as
+    /// much as a 64 KiB frame holds when the guest takes GSO segments
+    /// whatever its MTU (vhost-user with GUEST_TSO4/6).
+    pub fn tcp_segment(&self, mss: usize, hdr: usize) -> usize {
+        match &self.vhost {
+            Some(rx) if rx.guest_gso() => mss.max(MAX_FRAME.saturating_sub(hdr)),
+            _ => mss,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }

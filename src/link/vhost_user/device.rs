@@ -360,7 +360,9 @@ impl Device {
     pub fn push_rx(&mut self, frame: &[u8]) -> Result<bool, Fault> {
         let merge = self.has(VIRTIO_NET_F_MRG_RXBUF);
         let mut hdr = [0u8; vnet::HEADER_LEN];
-        self.rx_header().emit(&mut hdr).map_err(|_| Fault::Short)?;
+        self.rx_header_for(frame)
+            .emit(&mut hdr)
+            .map_err(|_| Fault::Short)?;
         let Some(mem) = &self.mem else {
             return Ok(false);
         };
@@ -436,6 +438,30 @@ impl Device {
         h
     }
 
+    /// Whether the guest takes TCP segments of up to 64 KiB whatever its
+    /// MTU: GUEST_TSO4 and GUEST_TSO6, which need GUEST_CSUM.
+    pub fn guest_gso(&self) -> bool {
+        self.has(VIRTIO_NET_F_GUEST_CSUM)
+            && self.has(VIRTIO_NET_F_GUEST_TSO4)
+            && self.has(VIRTIO_NET_F_GUEST_TSO6)
+    }
+
+    /// The header for `frame` toward the guest: a TCP frame longer than
+    /// the MTU is a GSO segment (the guest takes it whole; `gso_size` is
+    /// the MSS the MTU implies, for a guest that forwards it on).
+    fn rx_header_for(&self, frame: &[u8]) -> vnet::Repr {
+        let mut h = self.rx_header();
+        let mtu = usize::from(self.mtu);
+        if frame.len() <= ETHERNET_HEADER + mtu || !self.guest_gso() {
+            return h;
+        }
+        if let Some((v6, headers)) = tcp_headers(frame).filter(|&(_, n)| n < mtu) {
+            h.gso_type = if v6 { vnet::GSO_TCPV6 } else { vnet::GSO_TCPV4 };
+            h.gso_size = (mtu - headers) as u16;
+        }
+        h
+    }
+
     /// Take up to `max` receive buffers to build frames of up to
     /// `frame_len` bytes in, into `out`: chains whose first buffer holds
     /// the header and the whole frame. Stops at the first chain that does
@@ -491,7 +517,8 @@ impl Device {
 
     /// A held buffer now holds a frame of `len` bytes after its header.
     pub fn place_held(&mut self, h: &mut Held, len: usize) -> Result<(), Fault> {
-        let hdr = self.rx_header();
+        let len = len.min(h.frame().len());
+        let hdr = self.rx_header_for(&h.frame()[..len]);
         let Some(mem) = &self.mem else {
             return Err(Fault::Ring);
         };
@@ -790,6 +817,40 @@ impl VhostUserBackendReqHandlerMut for Device {
     fn set_log_base(&mut self, _: &VhostUserLog, _: File) -> VuResult<()> {
         Err(bad("LOG_SHMFD not offered"))
     }
+}
+
+const ETHERNET_HEADER: usize = 14;
+
+/// (IPv6, IP + TCP header bytes) of a TCP frame; `None` for anything else.
+fn tcp_headers(frame: &[u8]) -> Option<(bool, usize)> {
+    use crate::wire::{ethernet, ethertype, ip_proto, ipv4, ipv6, tcp};
+    let eth = ethernet::Frame::new_checked(frame).ok()?;
+    let (v6, l3, l4) = match eth.ethertype() {
+        ethertype::IPV4 => {
+            let ip = ipv4::Packet::new_checked(eth.payload()).ok()?;
+            if ip.protocol() != ip_proto::TCP {
+                return None;
+            }
+            (
+                false,
+                ip.header_len(),
+                tcp::Packet::new_checked(ip.payload()).ok()?.header_len(),
+            )
+        }
+        ethertype::IPV6 => {
+            let ip = ipv6::Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != ip_proto::TCP {
+                return None;
+            }
+            (
+                true,
+                ipv6::HEADER_LEN,
+                tcp::Packet::new_checked(ip.payload()).ok()?.header_len(),
+            )
+        }
+        _ => return None,
+    };
+    Some((v6, l3 + l4))
 }
 
 /// Buffers the driver made available that the device has not taken yet; a

@@ -253,6 +253,8 @@ impl Rx {
         let n = lens.len().min(self.held.len());
         let (mut frames, mut bytes) = (0u64, 0u64);
         for (h, &len) in self.held.iter_mut().zip(&lens[..n]) {
+            // A length past the slot is no frame (as in the queue).
+            let len = if len > h.frame().len() { 0 } else { len };
             if let Some(p) = pcap.as_deref_mut().filter(|_| len > 0) {
                 p.frame(&h.frame()[..len]);
             }
@@ -270,6 +272,11 @@ impl Rx {
         self.held.clear();
         self.placed |= n > 0;
         (frames, bytes)
+    }
+
+    /// Whether the guest takes TCP segments larger than its MTU.
+    pub fn guest_gso(&self) -> bool {
+        lock(&self.dev).guest_gso()
     }
 
     /// Whether the guest's buffers may hold whole frames (none looked at
