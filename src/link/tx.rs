@@ -148,10 +148,12 @@ impl Tx {
 
     /// The TCP payload to put in one frame toward the guest: `mss`, or as
     /// much as a 64 KiB frame holds when the guest takes GSO segments
-    /// whatever its MTU (vhost-user with GUEST_TSO4/6).
+    /// whatever its MTU (vhost-user with GUEST_TSO4/6) and one carries at
+    /// least two MSS (at MTU 65520 a frame is already 64 KiB).
     pub fn tcp_segment(&self, mss: usize, hdr: usize) -> usize {
+        let gso = MAX_FRAME.saturating_sub(hdr);
         match &self.vhost {
-            Some(rx) if rx.guest_gso() => mss.max(MAX_FRAME.saturating_sub(hdr)),
+            Some(rx) if gso >= 2 * mss && rx.guest_gso() => gso,
             _ => mss,
         }
     }
