@@ -29,6 +29,8 @@ pub struct Stack<H: Host = Kernel> {
     /// The IPv6 address the guest was last seen using.
     guest6: Option<std::net::Ipv6Addr>,
     frags: frag::Reassembler,
+    /// TCP payload held until the link's receive batch ends.
+    held: flow::Held,
     listeners: Vec<forward::Listener>,
     udp_rx: dgram::RxHeaders,
     /// Ping sockets were refused (EACCES): warned once, not tried again.
@@ -76,6 +78,7 @@ impl<H: Host> Stack<H> {
             services,
             guest6: None,
             frags: frag::Reassembler::new(),
+            held: flow::Held::new(),
             listeners: Vec::new(),
             udp_rx: dgram::RxHeaders::default(),
             ping_denied: false,
@@ -102,6 +105,13 @@ impl<H: Host> Stack<H> {
 
     /// A frame from the guest.
     pub fn on_frame(&mut self, frame: &[u8], tx: &mut Tx, now: Instant) {
+        self.on_frame_in(frame, &[], tx, now);
+    }
+
+    /// A frame from the guest that lies in `batch`, the link's receive
+    /// buffer, which stays in place until [`Stack::write_held`]: TCP
+    /// payload in it may be held and written with the flow's next segments.
+    pub fn on_frame_in(&mut self, frame: &[u8], batch: &[u8], tx: &mut Tx, now: Instant) {
         let Ok(eth) = ethernet::Frame::new_checked(frame) else {
             return;
         };
@@ -129,19 +139,19 @@ impl<H: Host> Stack<H> {
                 if src[0] & 1 == 0 {
                     self.env.l2.guest = src;
                 }
-                self.on_ipv4(eth.payload(), tx, now);
+                self.on_ipv4(eth.payload(), batch, tx, now);
             }
             ethertype::IPV6 => {
                 if src[0] & 1 == 0 {
                     self.env.l2.guest = src;
                 }
-                self.on_ipv6(src, eth.payload(), tx, now);
+                self.on_ipv6(src, eth.payload(), batch, tx, now);
             }
             _ => self.counters.eth_unknown_type += 1,
         }
     }
 
-    fn on_ipv4(&mut self, payload: &[u8], tx: &mut Tx, now: Instant) {
+    fn on_ipv4(&mut self, payload: &[u8], batch: &[u8], tx: &mut Tx, now: Instant) {
         let Some(net) = self.cfg.net4.clone() else {
             self.counters.ipv4_ignored += 1;
             return;
@@ -167,12 +177,12 @@ impl<H: Host> Stack<H> {
         if p.is_fragment() {
             let (hl, counters) = (p.header_len(), &mut self.counters);
             if let Some((whole, d)) = self.frags.push_v4(&repr, hl, p.payload(), now, counters) {
-                self.on_ipv4_l4(&net, &whole, d.payload(), tx, now);
+                self.on_ipv4_l4(&net, &whole, d.payload(), &[], tx, now);
                 self.frags.give_back(d);
             }
             return;
         }
-        self.on_ipv4_l4(&net, &repr, p.payload(), tx, now);
+        self.on_ipv4_l4(&net, &repr, p.payload(), batch, tx, now);
     }
 
     /// An unfragmented (or reassembled) IPv4 datagram's payload.
@@ -181,6 +191,7 @@ impl<H: Host> Stack<H> {
         net: &crate::config::Net4,
         repr: &ipv4::Repr,
         l4: &[u8],
+        batch: &[u8],
         tx: &mut Tx,
         now: Instant,
     ) {
@@ -213,7 +224,7 @@ impl<H: Host> Stack<H> {
                     self.counters.ipv4_ignored += 1;
                     return;
                 }
-                self.on_tcp(src, dst, l4, tx, now);
+                self.on_tcp(src, dst, l4, batch, tx, now);
             }
             ip_proto::ICMP if self.cfg.off.icmp => self.counters.disabled += 1,
             ip_proto::ICMP => {
@@ -231,7 +242,16 @@ impl<H: Host> Stack<H> {
         }
     }
 
-    fn on_tcp(&mut self, src: IpAddr, dst: IpAddr, l4: &[u8], tx: &mut Tx, now: Instant) {
+    #[allow(clippy::too_many_arguments)]
+    fn on_tcp(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        l4: &[u8],
+        batch: &[u8],
+        tx: &mut Tx,
+        now: Instant,
+    ) {
         if self.cfg.off.tcp {
             self.counters.disabled += 1;
             return;
@@ -273,8 +293,18 @@ impl<H: Host> Stack<H> {
             remote: SocketAddr::new(dst, p.dst_port()),
         };
         let mut ctx = self.env.ctx(tx, now);
+        ctx.batch = Some(batch);
+        ctx.held = Some(&mut self.held);
         let (flows, counters) = (&mut self.flows, &mut self.counters);
         tcp::on_guest_segment(flows, &mut ctx, &self.cfg, counters, key, &seg);
+    }
+
+    /// The link's receive batch ends: what flows held of it is written.
+    pub fn write_held(&mut self, batch: &[u8], tx: &mut Tx, now: Instant) {
+        let mut ctx = self.env.ctx(tx, now);
+        ctx.batch = Some(batch);
+        ctx.held = Some(&mut self.held);
+        self.flows.write_held(&mut ctx, &mut self.counters);
     }
 
     /// An event on a host socket.
@@ -390,7 +420,7 @@ impl<H: Host> Stack<H> {
     /// sources too); UDP, TCP and other echo requests must come from the
     /// guest's addresses in the prefix, reassembled if fragmented. Silent
     /// when IPv6 is disabled.
-    fn on_ipv6(&mut self, eth_src: Mac, payload: &[u8], tx: &mut Tx, now: Instant) {
+    fn on_ipv6(&mut self, eth_src: Mac, payload: &[u8], batch: &[u8], tx: &mut Tx, now: Instant) {
         let Some(net) = self.cfg.net6.clone() else {
             self.counters.ipv6_ignored += 1;
             return;
@@ -434,12 +464,13 @@ impl<H: Host> Stack<H> {
         }
         let (src, dst) = (IpAddr::V6(src), IpAddr::V6(dst));
         let Some(fi) = ext.fragment else {
-            self.on_ipv6_l4(src, dst, repr.hop_limit, ext.next_header, data, tx, now);
+            let (hop, proto) = (repr.hop_limit, ext.next_header);
+            self.on_ipv6_l4(src, dst, hop, proto, data, batch, tx, now);
             return;
         };
         let counters = &mut self.counters;
         if let Some(d) = self.frags.push_v6(&repr, &ext, &fi, data, now, counters) {
-            self.on_ipv6_l4(src, dst, d.ttl, d.key.proto, d.payload(), tx, now);
+            self.on_ipv6_l4(src, dst, d.ttl, d.key.proto, d.payload(), &[], tx, now);
             self.frags.give_back(d);
         }
     }
@@ -452,12 +483,13 @@ impl<H: Host> Stack<H> {
         hop_limit: u8,
         proto: u8,
         l4: &[u8],
+        batch: &[u8],
         tx: &mut Tx,
         now: Instant,
     ) {
         match proto {
             ip_proto::UDP => self.on_udp(src, dst, hop_limit, l4, tx, now),
-            ip_proto::TCP => self.on_tcp(src, dst, l4, tx, now),
+            ip_proto::TCP => self.on_tcp(src, dst, l4, batch, tx, now),
             ip_proto::ICMPV6 if self.cfg.off.icmp => self.counters.disabled += 1,
             ip_proto::ICMPV6 => {
                 if !self.on_echo_request(src, dst, hop_limit, l4, tx, now) {

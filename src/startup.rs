@@ -187,7 +187,7 @@ pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
         let opened = if opts.vhost_user {
             Link::vhost_user(std::os::unix::net::UnixStream::from(fd), cfg.mtu)
         } else {
-            Link::from_socket(fd)
+            Link::from_socket(fd).map(|l| l.sized_for(cfg.mtu))
         };
         match opened {
             Ok(l) => Source::Link(Box::new(l)),
@@ -275,6 +275,10 @@ pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
         Err(e) => return fail(EXIT_FAILURE, e),
     };
 
+    // How far a flow's receive buffer can be locked (flow::tcp), read
+    // while /proc/sys is still open to us.
+    let _ = crate::sys::rmem_max();
+
     // 6. Privileges.
     match sandbox::drop_privileges(opts.runas.as_deref()) {
         Ok(d) if d.changed => log::info!("running as uid {} gid {}", d.uid, d.gid),
@@ -359,7 +363,7 @@ pub fn run(opts: Options, mut passt: Option<Box<crate::passt::Passt>>) -> i32 {
                 let link = if opts.vhost_user {
                     Link::vhost_user(std::os::unix::net::UnixStream::from(conn), cfg.mtu)
                 } else {
-                    Link::from_socket(conn)
+                    Link::from_socket(conn).map(|l| l.sized_for(cfg.mtu))
                 };
                 let link = match link {
                     Ok(l) => l,
@@ -444,9 +448,13 @@ struct Carried<'a> {
 
 /// The D-Bus options go together, and only with D-Bus support built in.
 fn check_dbus_options(opts: &Options) -> Result<(), String> {
+    // No released libvirt passes --dbus-p2p (9.0 knows the word and only
+    // acts on dbus-address), and QEMU's dbus-vmstate needs a message bus
+    // (Hello, ListQueuedOwners): a helper listening on its own socket
+    // could never be reached by it. docs/integration.md says more.
     if opts.dbus_p2p.is_some() {
         return Err(
-            "--dbus-p2p: peer-to-peer D-Bus is not supported; use --dbus-address (libvirt's dbus-address)"
+            "--dbus-p2p: not supported: QEMU's dbus-vmstate needs a bus daemon, not a peer-to-peer socket; use --dbus-address (libvirt's dbus-address)"
                 .into(),
         );
     }

@@ -110,6 +110,19 @@ pub fn set_peek_off(fd: BorrowedFd<'_>, off: i32) -> io::Result<()> {
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)
 }
 
+/// `net.core.rmem_max`: the most `SO_RCVBUF` may ask for (the kernel
+/// doubles it). Read once, at start-up before the sandbox (landlock keeps
+/// `/proc/sys` out afterwards); the kernel's default, 208 KiB, if unreadable.
+pub fn rmem_max() -> usize {
+    static RMEM_MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *RMEM_MAX.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(212_992)
+    })
+}
+
 /// Hold (`true`) or release (`false`) partial segments on a TCP socket: a
 /// turn's worth of the guest's segments leaves as full-sized ones.
 pub fn set_cork(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {

@@ -13,16 +13,25 @@
 //! `/run` and this test's folders are bound over `/etc/libvirt`,
 //! `/run/libvirt`, `/var/lib/libvirt`, `/var/cache/libvirt` and
 //! `/var/log/libvirt`, so it reads our `qemu.conf` (`slirp_helper`, root,
-//! no cgroups, no security driver) and `libvirtd.conf` (log file, no
-//! auth), sees no networks to autostart, and leaves nothing on the machine.
+//! no cgroups, no security driver, [`DBUS_DAEMON`] as `dbus_daemon`) and
+//! `libvirtd.conf` (log file, no auth, its own host UUID), sees no
+//! networks to autostart, and leaves nothing on the machine.
 //! virsh reaches it through `qemu:///system?socket=<our run dir>`.
+//!
+//! With `dbus-address` and `migrate` advertised (issue 16), `virsh save` /
+//! `virsh restore` and `virsh migrate --live` between two such daemons
+//! carry airlock's state in QEMU's `dbus-vmstate` section: the guest keeps
+//! its lease and a forward added at run time, its held TCP connection is
+//! reset, and new connections work.
 //!
 //! The tests take one lock: each is a TCG boot.
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use support::process::{must, run, Daemon};
@@ -34,6 +43,21 @@ use support::{Topology, AIRLOCK};
 const UNKNOWN_FEATURE: &str = "unknown slirp feature";
 /// libvirt's compiled-in `slirp_helper`.
 const DEFAULT_HELPER: &str = "/usr/bin/slirp-helper";
+
+/// The bus daemon libvirt runs for a domain (through [`DBUS_DAEMON`]).
+const DBUS_DAEMON_BIN: &str = "/usr/bin/dbus-daemon";
+
+/// qemu.conf's `dbus_daemon`: libvirt's per-domain bus daemon, its stderr
+/// sent to a log file. libvirt 9.0's `qemuDBusStart` gives dbus-daemon a
+/// pipe as stderr and closes its end as soon as the socket file exists;
+/// dbus-daemon, as root without CAP_SYS_RESOURCE (libvirt clears every
+/// capability) under a hard fd limit below 65536, writes "Failed to set fd
+/// limit" right after `listen()` and before any connection has made libdbus
+/// ignore SIGPIPE. When libvirt wins that race the daemon dies of SIGPIPE
+/// and leaves a socket nobody listens on: QEMU's `dbus-vmstate` then fails
+/// with "Connection refused" (1 start in 5 on a loaded machine).
+const DBUS_DAEMON: &str = "#!/bin/sh\n\
+exec /usr/bin/dbus-daemon \"$@\" 2>>/var/log/libvirt/dbus-daemon.log\n";
 
 /// Mounts the private folders, then becomes libvirtd (`exec`, so the
 /// daemon's pid is the spawned command's).
@@ -71,14 +95,25 @@ impl Libvirtd {
                 "{bin} missing: run tests/setup.sh (installs libvirt-daemon-system, libvirt-clients)"
             );
         }
+        for d in ["etc", "run", "lib", "cache", "log"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        // Each daemon its own host UUID: libvirt refuses a migration whose
+        // two ends have the same one (qemuMigrationCookieXMLParse).
+        static DAEMONS: AtomicU32 = AtomicU32::new(0);
+        let n = DAEMONS.fetch_add(1, Ordering::Relaxed) + 1;
+        let pid = std::process::id();
         std::fs::write(
             dir.join("etc/libvirtd.conf"),
-            "auth_unix_rw = \"none\"\n\
-             auth_unix_ro = \"none\"\n\
-             unix_sock_rw_perms = \"0700\"\n\
-             log_level = 3\n\
-             log_filters = \"1:util.command 1:qemu.qemu_slirp\"\n\
-             log_outputs = \"1:file:/var/log/libvirt/libvirtd.log\"\n",
+            format!(
+                "auth_unix_rw = \"none\"\n\
+                 auth_unix_ro = \"none\"\n\
+                 unix_sock_rw_perms = \"0700\"\n\
+                 host_uuid = \"{pid:08x}-a1e0-4c0c-8000-{n:012x}\"\n\
+                 log_level = 3\n\
+                 log_filters = \"1:util.command 1:qemu.qemu_slirp 1:qemu.qemu_migration\"\n\
+                 log_outputs = \"1:file:/var/log/libvirt/libvirtd.log\"\n"
+            ),
         )
         .unwrap();
         let mut qemu = String::from(
@@ -94,6 +129,10 @@ impl Libvirtd {
         if let Some(h) = helper {
             qemu.push_str(&format!("slirp_helper = \"{h}\"\n"));
         }
+        let wrapper = dir.join("etc/dbus-daemon");
+        std::fs::write(&wrapper, DBUS_DAEMON).unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        qemu.push_str("dbus_daemon = \"/etc/libvirt/dbus-daemon\"\n");
         std::fs::write(dir.join("etc/qemu.conf"), qemu).unwrap();
 
         let d = dir.to_str().unwrap();
@@ -126,7 +165,7 @@ impl Libvirtd {
             Command::new("virsh")
                 .args(["-q", "-c", &self.uri])
                 .args(args),
-            Duration::from_secs(60),
+            Duration::from_secs(120),
         )
     }
 
@@ -153,6 +192,9 @@ impl Drop for Libvirtd {
         self.daemon.stop(Duration::from_secs(10));
         if std::thread::panicking() {
             eprintln!("libvirtd's log:\n{}", self.log_text());
+            let bus = self.log.with_file_name("dbus-daemon.log");
+            let bus = std::fs::read_to_string(bus).unwrap_or_default();
+            eprintln!("dbus-daemon's log:\n{bus}");
         }
     }
 }
@@ -160,7 +202,8 @@ impl Drop for Libvirtd {
 /// `(ipv4 net, ipv6 net)` for `<ip>` elements, as `addr/prefix`.
 type Ips<'a> = Option<(&'a str, &'a str)>;
 
-fn domain_xml(name: &str, console: &Path, ips: Ips) -> String {
+/// `more`: guest parameters after the kit's (`airlock.mode=...`).
+fn domain_xml(name: &str, console: &Path, ips: Ips, more: &str) -> String {
     let g = guest_kit();
     let dns = match ips {
         Some((v4, _)) => v4.replace(".0/24", ".3"),
@@ -177,6 +220,8 @@ fn domain_xml(name: &str, console: &Path, ips: Ips) -> String {
         }
         None => String::new(),
     };
+    // The console is appended to: a restored or migrated-in QEMU opens
+    // it again (libvirt truncates it otherwise).
     // No ACPI: the guest's final poweroff halts it, so the domain is still
     // running (and airlock with it) when the test destroys it.
     format!(
@@ -188,7 +233,7 @@ fn domain_xml(name: &str, console: &Path, ips: Ips) -> String {
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{k}</kernel>
     <initrd>{i}</initrd>
-    <cmdline>{cmdline}</cmdline>
+    <cmdline>{cmdline} {more}</cmdline>
   </os>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
@@ -200,7 +245,7 @@ fn domain_xml(name: &str, console: &Path, ips: Ips) -> String {
       {ip}
     </interface>
     <serial type='file'>
-      <source path='{c}'/>
+      <source path='{c}' append='on'/>
       <target port='0'/>
     </serial>
     <memballoon model='none'/>
@@ -242,15 +287,12 @@ fn boot_and_destroy(helper: Option<&str>, exe: &Path, ips: Ips) {
     let host = KitHost::new();
     let topo = &host.topo;
     let dir = topo.dir();
-    for d in ["etc", "run", "lib", "cache", "log"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
     let lv = Libvirtd::start(topo, dir, helper);
 
     let console = dir.join("console.log");
     let xml = dir.join("domain.xml");
     let name = format!("airlock-{}", topo.prefix());
-    std::fs::write(&xml, domain_xml(&name, &console, ips)).unwrap();
+    std::fs::write(&xml, domain_xml(&name, &console, ips, "")).unwrap();
     lv.virsh(&["create", xml.to_str().unwrap()]);
 
     // libvirt ran airlock, with the argv its <interface> implies.
@@ -302,6 +344,12 @@ fn boot_and_destroy(helper: Option<&str>, exe: &Path, ips: Ips) {
         &format!("ip={net}.15 mask=24 router={net}.2 dns={net}.3"),
         Some(&format!("{net}.2")),
     );
+
+    // The domain's bus outlived its start (the SIGPIPE race above).
+    if dbus {
+        let buses = helpers_in(topo, Path::new(DBUS_DAEMON_BIN));
+        assert_eq!(buses.len(), 1, "dbus-daemon: {buses:?}\n{}", lv.log_text());
+    }
 
     // virsh destroy takes airlock down with the domain.
     assert!(
@@ -357,4 +405,261 @@ fn libvirtd_default_slirp_helper() {
     let target = std::fs::canonicalize(DEFAULT_HELPER).unwrap();
     assert_eq!(target, Path::new("/usr/bin/airlock"), "{DEFAULT_HELPER}");
     boot_and_destroy(None, &target, None);
+}
+
+/// The guest's `airlock.mode=migrate` (tests/qemu/guest-init.sh): after the
+/// lease it holds a TCP connection to the router's port 9000, serves
+/// "fwd-ok" on TCP 8000, prints "ready", and once the held connection ends
+/// (the reset airlock sends when it loads a state) pings, downloads and
+/// resolves.
+const MIGRATE_MODE: &str = "airlock.mode=migrate airlock.hold=9000";
+/// Where `airlock ctl` binds the runtime forward (host side).
+const FWD: &str = "127.0.0.1:18000";
+
+/// tests/qemu/hold.py on the host namespace's 127.0.0.1:9000; killed on drop.
+struct Hold(Child);
+
+impl Hold {
+    fn start(host: &KitHost) -> Hold {
+        use std::io::BufRead;
+        let mut c = host
+            .cmd("python3")
+            .arg(support::qemu::qemu_dir().join("hold.py"))
+            .args(["127.0.0.1", "9000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(c.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        Hold(c)
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The console from byte `from` on, once it has the `AIRLOCK-GUEST`
+/// marker `marker`.
+fn wait_marker(
+    console: &Path,
+    from: usize,
+    marker: &str,
+    limit: Duration,
+    lv: &Libvirtd,
+) -> String {
+    let end = Instant::now() + limit;
+    let want = format!("AIRLOCK-GUEST {marker}");
+    loop {
+        let t = std::fs::read(console).unwrap_or_default();
+        let t = String::from_utf8_lossy(t.get(from..).unwrap_or_default()).into_owned();
+        if t.contains(&want) {
+            return t;
+        }
+        assert!(
+            Instant::now() < end,
+            "no {want:?} in {limit:?}:\n{t}\n{}",
+            lv.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The one airlock in `topo`'s host namespace, with its argv.
+fn the_airlock(topo: &Topology, lv: &Libvirtd) -> (i32, Vec<String>) {
+    let mut found = helpers_in(topo, &airlock_exe());
+    assert_eq!(
+        found.len(),
+        1,
+        "airlock processes: {found:?}\n{}",
+        lv.log_text()
+    );
+    found.pop().unwrap()
+}
+
+fn arg_value<'a>(argv: &'a [String], name: &str) -> &'a str {
+    let pre = format!("{name}=");
+    argv.iter()
+        .find_map(|a| a.strip_prefix(pre.as_str()))
+        .unwrap_or_else(|| panic!("no {name} in {argv:?}"))
+}
+
+/// `airlock ctl` on the domain's bus, from the host namespace. libvirt's
+/// `/run/libvirt` is `dir/run` outside its mount namespace.
+fn ctl(host: &KitHost, argv: &[String], args: &[&str]) -> support::process::Outcome {
+    let addr = arg_value(argv, "--dbus-address").replace(
+        "unix:path=/run/libvirt/",
+        &format!("unix:path={}/run/", host.topo.dir().display()),
+    );
+    let mut c = host.cmd(AIRLOCK);
+    c.args(["ctl", "--dbus-address", &addr, "--dbus-id"])
+        .arg(arg_value(argv, "--dbus-id"))
+        .args(args);
+    run(&mut c, Duration::from_secs(15))
+}
+
+/// What the host side reads from `port` on its loopback (the guest's
+/// "fwd-ok" through the forward), or "" if nothing answers.
+fn forward_answer(host: &KitHost, port: &str) -> String {
+    let prog = format!(
+        "import socket\ns=socket.create_connection(('127.0.0.1',{}),5)\ns.settimeout(5)\nprint(s.recv(100).decode().strip())",
+        port.rsplit(':').next().unwrap()
+    );
+    let out = host.cmd("python3").args(["-c", &prog]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Start `name` on `lv` in `airlock.mode=migrate`, wait for "ready", and
+/// add the runtime forward [`FWD`] -> guest port 8000 with `airlock ctl`:
+/// a forward only the migrated state knows (libvirt's command line has
+/// none). Returns airlock's argv.
+fn start_held_domain(host: &KitHost, lv: &Libvirtd, name: &str, console: &Path) -> Vec<String> {
+    let xml = host.topo.dir().join("domain.xml");
+    std::fs::write(&xml, domain_xml(name, console, None, MIGRATE_MODE)).unwrap();
+    lv.virsh(&["create", xml.to_str().unwrap()]);
+    let text = wait_marker(console, 0, "ready", Duration::from_secs(240), lv);
+    let r = GuestReport::parse(text.as_bytes());
+    let lease = r.lease.unwrap_or_default();
+    assert!(lease.starts_with("ip=10.0.2.15 "), "{text}");
+    assert!(text.contains("AIRLOCK-GUEST held hello"), "{text}");
+    let (_, argv) = the_airlock(&host.topo, lv);
+    assert!(!argv.iter().any(|a| a == "--dbus-incoming"), "{argv:?}");
+    let add = ctl(host, &argv, &["add", "tcp", FWD, ":8000"]);
+    assert!(add.success(), "airlock ctl add: {}", add.describe());
+    assert_eq!(forward_answer(host, FWD), "fwd-ok");
+    argv
+}
+
+/// After the state came in (`--dbus-incoming` on `argv`'s airlock): the
+/// held connection ends (airlock reset it toward the guest: the state had
+/// it), the guest does not lease again, and ping, a download of `host`'s
+/// file and DNS work; the runtime forward answers on `host`.
+fn assert_resumed(host: &KitHost, lv: &Libvirtd, console: &Path, from: usize, src: &[String]) {
+    let (_, argv) = the_airlock(&host.topo, lv);
+    assert!(argv.iter().any(|a| a == "--dbus-incoming"), "{argv:?}");
+    assert_eq!(arg_value(&argv, "--dbus-id"), arg_value(src, "--dbus-id"));
+    let text = wait_marker(console, from, "done", Duration::from_secs(120), lv);
+    assert!(text.contains("AIRLOCK-GUEST tcp-old closed"), "{text}");
+    let r = GuestReport::parse(text.as_bytes());
+    assert!(r.lease.is_none(), "the guest leased again:\n{text}");
+    assert_eq!(r.ping.as_deref(), Some("ok 10.0.2.2"), "\n{text}");
+    assert_eq!(
+        r.sha256.as_deref(),
+        Some(host.servers.blob_sha256.as_str()),
+        "\n{text}"
+    );
+    assert_eq!(
+        r.dns.as_deref(),
+        Some(format!("{} {}", support::qemu::DNS_NAME, support::qemu::DNS_ADDR).as_str()),
+        "\n{text}"
+    );
+    // Bound again from the state before airlock's sandbox.
+    assert_eq!(forward_answer(host, FWD), "fwd-ok");
+    let list = ctl(host, &argv, &["list"]);
+    assert!(
+        list.success() && list.stdout.contains(FWD),
+        "{}",
+        list.describe()
+    );
+}
+
+fn wait_no_airlock(topo: &Topology, lv: &Libvirtd) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !helpers_in(topo, &airlock_exe()).is_empty() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = helpers_in(topo, &airlock_exe());
+    assert!(left.is_empty(), "airlock left: {left:?}\n{}", lv.log_text());
+}
+
+/// `virsh save` and `virsh restore` (issue 16 item 2): libvirt saves
+/// QEMU's state with the `dbus-vmstate` section (airlock's `Save`), stops
+/// the domain and its airlock; `restore` starts airlock with
+/// `--dbus-incoming`, QEMU `Load`s the state into it, and the guest goes
+/// on with its lease, its forward and new connections.
+#[test]
+#[cfg(feature = "dbus")]
+fn libvirtd_save_restore() {
+    let _l = serial();
+    let host = KitHost::new();
+    let _hold = Hold::start(&host);
+    let dir = host.topo.dir();
+    let lv = Libvirtd::start(&host.topo, dir, Some(AIRLOCK));
+    let name = format!("airlock-{}", host.topo.prefix());
+    let console = dir.join("console.log");
+    let src = start_held_domain(&host, &lv, &name, &console);
+
+    let image = dir.join("saved.img");
+    let t = Instant::now();
+    lv.virsh(&["save", &name, image.to_str().unwrap()]);
+    eprintln!("libvirtd_save_restore: virsh save took {:?}", t.elapsed());
+    wait_no_airlock(&host.topo, &lv);
+    let from = std::fs::metadata(&console).unwrap().len() as usize;
+
+    let t = Instant::now();
+    lv.virsh(&["restore", image.to_str().unwrap()]);
+    eprintln!(
+        "libvirtd_save_restore: virsh restore took {:?}",
+        t.elapsed()
+    );
+    assert_resumed(&host, &lv, &console, from, &src);
+    lv.virsh(&["destroy", &name]);
+    wait_no_airlock(&host.topo, &lv);
+}
+
+/// `virsh migrate --live` between two libvirtd on this machine (issue 16
+/// item 3): two "hosts" (network namespaces, each with its own servers and
+/// its own libvirtd, host UUID and per-domain bus); the migration stream
+/// goes over a UNIX socket, the one path between the two namespaces.
+/// libvirt accepts the domain (airlock advertises `migrate`), starts the
+/// destination's airlock with `--dbus-incoming`, and the guest resumes on
+/// the destination host.
+#[test]
+#[cfg(feature = "dbus")]
+fn libvirtd_migrate_live() {
+    let _l = serial();
+    let (a, b) = (KitHost::new(), KitHost::new());
+    let _hold = Hold::start(&a);
+    let lv_a = Libvirtd::start(&a.topo, a.topo.dir(), Some(AIRLOCK));
+    let lv_b = Libvirtd::start(&b.topo, b.topo.dir(), Some(AIRLOCK));
+    let name = format!("airlock-{}", a.topo.prefix());
+    let console = a.topo.dir().join("console.log");
+    let src = start_held_domain(&a, &lv_a, &name, &console);
+
+    let from = std::fs::metadata(&console).unwrap().len() as usize;
+    let stream = format!("unix://{}/migration.sock", a.topo.dir().display());
+    let t = Instant::now();
+    let o = lv_a.virsh_run(&[
+        "migrate",
+        "--live",
+        &name,
+        &lv_b.uri,
+        "--migrateuri",
+        &stream,
+    ]);
+    assert!(
+        o.success(),
+        "virsh migrate: {}\nsource:\n{}\ndestination:\n{}",
+        o.describe(),
+        lv_a.log_text(),
+        lv_b.log_text()
+    );
+    eprintln!(
+        "libvirtd_migrate_live: virsh migrate took {:?}",
+        t.elapsed()
+    );
+    assert!(!lv_a
+        .log_text()
+        .contains("a slirp-helper cannot be migrated"));
+    wait_no_airlock(&a.topo, &lv_a);
+    assert_resumed(&b, &lv_b, &console, from, &src);
+    lv_b.virsh(&["destroy", &name]);
+    wait_no_airlock(&b.topo, &lv_b);
 }

@@ -252,7 +252,10 @@ fn ctl_adds_lists_and_removes_runtime_forwards() {
 #[test]
 fn dbus_options_are_checked_at_start() {
     let cases: [(&[&str], &str); 3] = [
-        (&["--dbus-p2p=unix:path=/nonexistent/p2p"], "--dbus-p2p"),
+        (
+            &["--dbus-p2p=unix:path=/nonexistent/p2p"],
+            "--dbus-p2p: not supported",
+        ),
         (
             &["--dbus-address=unix:path=/nonexistent/bus"],
             "--dbus-address needs --dbus-id",

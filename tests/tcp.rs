@@ -197,6 +197,18 @@ fn bulk_100mb_dgram_hostfwd_addresses() {
     );
 }
 
+/// At MTU 1500 a DGRAM batch holds 64 frames, and a flow's in-order
+/// segments of a batch leave in one `sendmsg` (`flow::Held`): 100 MB each
+/// way with SHA-256, and the guest's segments (not airlock's writes) counted.
+#[test]
+fn bulk_100mb_dgram_mtu_1500_held_segments() {
+    bulk_both_ways(
+        LinkMode::Dgram,
+        &["--mtu", "1500", "--hostfwd", "tcp::18084-:8080"],
+        "18084",
+    );
+}
+
 /// 200 connections open at once (each client waits at a barrier until all
 /// are connected), each then downloading 256 KiB checked by SHA-256.
 #[test]
@@ -564,9 +576,9 @@ fn restrict_blocks_guest_connections_not_forwards() {
 }
 
 /// A guest that never opens its window pins only a capped host buffer
-/// (finding 7 of issue 13): the host socket's receive buffer stays at
-/// airlock's SO_RCVBUF (512 KiB, doubled by the kernel) instead of
-/// autotuning to tcp_rmem's maximum, while the host server keeps sending.
+/// (finding 7 of issue 13): the host socket's receive buffer is locked
+/// within the flow's share (4 MiB) instead of autotuning to tcp_rmem's
+/// maximum, while the host server keeps sending.
 #[test]
 fn zero_window_guest_pins_a_capped_host_buffer() {
     let r = Rig::new(LinkMode::Netns, &[]);

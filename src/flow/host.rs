@@ -10,7 +10,7 @@
 //! bytes, as nix does for inet addresses): longer than any `sockaddr_un`
 //! (110), so no UNIX socket can be connected at runtime.
 //! #syscalls: socket(0=AF_INET|AF_INET6,1&SOCK_TYPE_MASK=SOCK_STREAM,2=0)
-//! #syscalls: connect(2=128) setsockopt getsockopt sendto(5=0) shutdown close
+//! #syscalls: connect(2=128) setsockopt getsockopt sendto(5=0) sendmsg shutdown close
 
 use super::seq::Seq;
 use super::Key;
@@ -19,7 +19,7 @@ use crate::poller::{Poller, Token};
 use crate::sys;
 use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{self as sock, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
@@ -59,6 +59,23 @@ pub trait TcpSocket {
     fn take_error(&self) -> i32;
     /// Write without blocking; may take part of `buf` (`EAGAIN`: none).
     fn send(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Write `bufs` in order as one write; may take part (`EAGAIN`: none).
+    fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut sent = 0;
+        for b in bufs {
+            match self.send(b) {
+                Ok(n) => {
+                    sent += n;
+                    if n < b.len() {
+                        break;
+                    }
+                }
+                Err(e) if sent == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(sent)
+    }
     /// Copy queued data from the peek offset into `bufs`, advancing the
     /// offset; `Ok(0)` is EOF.
     fn peek(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize>;
@@ -161,6 +178,17 @@ impl TcpSocket for KernelTcp {
     fn send(&self, buf: &[u8]) -> io::Result<usize> {
         let flags = sock::MsgFlags::MSG_DONTWAIT | sock::MsgFlags::MSG_NOSIGNAL;
         Ok(sock::send(self.0.as_raw_fd(), buf, flags)?)
+    }
+
+    fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let flags = sock::MsgFlags::MSG_DONTWAIT | sock::MsgFlags::MSG_NOSIGNAL;
+        Ok(sock::sendmsg::<()>(
+            self.0.as_raw_fd(),
+            bufs,
+            &[],
+            flags,
+            None,
+        )?)
     }
 
     #[inline]

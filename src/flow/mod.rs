@@ -26,6 +26,7 @@ use host::{Host, Kernel};
 use nix::sys::epoll::EpollFlags;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -54,8 +55,77 @@ impl<H: Host> Env<H> {
             now,
             clock_ms: now.saturating_duration_since(self.epoch).as_millis() as u32,
             mtu: self.mtu,
+            batch: None,
+            held: None,
         }
     }
+}
+
+/// Guest payload held back until its receive batch ends, so that a flow's
+/// in-order segments leave in one `sendmsg` instead of one `send` each. A
+/// DGRAM link keeps a batch's frames in its receive buffer until the next
+/// read; an entry is the flow and where its payload lies in that buffer.
+#[derive(Debug, Default)]
+pub struct Held {
+    entries: Vec<(Token, u32, u32)>,
+}
+
+impl Held {
+    /// At most this many payloads wait at once (a DGRAM batch's frames).
+    pub const MAX: usize = 64;
+
+    pub fn new() -> Held {
+        Held {
+            entries: Vec::with_capacity(Self::MAX),
+        }
+    }
+
+    /// Hold `payload` for `token` if it lies in `batch` and there is room.
+    fn hold(&mut self, token: Token, batch: &[u8], payload: &[u8]) -> bool {
+        let Some(at) = offset_within(batch, payload) else {
+            return false;
+        };
+        if self.entries.len() == Self::MAX {
+            return false;
+        }
+        self.entries.push((token, at as u32, payload.len() as u32));
+        true
+    }
+
+    /// Take `token`'s payloads, in order, as slices of `batch` (at most
+    /// [`Held::MAX`]); returns how many were written into `out`.
+    fn take<'b>(&mut self, token: Token, batch: &'b [u8], out: &mut [IoSlice<'b>]) -> usize {
+        let mut n = 0;
+        self.entries.retain(|&(t, at, len)| {
+            if t != token || n == out.len() {
+                return true;
+            }
+            let (at, len) = (at as usize, len as usize);
+            out[n] = IoSlice::new(batch.get(at..at + len).unwrap_or(&[]));
+            n += 1;
+            false
+        });
+        n
+    }
+
+    /// The flow of the oldest payload still held.
+    fn first(&self) -> Option<Token> {
+        self.entries.first().map(|e| e.0)
+    }
+
+    /// A flow closed: what it held is dropped (its token may be reused).
+    fn forget(&mut self, token: Token) {
+        self.entries.retain(|e| e.0 != token);
+    }
+}
+
+/// Where `inner` starts within `outer`, if it lies wholly inside it (a
+/// payload parsed out of a frame of the batch; not one reassembled from
+/// fragments elsewhere).
+fn offset_within(outer: &[u8], inner: &[u8]) -> Option<usize> {
+    let (o, i) = (outer.as_ptr() as usize, inner.as_ptr() as usize);
+    let at = i.checked_sub(o)?;
+    (at.checked_add(inner.len())? <= outer.len()).then_some(at)
 }
 
 /// Everything a flow needs from its surroundings for one call.
@@ -69,6 +139,10 @@ pub struct Ctx<'a, H: Host = Kernel> {
     pub clock_ms: u32,
     /// MTU of the virtual link.
     pub mtu: u16,
+    /// The link's receive batch the current frame lies in, while it stays
+    /// in place ([`Held`]).
+    pub batch: Option<&'a [u8]>,
+    pub held: Option<&'a mut Held>,
 }
 
 /// What the caller should do with the flow after a call.
@@ -334,6 +408,24 @@ impl<H: Host> Table<H> {
     }
 
     /// End of a loop turn: each flow that registered work does it once.
+    /// The receive batch ends: each flow writes what it held, in one
+    /// `sendmsg`, before the batch's buffer is read into again.
+    pub fn write_held(&mut self, ctx: &mut Ctx<'_, H>, counters: &mut Counters) {
+        while let Some(token) = ctx.held.as_deref().and_then(Held::first) {
+            if let Some(Flow::Tcp(c)) = self.get_mut(token) {
+                c.write_held(ctx);
+                let v = c.verdict();
+                if c.wants_ack() {
+                    self.defer(token);
+                }
+                self.settle(token, v, counters);
+            }
+            if let Some(h) = ctx.held.as_deref_mut() {
+                h.forget(token);
+            }
+        }
+    }
+
     pub fn end_of_turn(&mut self, ctx: &mut Ctx<'_, H>, counters: &mut Counters) {
         if self.turn.is_empty() {
             return;
@@ -347,5 +439,44 @@ impl<H: Host> Table<H> {
         }
         turn.clear();
         self.turn = turn;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_within_only_inside() {
+        let buf = [0u8; 100];
+        assert_eq!(offset_within(&buf, &buf[10..20]), Some(10));
+        assert_eq!(offset_within(&buf, &buf[90..]), Some(90));
+        let other = [0u8; 10];
+        assert_eq!(offset_within(&buf, &other), None);
+        assert_eq!(offset_within(&buf[..50], &buf[40..60]), None);
+        assert_eq!(offset_within(&buf[50..], &buf[40..45]), None);
+    }
+
+    #[test]
+    fn held_payloads_come_back_per_flow_in_order_and_bounded() {
+        let batch: Vec<u8> = (0..=255u8).collect();
+        let (a, b) = (Token::Flow(1, 0), Token::Flow(2, 0));
+        let mut h = Held::new();
+        assert!(h.hold(a, &batch, &batch[0..10]));
+        assert!(h.hold(b, &batch, &batch[10..20]));
+        assert!(h.hold(a, &batch, &batch[20..30]));
+        // Not in the batch (reassembled elsewhere): not held.
+        assert!(!h.hold(a, &batch, &[1, 2, 3]));
+        assert_eq!(h.first(), Some(a));
+        let mut out = [IoSlice::new(&[]); Held::MAX];
+        assert_eq!(h.take(a, &batch, &mut out), 2);
+        assert_eq!((out[0][0], out[1][0]), (0, 20));
+        assert_eq!(h.first(), Some(b));
+        h.forget(b);
+        assert_eq!(h.first(), None);
+        for _ in 0..Held::MAX {
+            assert!(h.hold(a, &batch, &batch[..1]));
+        }
+        assert!(!h.hold(a, &batch, &batch[..1]), "bounded");
     }
 }

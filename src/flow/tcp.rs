@@ -16,7 +16,7 @@
 use super::forward::Listener;
 use super::host::{Host, Kernel, TcpSocket};
 use super::seq::Seq;
-use super::{nat, Ctx, Flow, Key, Table, Verdict};
+use super::{nat, Ctx, Flow, Held, Key, Table, Verdict};
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::frame::{self, L2};
@@ -24,7 +24,7 @@ use crate::poller::Token;
 use crate::sys::SocketMemory;
 use crate::wire::{ip_proto, tcp as tcpw};
 use nix::sys::epoll::EpollFlags;
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -143,8 +143,12 @@ pub struct Conn<H: Host = Kernel> {
     token: Token,
     key: Key,
     state: State,
-    /// Next sequence number expected from the guest.
+    /// Next sequence number expected from the guest, as far as the host
+    /// socket has taken it (what we acknowledge).
     rcv_nxt: Seq,
+    /// In-order payload after `rcv_nxt` held until the receive batch ends
+    /// ([`Held`]); the next segment expected starts after it.
+    held: u32,
     /// Our initial sequence number toward the guest.
     isn: Seq,
     /// Oldest byte the guest has not acknowledged.
@@ -238,6 +242,7 @@ impl<H: Host> Conn<H> {
             key,
             state: State::Connecting,
             rcv_nxt: Seq(0),
+            held: 0,
             isn,
             snd_una: isn,
             snd_nxt: isn,
@@ -320,13 +325,26 @@ impl<H: Host> Conn<H> {
 
     /// What the guest has not acknowledged stays unread in the receive
     /// queue, and a host peer faster than the guest fills it as far as
-    /// autotuning grows it (tcp_rmem's maximum: 32 MiB seen); a guest that
-    /// never opens its window would pin all of that. Past this flow's share,
-    /// fix the buffer at the share: the peer then stops, and what is queued
-    /// still drains.
+    /// autotuning grows the buffer (tcp_rmem's maximum: 32 MiB seen); a
+    /// guest that never opens its window would pin all of that. Once
+    /// autotuning has taken the buffer past half this flow's share, lock it
+    /// where it is (`SO_RCVBUF`): the peer then stops at the share, and
+    /// nothing it was already allowed to send is dropped. Shrinking the
+    /// buffer under a queue the window admitted makes the kernel prune and
+    /// collapse the queue and drop what is in flight, so that is done only
+    /// when nothing else bounds it: a queue past the share on a host whose
+    /// `rmem_max` cannot hold the buffer where it is (208 KiB on a stock
+    /// host, where `SO_RCVBUF` cuts the buffer to twice that).
     fn bound_receive_memory(&mut self, m: &SocketMemory) {
-        if !self.rcvbuf_fixed && m.rmem_alloc > self.memory {
+        if self.rcvbuf_fixed {
+            return;
+        }
+        let keep = m.rcvbuf.min(self.memory);
+        if m.rcvbuf >= self.memory / 2 && keep <= 2 * crate::sys::rmem_max() {
             // The kernel doubles the figure for its overhead.
+            self.sock.set_rcvbuf(keep / 2);
+            self.rcvbuf_fixed = true;
+        } else if m.rmem_alloc > self.memory {
             self.sock.set_rcvbuf(self.memory / 2);
             self.rcvbuf_fixed = true;
         }
@@ -679,12 +697,13 @@ impl<H: Host> Conn<H> {
     fn on_data(&mut self, ctx: &mut Ctx<'_, H>, seg: &Segment<'_>) {
         let mut payload = seg.payload;
         let mut seq = seg.seq;
+        let next = self.rcv_nxt + self.held;
         if !payload.is_empty() || seg.flags & FIN != 0 {
             self.turn.ack = true;
         }
         // Trim what the host already has (a retransmission overlapping).
-        if seq < self.rcv_nxt {
-            let dup = (self.rcv_nxt - seq) as usize;
+        if seq < next {
+            let dup = (next - seq) as usize;
             if dup > payload.len() {
                 // Wholly old (a keepalive probe, a segment whose ACK was
                 // lost): RFC 9293 3.10.7.4 answers it with an ACK, or the
@@ -693,9 +712,9 @@ impl<H: Host> Conn<H> {
                 return;
             }
             payload = &payload[dup..];
-            seq = self.rcv_nxt;
+            seq = next;
         }
-        if seq != self.rcv_nxt {
+        if seq != next {
             // A hole (the guest's frame before this one was lost, or the
             // host socket refused part of it): drop, and duplicate ACKs make
             // the guest retransmit.
@@ -714,6 +733,12 @@ impl<H: Host> Conn<H> {
                 && self.sock.set_cork(true).is_ok()
             {
                 self.turn.cork = true;
+            }
+            if seg.flags & FIN == 0 && self.hold(ctx, payload) {
+                return;
+            }
+            if !self.write_held(ctx) {
+                return;
             }
             match self.sock.send(payload) {
                 Ok(n) => {
@@ -734,9 +759,67 @@ impl<H: Host> Conn<H> {
             }
         }
         if seg.flags & FIN != 0 && !self.end.guest_fin {
+            if !self.write_held(ctx) {
+                return;
+            }
             self.rcv_nxt += 1;
             self.end.guest_fin = true;
             self.sock.shutdown_write();
+        }
+    }
+
+    /// Keep `payload` in the link's receive batch, to be written with the
+    /// flow's other segments of the batch ([`Held`]).
+    fn hold(&mut self, ctx: &mut Ctx<'_, H>, payload: &[u8]) -> bool {
+        let (Some(batch), Some(held)) = (ctx.batch, ctx.held.as_deref_mut()) else {
+            return false;
+        };
+        if !held.hold(self.token, batch, payload) {
+            return false;
+        }
+        self.held += payload.len() as u32;
+        true
+    }
+
+    /// Write what this flow holds in one `sendmsg`; `false` if the host
+    /// socket did not take all of it (or failed), so that nothing after it
+    /// is written out of order.
+    pub fn write_held(&mut self, ctx: &mut Ctx<'_, H>) -> bool {
+        let total = std::mem::take(&mut self.held) as usize;
+        let (Some(batch), Some(held)) = (ctx.batch, ctx.held.as_deref_mut()) else {
+            return true;
+        };
+        let mut iov = [IoSlice::new(&[]); Held::MAX];
+        let k = held.take(self.token, batch, &mut iov);
+        if k == 0 || total == 0 {
+            return true;
+        }
+        match self.sock.send_vectored(&iov[..k]) {
+            Ok(n) => {
+                self.rcv_nxt += n as u32;
+                if n < total {
+                    self.host.full = true;
+                    return false;
+                }
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.host.full = true;
+                false
+            }
+            Err(_) => {
+                self.reset_guest(ctx);
+                false
+            }
+        }
+    }
+
+    /// Whether the flow is over (after [`Conn::write_held`]).
+    pub fn verdict(&self) -> Verdict {
+        if self.end.dead {
+            Verdict::Close
+        } else {
+            Verdict::Keep
         }
     }
 
@@ -914,6 +997,9 @@ pub fn on_guest_segment<H: Host>(
         let verdict = conn.on_segment(ctx, seg);
         let wants_ack = conn.wants_ack();
         if verdict == Verdict::Close {
+            if let Some(h) = ctx.held.as_deref_mut() {
+                h.forget(token);
+            }
             table.settle(token, verdict, counters);
         } else if wants_ack {
             table.defer(token);

@@ -130,6 +130,8 @@ pub struct Link {
     /// STREAM: bytes of a partial frame carried at the start of `rx`.
     carry: usize,
     rx_lens: [usize; dgram::RX_SLOTS],
+    /// DGRAM: bytes per receive slot (see [`Link::sized_for`]).
+    rx_slot: usize,
     /// VhostUser: the control channel and transmit ring.
     vhost: Option<Box<vhost_user::Backend>>,
     pub tx: Tx,
@@ -156,6 +158,7 @@ impl Link {
             rx,
             carry: 0,
             rx_lens: [0; dgram::RX_SLOTS],
+            rx_slot: dgram::slot_for(MAX_FRAME),
             vhost: None,
             tx: Tx::new(txfd, kind),
         })
@@ -178,6 +181,16 @@ impl Link {
         Link::new(fd, kind)
     }
 
+    /// Size the receive batch for frames of `mtu`: a DGRAM link then reads
+    /// more frames per `recvmmsg` at small MTUs, and drops (counts as
+    /// oversized) a datagram longer than the MTU allows.
+    pub fn sized_for(mut self, mtu: u16) -> Link {
+        if self.kind == Kind::Dgram {
+            self.rx_slot = dgram::slot_for(mtu as usize);
+        }
+        self
+    }
+
     pub fn kind(&self) -> Kind {
         self.kind
     }
@@ -187,11 +200,36 @@ impl Link {
     /// counted and dropped here.
     pub fn recv(&mut self, mut on_frame: impl FnMut(&[u8], &mut Tx)) -> Result<Recv, Closed> {
         match self.kind {
-            Kind::Dgram => self.recv_dgram(&mut on_frame),
+            Kind::Dgram => self.recv_dgram(&mut |f, _, tx| on_frame(f, tx)),
             Kind::Stream => self.recv_stream(&mut on_frame),
             Kind::Tap => self.recv_tap(&mut on_frame),
             Kind::VhostUser => self.recv_vhost(&mut on_frame),
         }
+    }
+
+    /// As [`Link::recv`], but each frame comes with the buffer it lies in
+    /// for as long as the batch lasts (empty where frames are not kept in
+    /// place: only a DGRAM link's are). What was held of it must leave
+    /// (see [`Link::batch`]) before the next read overwrites it.
+    pub fn recv_batched(
+        &mut self,
+        mut on_frame: impl FnMut(&[u8], &[u8], &mut Tx),
+    ) -> Result<Recv, Closed> {
+        if self.kind != Kind::Dgram {
+            return self.recv(|f, tx| on_frame(f, &[], tx));
+        }
+        self.recv_dgram(&mut on_frame)
+    }
+
+    /// The last batch's buffer (as [`Link::recv_batched`] named it) and
+    /// the transmit queue.
+    pub fn batch(&mut self) -> (&[u8], &mut Tx) {
+        let batch: &[u8] = if self.kind == Kind::Dgram {
+            &self.rx
+        } else {
+            &[]
+        };
+        (batch, &mut self.tx)
     }
 
     fn deliver(tx: &mut Tx, frame: &[u8], on_frame: &mut impl FnMut(&[u8], &mut Tx)) {
@@ -293,6 +331,28 @@ mod tests {
         link.tx.send(&frame(60, 0));
         link.tx.flush();
         assert!(matches!(link.tx.closed(), Some(Closed::Hangup)));
+    }
+
+    #[test]
+    fn dgram_sized_for_mtu_reads_more_per_call_and_drops_giants() {
+        let (vmm, ours) = UnixDatagram::pair().unwrap();
+        let mut link = Link::from_socket(OwnedFd::from(ours))
+            .unwrap()
+            .sized_for(1500);
+        vmm.send(&frame(1514 + 4, 1)).unwrap();
+        vmm.send(&frame(1514 + 5, 2)).unwrap();
+        for _ in 0..70 {
+            vmm.send(&frame(1514, 3)).unwrap();
+        }
+        let mut got = Vec::new();
+        // One call: a whole batch of 64 (the default slots would read 8).
+        assert_eq!(link.recv(|f, _| got.push(f.len())).unwrap(), Recv::More);
+        assert_eq!(got.len(), 63);
+        assert_eq!(got[0], 1518);
+        assert_eq!(link.tx.stats.rx_oversize, 1);
+        assert_eq!(link.recv(|f, _| got.push(f.len())).unwrap(), Recv::Drained);
+        assert_eq!(got.len(), 71);
+        assert!(got[1..].iter().all(|&n| n == 1514));
     }
 
     #[test]
