@@ -254,8 +254,8 @@ impl Engine {
         }
         if let Some(v) = self.link.vhost_stats() {
             out.push_str(&format!(
-                "vhost-user: device resets {}, refused requests {}, oversize {}, rx dropped {}, calls {}\n",
-                v.faults, v.bad_requests, v.tx_oversize, v.rx_dropped, v.calls
+                "vhost-user: device resets {}, refused requests {}, oversize {}, rx dropped {}, calls {}, rx in place {}, rx copied {}\n",
+                v.faults, v.bad_requests, v.tx_oversize, v.rx_dropped, v.calls, v.rx_in_place, v.rx_copied
             ));
         }
         out.push_str(&self.stack.counters.to_string());

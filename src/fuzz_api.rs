@@ -1610,9 +1610,11 @@ pub fn engine_run(data: &[u8]) -> Harness {
 /// Guest memory from fuzz bytes (two regions with a hole between them, so
 /// buffers can leave memory or straddle a region's end), rings of sizes
 /// from the first byte, then: every chain the transmit ring offers read
-/// out, frames of several sizes pushed into the receive ring, and the
-/// walker run directly from a chosen head both ways. Nothing may panic;
-/// what the walker accepts must lie in guest memory.
+/// out, frames of several sizes pushed into the receive ring (copied in)
+/// and built in receive buffers taken in place (the first placed, the rest
+/// given back), and the walker run directly from a chosen head both ways.
+/// Nothing may panic; what the walker accepts must lie in guest memory, and
+/// a buffer taken in place holds the whole frame.
 pub fn vhost_rings(data: &[u8]) {
     use crate::link::vhost_user::{virtq, Device};
     use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
@@ -1653,7 +1655,10 @@ pub fn vhost_rings(data: &[u8]) {
 
     // The device's rings over the same memory.
     let sizes = [1u16 << (cfg & 7), 1u16 << ((cfg >> 3) & 7)];
-    let features = (u64::from(feat & 1) << 15) | (u64::from(feat >> 1 & 1) << 29) | 1 << 32;
+    let features = (u64::from(feat & 1) << 15)
+        | (u64::from(feat >> 1 & 1) << 29)
+        | (u64::from(feat >> 2 & 1) << 1)
+        | 1 << 32;
     let Some(mut d) = Device::fuzz(mem, sizes, features) else {
         return;
     };
@@ -1675,6 +1680,26 @@ pub fn vhost_rings(data: &[u8]) {
             d.fault(f);
             break;
         }
+    }
+    let mut held = Vec::with_capacity(4);
+    for len in [60, 1514, MAX_FRAME] {
+        held.clear();
+        if let Err(f) = d.hold_rx(len, 4, &mut held) {
+            d.fault(f);
+            break;
+        }
+        for h in held.iter_mut() {
+            let b = h.frame();
+            assert!(b.len() >= len);
+            b[..len].fill(0x5a);
+        }
+        if let Some(h) = held.first_mut() {
+            if let Err(f) = d.place_held(h, len) {
+                d.fault(f);
+                break;
+            }
+        }
+        d.release_held(held.len().saturating_sub(1));
     }
     d.notify_rx();
 }

@@ -401,3 +401,40 @@ pub fn open_beneath(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<Ow
     // SAFETY: the kernel returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
 }
+
+/// Bytes of guest memory (vhost-user, mapped `MAP_SHARED`) that a frame to
+/// the guest is built in: the receive buffer itself, so the host socket's
+/// data is peeked straight into it.
+pub struct GuestBuf {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+    /// Keeps the mapping alive as long as the buffer is.
+    _map: std::sync::Arc<vm_memory::GuestMemoryMmap>,
+}
+
+impl GuestBuf {
+    /// `len` bytes at `addr`, which must lie in one region of `mem`.
+    pub fn new(
+        mem: &std::sync::Arc<vm_memory::GuestMemoryMmap>,
+        addr: vm_memory::GuestAddress,
+        len: usize,
+    ) -> Option<GuestBuf> {
+        use vm_memory::GuestMemoryBackend;
+        let s = mem.get_slice(addr, len).ok()?;
+        let ptr = std::ptr::NonNull::new(s.ptr_guard_mut().as_ptr())?;
+        Some(GuestBuf {
+            ptr,
+            len: s.len(),
+            _map: mem.clone(),
+        })
+    }
+
+    pub fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr..ptr+len` was checked by vm-memory to lie in one
+        // region, mapped read-write and kept mapped by `_map`. The driver
+        // handed the buffer to the device and does not touch it until it is
+        // used; a driver that does anyway only corrupts its own frame (the
+        // bytes are plain `u8`, any value is valid, and airlock only writes).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}

@@ -472,7 +472,7 @@ impl<H: Host> Conn<H> {
             self.rto_at = None;
         }
         let hdr = self.hdr_len();
-        let mss = self.mss as usize;
+        let mss = ctx.tx.tcp_segment(self.mss as usize, hdr);
         let frame_len = hdr + mss;
         let mut window = None;
         let (l2, clock) = (*ctx.l2, ctx.clock_ms);
@@ -521,6 +521,7 @@ impl<H: Host> Conn<H> {
                 Err(_) => usize::MAX,
             };
             if got == usize::MAX {
+                drop(slots);
                 self.reset_guest(ctx);
                 return Verdict::Close;
             }

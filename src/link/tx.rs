@@ -1,7 +1,10 @@
 //! The queue of frames on their way to the guest.
 //!
 //! Frames sit in one buffer, each behind a 4-byte slot for the STREAM length
-//! prefix, so that every framing flushes without copying.
+//! prefix, so that every framing flushes without copying. Over vhost-user
+//! the slots are the guest's receive buffers themselves when they hold a
+//! whole frame (`vhost_user::Rx::hold`): the frame is built, and host data
+//! peeked, straight into guest memory.
 //!
 //! #syscalls: poll|ppoll
 
@@ -109,6 +112,14 @@ impl Tx {
     /// in them and hands their lengths to [`Slots::commit`].
     pub fn reserve(&mut self, count: usize, frame_len: usize) -> Slots<'_> {
         let frame_len = frame_len.min(MAX_FRAME);
+        if let Some(n) = self.hold_in_place(count, frame_len) {
+            return Slots {
+                tx: self,
+                frame_len,
+                count: n,
+                in_place: true,
+            };
+        }
         if self.room(frame_len) == 0 {
             self.flush();
         }
@@ -117,6 +128,33 @@ impl Tx {
             tx: self,
             frame_len,
             count,
+            in_place: false,
+        }
+    }
+
+    /// vhost-user: take guest receive buffers as the slots; how many.
+    fn hold_in_place(&mut self, count: usize, frame_len: usize) -> Option<usize> {
+        if !self.vhost.as_ref()?.may_fit() {
+            return None;
+        }
+        if !self.frames.is_empty() {
+            // Frames queued for copying go first: the guest sees used
+            // buffers in the order they are handed back.
+            self.flush();
+        }
+        let n = self.vhost.as_mut()?.hold(count, frame_len);
+        (n > 0).then_some(n)
+    }
+
+    /// The TCP payload to put in one frame toward the guest: `mss`, or as
+    /// much as a 64 KiB frame holds when the guest takes GSO segments
+    /// whatever its MTU (vhost-user with GUEST_TSO4/6) and one carries at
+    /// least two MSS (at MTU 65520 a frame is already 64 KiB).
+    pub fn tcp_segment(&self, mss: usize, hdr: usize) -> usize {
+        let gso = MAX_FRAME.saturating_sub(hdr);
+        match &self.vhost {
+            Some(rx) if gso >= 2 * mss && rx.guest_gso() => gso,
+            _ => mss,
         }
     }
 
@@ -127,6 +165,9 @@ impl Tx {
     /// Send everything queued. Waits (bounded) for a VMM that is slow to
     /// read rather than dropping: the link is lossless and so is airlock.
     pub fn flush(&mut self) {
+        if let Some(rx) = self.vhost.as_mut() {
+            rx.notify();
+        }
         self.capture();
         if self.frames.is_empty() {
             self.used = 0;
@@ -186,6 +227,8 @@ pub struct Slots<'a> {
     tx: &'a mut Tx,
     frame_len: usize,
     count: usize,
+    /// The slots are guest receive buffers (vhost-user).
+    in_place: bool,
 }
 
 impl Slots<'_> {
@@ -198,16 +241,32 @@ impl Slots<'_> {
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
         let stride = self.frame_len + 4;
         let start = self.tx.used;
-        self.tx.buf[start..start + self.count * stride]
+        let copied = if self.in_place { 0 } else { self.count };
+        let frame_len = self.frame_len;
+        self.tx.buf[start..start + copied * stride]
             .chunks_exact_mut(stride)
             .map(|c| &mut c[4..])
+            .chain(
+                self.tx
+                    .vhost
+                    .iter_mut()
+                    .flat_map(move |rx| rx.held_mut(frame_len)),
+            )
     }
 
     /// Queue the first `lens.len()` frames with these lengths (0 skips one).
     pub fn commit(self, lens: &[usize]) {
-        let tx = self.tx;
-        let stride = self.frame_len + 4;
         let lens = &lens[..lens.len().min(self.count)];
+        let tx = &mut *self.tx;
+        if self.in_place {
+            if let Some(rx) = tx.vhost.as_mut() {
+                let (frames, bytes) = rx.commit(lens, tx.pcap.as_mut());
+                tx.stats.tx_frames += frames;
+                tx.stats.tx_bytes += bytes;
+            }
+            return;
+        }
+        let stride = self.frame_len + 4;
         for (i, &len) in lens.iter().enumerate() {
             let off = tx.used + i * stride;
             if len == 0 || len > self.frame_len {
@@ -219,6 +278,15 @@ impl Slots<'_> {
         tx.used += lens.len() * stride;
         if tx.room(MAX_FRAME) == 0 {
             tx.flush();
+        }
+    }
+}
+
+impl Drop for Slots<'_> {
+    /// Guest buffers taken and not committed go back to the ring.
+    fn drop(&mut self) {
+        if let Some(rx) = self.tx.vhost.as_mut() {
+            rx.release();
         }
     }
 }

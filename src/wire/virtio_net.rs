@@ -16,6 +16,10 @@ pub const F_NEEDS_CSUM: u8 = 1;
 pub const F_DATA_VALID: u8 = 2;
 /// `gso_type`: not a segmentation offload.
 pub const GSO_NONE: u8 = 0;
+/// `gso_type`: a TCP segment over IPv4 (IPv6) larger than the MTU, which
+/// the receiver takes whole.
+pub const GSO_TCPV4: u8 = 1;
+pub const GSO_TCPV6: u8 = 4;
 /// `gso_type`: ECN bit, on top of a GSO type.
 pub const GSO_ECN: u8 = 0x80;
 

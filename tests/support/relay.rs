@@ -44,6 +44,12 @@ pub fn in_netns<T: Send + 'static>(
 
 /// Attach to the tap device `ifname` in namespace `ns` (IFF_TAP | IFF_NO_PI).
 pub fn open_tap(ns: &str, ifname: &str) -> io::Result<OwnedFd> {
+    open_tap_flags(ns, ifname, 0)
+}
+
+/// [`open_tap`] with more `IFF_*` flags (`IFF_VNET_HDR` for a VMM-style
+/// bridge that passes offloads).
+pub fn open_tap_flags(ns: &str, ifname: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
     let name = ifname.to_owned();
     in_netns(ns, move || {
         let tun = OpenOptions::new()
@@ -58,7 +64,7 @@ pub fn open_tap(ns: &str, ifname: &str) -> io::Result<OwnedFd> {
         for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
             *d = s as libc::c_char;
         }
-        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | flags) as libc::c_short;
         // SAFETY: TUNSETIFF reads and writes one struct ifreq, which `ifr` is
         // and which outlives the call; the fd is a valid open /dev/net/tun.
         let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF as _, &mut ifr) };

@@ -10,8 +10,16 @@
 //! from the guest-physical ones ([`VA_BASE`]), as QEMU's do, so the
 //! backend's translation is exercised. The hostile helpers write raw
 //! descriptors and tables for the device-reset tests.
+//!
+//! The bridge is what a VMM's tap backend is: tap0 opened with
+//! `IFF_VNET_HDR` and `TUNSETOFFLOAD`, so the guest kernel's TSO segments
+//! and partial checksums pass as 64 KiB frames behind their virtio-net
+//! header, and frames from the backend go to the tap with theirs. It reads
+//! straight into the transmit buffers in guest memory and writes straight
+//! from the receive buffers (a gather copy only for a frame merged over
+//! several buffers), so the bridge costs one read or write per frame.
 
-use super::relay::open_tap;
+use super::relay::open_tap_flags;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -25,7 +33,10 @@ use std::time::{Duration, Instant};
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserHeaderFlag};
 use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
-use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap};
+use vm_memory::{
+    Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, ReadVolatile,
+    WriteVolatile,
+};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 pub const RXQ: usize = 0;
@@ -37,10 +48,14 @@ pub const MEM_SIZE: u64 = 32 << 20;
 /// Where the VMM "maps" guest memory (only ever sent, never used here).
 pub const VA_BASE: u64 = 0x7f00_0000_0000;
 const RING_BASE: [u64; 2] = [0x0000, 0x4000];
-/// Receive buffers: 16 KiB each, so a large frame spans several
-/// (MRG_RXBUF), as Linux's mergeable buffers make it.
+/// Receive buffers, from here up to the transmit buffers.
 pub const RX_BUF: u64 = 0x10000;
-pub const RX_STRIDE: u64 = 16 * 1024;
+/// The default receive buffer: the header and a 64 KiB frame whole in one
+/// contiguous buffer (as a DPDK guest posts them), so the backend can build
+/// frames in place.
+pub const RX_BIG: u32 = 0x10100;
+/// Linux's mergeable-buffer size: a large frame spans many (MRG_RXBUF).
+pub const RX_SMALL: u32 = 4096;
 /// Transmit buffers: room for the header and a 64 KiB frame.
 pub const TX_BUF: u64 = 0x80_0000;
 pub const TX_STRIDE: u64 = 0x11000;
@@ -48,6 +63,23 @@ pub const VNET_HDR: usize = 12;
 
 const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
+
+/// Virtio-net features this driver takes when offered, as QEMU's
+/// vhost-user net client and Linux's driver do: no INDIRECT_DESC (never
+/// used here), no MQ (one pair), no ECN/UFO/USO (not passed to the tap).
+pub const DRIVER_FEATURES: u64 = 1 << 32 // VERSION_1
+    | 1 << 29 // EVENT_IDX
+    | 1 << 30 // PROTOCOL_FEATURES
+    | 1 << 15 // MRG_RXBUF
+    | 1 << 5 // MAC
+    | 1 << 3 // MTU
+    | 1 << 16 // STATUS
+    | 1 << 0 // CSUM
+    | 1 << 1 // GUEST_CSUM
+    | 1 << 7 // GUEST_TSO4
+    | 1 << 8 // GUEST_TSO6
+    | 1 << 11 // HOST_TSO4
+    | 1 << 12; // HOST_TSO6
 
 fn desc_addr(q: usize) -> u64 {
     RING_BASE[q]
@@ -71,12 +103,13 @@ pub struct DriverRing {
 }
 
 impl DriverRing {
-    fn new(q: usize) -> DriverRing {
+    /// A ring whose first `n` descriptors have buffers.
+    fn new(q: usize, n: u16) -> DriverRing {
         DriverRing {
             q,
             avail_idx: 0,
             last_used: 0,
-            free: (0..QSIZE).rev().collect(),
+            free: (0..n.min(QSIZE)).rev().collect(),
         }
     }
 
@@ -153,6 +186,9 @@ pub struct BridgeStats {
 
 struct Shared {
     mem: GuestMemoryMmap,
+    /// Each receive buffer's size, and how many fit below the transmit ones.
+    rx_len: u32,
+    rx_count: u16,
     rings: Mutex<[DriverRing; 2]>,
     kick: [EventFd; 2],
     call: [EventFd; 2],
@@ -203,11 +239,22 @@ impl VhostFrontend {
                 Err(e) => return Err(e),
             }
         };
-        VhostFrontend::from_stream(stream)
+        VhostFrontend::from_stream(stream, RX_BIG)
+    }
+
+    /// [`VhostFrontend::connect`] offering receive buffers of `rx_len`
+    /// bytes ([`RX_SMALL`]: Linux-sized, frames merged over several).
+    pub fn connect_with(path: &Path, rx_len: u32) -> io::Result<VhostFrontend> {
+        let mut f = VhostFrontend::connect(path)?;
+        let s = Arc::get_mut(&mut f.shared).expect("no bridge yet");
+        s.rx_len = rx_len;
+        s.rx_count = rx_count(rx_len);
+        f.setup_ring(RXQ).map_err(io::Error::other)?;
+        Ok(f)
     }
 
     /// Set the device up on a connected socket.
-    pub fn from_stream(stream: UnixStream) -> io::Result<VhostFrontend> {
+    pub fn from_stream(stream: UnixStream, rx_len: u32) -> io::Result<VhostFrontend> {
         let memfd = memfd(MEM_SIZE);
         let mem = GuestMemoryMmap::from_ranges_with_files([(
             GuestAddress(0),
@@ -215,9 +262,12 @@ impl VhostFrontend {
             Some(FileOffset::new(memfd.try_clone()?, 0)),
         )])
         .map_err(io::Error::other)?;
+        let rx_count = rx_count(rx_len);
         let shared = Arc::new(Shared {
             mem,
-            rings: Mutex::new([DriverRing::new(RXQ), DriverRing::new(TXQ)]),
+            rx_len,
+            rx_count,
+            rings: Mutex::new([DriverRing::new(RXQ, rx_count), DriverRing::new(TXQ, QSIZE)]),
             kick: [eventfd(), eventfd()],
             call: [eventfd(), eventfd()],
             err: [eventfd(), eventfd()],
@@ -238,8 +288,8 @@ impl VhostFrontend {
 
     fn negotiate(&mut self) -> vhost::Result<()> {
         let offered = self.fe.get_features()?;
-        self.features = offered;
-        self.fe.set_features(offered)?;
+        self.features = offered & DRIVER_FEATURES;
+        self.fe.set_features(self.features)?;
         let p = self.fe.get_protocol_features()?;
         self.protocol = p;
         self.fe.set_protocol_features(p)?;
@@ -291,7 +341,12 @@ impl VhostFrontend {
         // Clear the rings' indices in guest memory.
         mem.write_slice(&[0u8; 0x3000], GuestAddress(RING_BASE[q]))
             .unwrap();
-        self.shared.rings.lock().unwrap()[q] = DriverRing::new(q);
+        let n = if q == RXQ {
+            self.shared.rx_count
+        } else {
+            QSIZE
+        };
+        self.shared.rings.lock().unwrap()[q] = DriverRing::new(q, n);
         // Forget resets already reported.
         let _ = self.shared.err[q].read();
         self.fe.set_vring_num(q, size)?;
@@ -319,19 +374,7 @@ impl VhostFrontend {
     /// Offer every receive buffer.
     pub fn post_rx_buffers(&self) {
         let mut rings = self.shared.rings.lock().unwrap();
-        let r = &mut rings[RXQ];
-        let mem = &self.shared.mem;
-        while let Some(i) = r.free.pop() {
-            r.set_desc(
-                mem,
-                i,
-                RX_BUF + u64::from(i) * RX_STRIDE,
-                RX_STRIDE as u32,
-                F_WRITE,
-                0,
-            );
-            r.publish(mem, i);
-        }
+        repost_rx(&self.shared, &mut rings[RXQ]);
         let _ = self.shared.kick[RXQ].write(1);
     }
 
@@ -408,7 +451,8 @@ impl VhostFrontend {
     /// Bridge the rings to tap0 of namespace `ns` on a thread, until
     /// [`VhostFrontend::stop_bridge`] or drop.
     pub fn start_bridge(&mut self, ns: &str) -> io::Result<()> {
-        let tap = open_tap(ns, "tap0")?;
+        let tap = open_tap_flags(ns, "tap0", libc::IFF_VNET_HDR)?;
+        set_tap_offloads(&tap, self.features)?;
         set_nonblocking(&tap)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st) = (self.shared.clone(), stop.clone());
@@ -489,7 +533,7 @@ fn take_frames(s: &Shared, r: &mut DriverRing) -> Vec<Vec<u8>> {
     let mut i = 0;
     while i < used.len() {
         let (id, len) = used[i];
-        let base = RX_BUF + u64::from(id) * RX_STRIDE;
+        let base = rx_addr(s, id);
         let mut hdr = [0u8; VNET_HDR];
         s.mem.read_slice(&mut hdr, GuestAddress(base)).unwrap();
         let n = u16::from_le_bytes([hdr[10], hdr[11]]).max(1) as usize;
@@ -501,7 +545,7 @@ fn take_frames(s: &Shared, r: &mut DriverRing) -> Vec<Vec<u8>> {
         for &(id2, len2) in used.iter().skip(i + 1).take(n - 1) {
             let mut more = vec![0u8; len2 as usize];
             s.mem
-                .read_slice(&mut more, GuestAddress(RX_BUF + u64::from(id2) * RX_STRIDE))
+                .read_slice(&mut more, GuestAddress(rx_addr(s, id2)))
                 .unwrap();
             f.extend_from_slice(&more);
             r.free.push(id2);
@@ -519,9 +563,145 @@ fn take_frames(s: &Shared, r: &mut DriverRing) -> Vec<Vec<u8>> {
     frames
 }
 
+/// Where receive buffer `id` lies.
+fn rx_addr(s: &Shared, id: u16) -> u64 {
+    RX_BUF + u64::from(id) * u64::from(s.rx_len)
+}
+
+/// How many receive buffers of `len` bytes fit below the transmit ones.
+fn rx_count(len: u32) -> u16 {
+    ((TX_BUF - RX_BUF) / u64::from(len.max(1))).min(u64::from(QSIZE)) as u16
+}
+
+/// Offer every free receive buffer again; true if any was.
+fn repost_rx(s: &Shared, r: &mut DriverRing) -> bool {
+    let mut posted = false;
+    while let Some(i) = r.free.pop() {
+        r.set_desc(&s.mem, i, rx_addr(s, i), s.rx_len, F_WRITE, 0);
+        r.publish(&s.mem, i);
+        posted = true;
+    }
+    posted
+}
+
+/// The tap's reader (this bridge, for the backend's transmit queue) takes
+/// what the backend accepts: partial checksums with CSUM, TSO segments
+/// with HOST_TSO4/6. A 12-byte header, as virtio 1.x has it.
+fn set_tap_offloads(tap: &OwnedFd, features: u64) -> io::Result<()> {
+    let mut off: libc::c_uint = 0;
+    if features & 1 != 0 {
+        off |= libc::TUN_F_CSUM;
+        if features & (1 << 11) != 0 {
+            off |= libc::TUN_F_TSO4;
+        }
+        if features & (1 << 12) != 0 {
+            off |= libc::TUN_F_TSO6;
+        }
+    }
+    let hdr: libc::c_int = VNET_HDR as libc::c_int;
+    // SAFETY: TUNSETVNETHDRSZ reads one int, which `hdr` is and which
+    // outlives the call; the fd is an open tap.
+    if unsafe { libc::ioctl(tap.as_raw_fd(), libc::TUNSETVNETHDRSZ as _, &hdr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: TUNSETOFFLOAD takes its argument by value; the fd is an open tap.
+    if unsafe {
+        libc::ioctl(
+            tap.as_raw_fd(),
+            libc::TUNSETOFFLOAD as _,
+            off as libc::c_ulong,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Write every frame the backend placed to the tap, header and all;
+/// returns (frames, bytes of frames).
+fn frames_to_tap(
+    s: &Shared,
+    r: &mut DriverRing,
+    tap: &mut File,
+    gather: &mut Vec<u8>,
+) -> (u64, u64) {
+    let mut used = Vec::new();
+    r.take_used(&s.mem, &mut used);
+    let (mut frames, mut bytes) = (0u64, 0u64);
+    let mut i = 0;
+    while i < used.len() {
+        let (id, len) = used[i];
+        let mut head = [0u8; VNET_HDR + 64];
+        let k = head.len().min(len as usize);
+        s.mem
+            .read_slice(&mut head[..k], GuestAddress(rx_addr(s, id)))
+            .unwrap();
+        let n = usize::from(u16::from_le_bytes([head[10], head[11]]).max(1));
+        if let Some(h) = data_valid_as_partial(&head[..k]) {
+            s.mem.write_slice(&h, GuestAddress(rx_addr(s, id))).unwrap();
+        }
+        let parts = &used[i..(i + n).min(used.len())];
+        let total: u64 = parts.iter().map(|&(_, l)| u64::from(l)).sum();
+        if n == 1 {
+            let slice = s
+                .mem
+                .get_slice(GuestAddress(rx_addr(s, id)), len as usize)
+                .unwrap();
+            let _ = tap.write_volatile(&slice);
+        } else {
+            // Merged over several buffers: one gather copy, test-side only.
+            gather.clear();
+            for &(id, len) in parts {
+                let at = gather.len();
+                gather.resize(at + len as usize, 0);
+                s.mem
+                    .read_slice(&mut gather[at..], GuestAddress(rx_addr(s, id)))
+                    .unwrap();
+            }
+            let _ = tap.write(gather);
+        }
+        r.free.extend(parts.iter().map(|&(id, _)| id));
+        frames += 1;
+        bytes += total.saturating_sub(VNET_HDR as u64);
+        i += n;
+    }
+    (frames, bytes)
+}
+
+/// A guest's virtio-net driver takes `DATA_VALID` as "checksum already
+/// checked" (CHECKSUM_UNNECESSARY); tun ignores the flag on write. So a
+/// TCP or UDP frame with it goes to the tap as a partial checksum, which
+/// the receiving stack also accepts unchecked. `head` is the header and
+/// the start of the frame; returns the header to write, if it changes.
+fn data_valid_as_partial(head: &[u8]) -> Option<[u8; VNET_HDR]> {
+    const DATA_VALID: u8 = 2;
+    const NEEDS_CSUM: u8 = 1;
+    let (hdr, f) = head.split_at_checked(VNET_HDR)?;
+    if hdr[0] & (DATA_VALID | NEEDS_CSUM) != DATA_VALID || f.len() < 14 {
+        return None;
+    }
+    let (l4, proto) = match [f[12], f[13]] {
+        [0x08, 0x00] => (14 + usize::from(f.get(14)? & 0xf) * 4, *f.get(23)?),
+        [0x86, 0xdd] => (14 + 40, *f.get(20)?),
+        _ => return None,
+    };
+    let field = match proto {
+        6 => 16u16,
+        17 => 6,
+        _ => return None,
+    };
+    let mut h = [0u8; VNET_HDR];
+    h.copy_from_slice(hdr);
+    h[0] = NEEDS_CSUM;
+    h[6..8].copy_from_slice(&(l4 as u16).to_le_bytes());
+    h[8..10].copy_from_slice(&field.to_le_bytes());
+    Some(h)
+}
+
 fn bridge(s: Arc<Shared>, tap: OwnedFd, stop: Arc<AtomicBool>) {
     let mut tap = File::from(tap);
-    let mut buf = vec![0u8; 65536];
+    let mut gather = Vec::with_capacity(VNET_HDR + 65536);
     while !stop.load(Ordering::SeqCst) {
         let mut fds = [
             PollFd::new(tap.as_fd(), PollFlags::POLLIN),
@@ -531,53 +711,48 @@ fn bridge(s: Arc<Shared>, tap: OwnedFd, stop: Arc<AtomicBool>) {
         let _ = poll(&mut fds, PollTimeout::from(10u16));
         let _ = s.call[RXQ].read();
         let _ = s.call[TXQ].read();
-        // Airlock to the guest.
-        let frames = {
-            let mut rings = s.rings.lock().unwrap();
-            let f = take_frames(&s, &mut rings[RXQ]);
-            let r = &mut rings[RXQ];
-            let mut posted = false;
-            while let Some(i) = r.free.pop() {
-                r.set_desc(
-                    &s.mem,
-                    i,
-                    RX_BUF + u64::from(i) * RX_STRIDE,
-                    RX_STRIDE as u32,
-                    F_WRITE,
-                    0,
-                );
-                r.publish(&s.mem, i);
-                posted = true;
-            }
-            if posted {
-                let _ = s.kick[RXQ].write(1);
-            }
-            f
-        };
-        for f in frames {
-            let _ = tap.write(&f);
-        }
-        // The guest to airlock.
         let mut rings = s.rings.lock().unwrap();
+        // The backend to the guest: every placed frame, then the buffers
+        // back, one kick for the batch.
+        let (n, bytes) = frames_to_tap(&s, &mut rings[RXQ], &mut tap, &mut gather);
+        s.stats.from_airlock.fetch_add(n, Ordering::Relaxed);
+        s.stats
+            .bytes_from_airlock
+            .fetch_add(bytes, Ordering::Relaxed);
+        if repost_rx(&s, &mut rings[RXQ]) {
+            let _ = s.kick[RXQ].write(1);
+        }
+        // The guest to the backend: each read lands in a transmit buffer,
+        // header first; one kick for the batch.
+        let r = &mut rings[TXQ];
         let mut sent = 0;
         while sent < 64 {
-            if rings[TXQ].free.is_empty() {
-                let r = &mut rings[TXQ];
+            if r.free.is_empty() {
                 let mut used = Vec::new();
                 r.take_used(&s.mem, &mut used);
                 r.free.extend(used.iter().map(|&(id, _)| id));
-                if r.free.is_empty() {
-                    break;
-                }
             }
-            match tap.read(&mut buf) {
-                Ok(n) if n > 0 => {
-                    send_one(&s, &mut rings[TXQ], &buf[..n]);
+            let Some(&i) = r.free.last() else { break };
+            let at = TX_BUF + u64::from(i) * TX_STRIDE;
+            let mut slice = s
+                .mem
+                .get_slice(GuestAddress(at), TX_STRIDE as usize)
+                .unwrap();
+            match tap.read_volatile(&mut slice) {
+                Ok(n) if n > VNET_HDR => {
+                    r.free.pop();
+                    r.set_desc(&s.mem, i, at, n as u32, 0, 0);
+                    r.publish(&s.mem, i);
+                    s.stats.to_airlock.fetch_add(1, Ordering::Relaxed);
+                    s.stats
+                        .bytes_to_airlock
+                        .fetch_add((n - VNET_HDR) as u64, Ordering::Relaxed);
                     sent += 1;
                 }
                 _ => break,
             }
         }
+        drop(rings);
         if sent > 0 {
             let _ = s.kick[TXQ].write(1);
         }

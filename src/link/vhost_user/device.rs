@@ -92,12 +92,17 @@ pub struct Stats {
     /// or (without MRG_RXBUF) a buffer too small.
     pub rx_dropped: u64,
     pub calls: u64,
+    /// Frames to the guest built in its receive buffers, and copied into
+    /// them at a flush.
+    pub rx_in_place: u64,
+    pub rx_copied: u64,
 }
 
 /// Guest memory and where each region sits in the VMM's address space
 /// (ring addresses arrive as VMM virtual addresses).
 struct Memory {
-    guest: GuestMemoryMmap,
+    /// Shared with the receive buffers frames are being built in.
+    guest: Arc<GuestMemoryMmap>,
     /// (VMM address, size, guest physical address)
     table: Vec<(u64, u64, u64)>,
 }
@@ -166,6 +171,20 @@ pub struct Device {
     stall_ms: u16,
 }
 
+/// A receive buffer taken to build one frame in place: its chain's head
+/// and its first buffer's bytes (the header, then the frame).
+pub struct Held {
+    head: u16,
+    buf: crate::sys::GuestBuf,
+}
+
+impl Held {
+    /// Where the frame goes, after the header.
+    pub fn frame(&mut self) -> &mut [u8] {
+        &mut self.buf.bytes()[vnet::HEADER_LEN..]
+    }
+}
+
 /// Tokens in the link's own epoll set.
 pub(super) const TOKEN_SOCKET: u64 = 0;
 const TOKEN_KICK: u64 = 1;
@@ -223,7 +242,7 @@ impl Device {
             }
         });
         r.queue.set_ready(ok);
-        r.queue.set_ready(ok && r.queue.is_valid(&mem.guest));
+        r.queue.set_ready(ok && r.queue.is_valid(&*mem.guest));
     }
 
     fn update_kick_poll(&mut self, old: Option<&File>) {
@@ -284,24 +303,26 @@ impl Device {
             if pending(q, &mem.guest)? == 0 {
                 // Ask for a kick, then look once more: a frame added in
                 // between would otherwise wait for the next one.
-                if q.enable_notification(&mem.guest).map_err(|_| Fault::Ring)? {
+                if q.enable_notification(&*mem.guest)
+                    .map_err(|_| Fault::Ring)?
+                {
                     continue;
                 }
                 return Ok(None);
             }
-            let _ = q.disable_notification(&mem.guest);
-            let Some(chain) = q.pop_descriptor_chain(&mem.guest) else {
+            let _ = q.disable_notification(&*mem.guest);
+            let Some(chain) = q.pop_descriptor_chain(&*mem.guest) else {
                 return Err(Fault::Ring);
             };
             let head = chain.head_index();
             let (n, total) = virtq::read_chain(
-                &mem.guest,
+                &*mem.guest,
                 GuestAddress(q.desc_table()),
                 q.size(),
                 head,
                 buf,
             )?;
-            q.add_used(&mem.guest, head, 0).map_err(|_| Fault::Ring)?;
+            q.add_used(&*mem.guest, head, 0).map_err(|_| Fault::Ring)?;
             if (total as usize) < vnet::HEADER_LEN {
                 return Err(Fault::Short);
             }
@@ -324,7 +345,7 @@ impl Device {
     pub fn notify_tx(&mut self) {
         let Some(mem) = &self.mem else { return };
         let r = &mut self.rings[TXQ];
-        if r.running() && r.queue.needs_notification(&mem.guest).unwrap_or(true) {
+        if r.running() && r.queue.needs_notification(&*mem.guest).unwrap_or(true) {
             r.signal(&mut self.stats);
         }
     }
@@ -338,15 +359,15 @@ impl Device {
     /// buffers came in time, or the frame does not fit; it is dropped.
     pub fn push_rx(&mut self, frame: &[u8]) -> Result<bool, Fault> {
         let merge = self.has(VIRTIO_NET_F_MRG_RXBUF);
+        let mut hdr = [0u8; vnet::HEADER_LEN];
+        self.rx_header_for(frame)
+            .emit(&mut hdr)
+            .map_err(|_| Fault::Short)?;
         let Some(mem) = &self.mem else {
             return Ok(false);
         };
         let r = &mut self.rings[RXQ];
         let need = vnet::HEADER_LEN + frame.len();
-        let mut hdr = [0u8; vnet::HEADER_LEN];
-        vnet::Repr::plain(1)
-            .emit(&mut hdr)
-            .map_err(|_| Fault::Short)?;
         self.heads.clear();
         let mut placed = 0usize;
         while placed < need {
@@ -360,16 +381,16 @@ impl Device {
                 }
                 continue;
             }
-            let Some(chain) = q.pop_descriptor_chain(&mem.guest) else {
+            let Some(chain) = q.pop_descriptor_chain(&*mem.guest) else {
                 return Err(Fault::Ring);
             };
             let head = chain.head_index();
             let (table, size) = (GuestAddress(q.desc_table()), q.size());
             let n = if placed == 0 {
-                virtq::write_chain(&mem.guest, table, size, head, &[&hdr, frame])?
+                virtq::write_chain(&*mem.guest, table, size, head, &[&hdr, frame])?
             } else {
                 let rest = &frame[placed - vnet::HEADER_LEN..];
-                virtq::write_chain(&mem.guest, table, size, head, &[rest])?
+                virtq::write_chain(&*mem.guest, table, size, head, &[rest])?
             };
             if placed == 0 && n < vnet::HEADER_LEN {
                 return Err(Fault::Short);
@@ -391,7 +412,7 @@ impl Device {
         if self.heads.len() > 1 {
             vnet::set_num_buffers(&mut hdr, self.heads.len() as u16).map_err(|_| Fault::Short)?;
             virtq::write_chain(
-                &mem.guest,
+                &*mem.guest,
                 GuestAddress(q.desc_table()),
                 q.size(),
                 first,
@@ -399,16 +420,128 @@ impl Device {
             )?;
         }
         for &(head, len) in &self.heads {
-            q.add_used(&mem.guest, head, len).map_err(|_| Fault::Ring)?;
+            q.add_used(&*mem.guest, head, len)
+                .map_err(|_| Fault::Ring)?;
         }
+        self.stats.rx_copied += 1;
         Ok(true)
+    }
+
+    /// The header of a frame to the guest: airlock's checksums are all
+    /// complete, and with GUEST_CSUM the guest is told so (DATA_VALID) and
+    /// skips checking them.
+    fn rx_header(&self) -> vnet::Repr {
+        let mut h = vnet::Repr::plain(1);
+        if self.has(VIRTIO_NET_F_GUEST_CSUM) {
+            h.flags = vnet::F_DATA_VALID;
+        }
+        h
+    }
+
+    /// Whether the guest takes TCP segments of up to 64 KiB whatever its
+    /// MTU: GUEST_TSO4 and GUEST_TSO6, which need GUEST_CSUM.
+    pub fn guest_gso(&self) -> bool {
+        self.has(VIRTIO_NET_F_GUEST_CSUM)
+            && self.has(VIRTIO_NET_F_GUEST_TSO4)
+            && self.has(VIRTIO_NET_F_GUEST_TSO6)
+    }
+
+    /// The header for `frame` toward the guest: a TCP frame longer than
+    /// the MTU is a GSO segment (the guest takes it whole; `gso_size` is
+    /// the MSS the MTU implies, for a guest that forwards it on).
+    fn rx_header_for(&self, frame: &[u8]) -> vnet::Repr {
+        let mut h = self.rx_header();
+        let mtu = usize::from(self.mtu);
+        if frame.len() <= ETHERNET_HEADER + mtu || !self.guest_gso() {
+            return h;
+        }
+        if let Some((v6, headers)) = tcp_headers(frame).filter(|&(_, n)| n < mtu) {
+            h.gso_type = if v6 { vnet::GSO_TCPV6 } else { vnet::GSO_TCPV4 };
+            h.gso_size = (mtu - headers) as u16;
+        }
+        h
+    }
+
+    /// Take up to `max` receive buffers to build frames of up to
+    /// `frame_len` bytes in, into `out`: chains whose first buffer holds
+    /// the header and the whole frame. Stops at the first chain that does
+    /// not (it stays for the copying path, [`Device::push_rx`]) and when
+    /// the ring is empty; never waits. Returns whether a buffer was too
+    /// small.
+    pub fn hold_rx(
+        &mut self,
+        frame_len: usize,
+        max: usize,
+        out: &mut Vec<Held>,
+    ) -> Result<bool, Fault> {
+        let Some(mem) = &self.mem else {
+            return Ok(false);
+        };
+        let r = &mut self.rings[RXQ];
+        if !r.running() {
+            return Ok(false);
+        }
+        let need = vnet::HEADER_LEN + frame_len;
+        while out.len() < max {
+            let q = &mut r.queue;
+            if pending(q, &mem.guest)? == 0 {
+                return Ok(false);
+            }
+            let Some(chain) = q.pop_descriptor_chain(&*mem.guest) else {
+                return Err(Fault::Ring);
+            };
+            let head = chain.head_index();
+            let mut first = None;
+            virtq::walk(
+                &*mem.guest,
+                GuestAddress(q.desc_table()),
+                q.size(),
+                head,
+                true,
+                |s| {
+                    first.get_or_insert(s);
+                    Ok(())
+                },
+            )?;
+            let buf = first
+                .filter(|s| s.len as usize >= need)
+                .and_then(|s| crate::sys::GuestBuf::new(&mem.guest, s.addr, need));
+            let Some(buf) = buf else {
+                q.go_to_previous_position();
+                return Ok(true);
+            };
+            out.push(Held { head, buf });
+        }
+        Ok(false)
+    }
+
+    /// A held buffer now holds a frame of `len` bytes after its header.
+    pub fn place_held(&mut self, h: &mut Held, len: usize) -> Result<(), Fault> {
+        let len = len.min(h.frame().len());
+        let hdr = self.rx_header_for(&h.frame()[..len]);
+        let Some(mem) = &self.mem else {
+            return Err(Fault::Ring);
+        };
+        hdr.emit(h.buf.bytes()).map_err(|_| Fault::Short)?;
+        self.stats.rx_in_place += u64::from(len > 0);
+        self.rings[RXQ]
+            .queue
+            .add_used(&*mem.guest, h.head, (vnet::HEADER_LEN + len) as u32)
+            .map_err(|_| Fault::Ring)
+    }
+
+    /// Give back the last `n` buffers taken, unused.
+    pub fn release_held(&mut self, n: usize) {
+        for _ in 0..n {
+            self.rings[RXQ].queue.go_to_previous_position();
+        }
     }
 
     /// Tell the driver about filled receive buffers, if it wants to know.
     pub fn notify_rx(&mut self) {
         let Some(mem) = &self.mem else { return };
         let r = &mut self.rings[RXQ];
-        if r.running() && r.queue.needs_notification(&mem.guest).unwrap_or(true) {
+        if r.running() && r.queue.needs_notification(&*mem.guest).unwrap_or(true) {
             r.signal(&mut self.stats);
         }
     }
@@ -435,7 +568,7 @@ fn wait_for_buffers(
     Ok(ready)
 }
 
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 impl Device {
     /// A device on `guest` as a VMM would leave it set up: identity
     /// address map, ring `q` at `q * 0x3000` (descriptors, then avail at
@@ -448,7 +581,7 @@ impl Device {
         d.stall_ms = 0;
         let size = guest.last_addr().0 + 1;
         d.mem = Some(Memory {
-            guest,
+            guest: Arc::new(guest),
             table: vec![(0, size, 0)],
         });
         d.set_features(features & VIRTIO_FEATURES).ok()?;
@@ -536,7 +669,10 @@ impl VhostUserBackendReqHandlerMut for Device {
         let guest = GuestMemoryMmap::from_regions(regions).map_err(|_| VuError::InvalidParam)?;
         // The old mappings go here; the rings are pointed at the new ones
         // (a table that no longer holds them stops them).
-        self.mem = Some(Memory { guest, table });
+        self.mem = Some(Memory {
+            guest: Arc::new(guest),
+            table,
+        });
         self.apply_addrs(RXQ);
         self.apply_addrs(TXQ);
         Ok(None)
@@ -683,6 +819,40 @@ impl VhostUserBackendReqHandlerMut for Device {
     }
 }
 
+const ETHERNET_HEADER: usize = 14;
+
+/// (IPv6, IP + TCP header bytes) of a TCP frame; `None` for anything else.
+fn tcp_headers(frame: &[u8]) -> Option<(bool, usize)> {
+    use crate::wire::{ethernet, ethertype, ip_proto, ipv4, ipv6, tcp};
+    let eth = ethernet::Frame::new_checked(frame).ok()?;
+    let (v6, l3, l4) = match eth.ethertype() {
+        ethertype::IPV4 => {
+            let ip = ipv4::Packet::new_checked(eth.payload()).ok()?;
+            if ip.protocol() != ip_proto::TCP {
+                return None;
+            }
+            (
+                false,
+                ip.header_len(),
+                tcp::Packet::new_checked(ip.payload()).ok()?.header_len(),
+            )
+        }
+        ethertype::IPV6 => {
+            let ip = ipv6::Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != ip_proto::TCP {
+                return None;
+            }
+            (
+                true,
+                ipv6::HEADER_LEN,
+                tcp::Packet::new_checked(ip.payload()).ok()?.header_len(),
+            )
+        }
+        _ => return None,
+    };
+    Some((v6, l3 + l4))
+}
+
 /// Buffers the driver made available that the device has not taken yet; a
 /// driver index more than a ring ahead is a lie, and a fault.
 fn pending(q: &Queue, mem: &GuestMemoryMmap) -> Result<u16, Fault> {
@@ -694,4 +864,79 @@ fn pending(q: &Queue, mem: &GuestMemoryMmap) -> Result<u16, Fault> {
         return Err(Fault::Ring);
     }
     Ok(pending)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::{Bytes, GuestMemoryMmap};
+
+    /// A device whose receive ring (8 entries, as [`Device::fuzz`] lays it
+    /// out) offers eight 4 KiB buffers at 0x10000.
+    fn device(features: u64) -> (Device, GuestMemoryMmap) {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x20000)]).unwrap();
+        for i in 0..8u16 {
+            let d = virtio_queue::desc::split::Descriptor::new(
+                0x10000 + u64::from(i) * 0x1000,
+                0x1000,
+                2,
+                0,
+            );
+            mem.write_obj(d, GuestAddress(16 * u64::from(i))).unwrap();
+            mem.write_obj(i, GuestAddress(0x1004 + 2 * u64::from(i)))
+                .unwrap();
+        }
+        mem.write_obj(8u16, GuestAddress(0x1002)).unwrap();
+        let d = Device::fuzz(mem.clone(), [8, 8], features).unwrap();
+        (d, mem)
+    }
+
+    #[test]
+    fn frames_are_built_in_held_buffers_and_the_rest_go_back() {
+        let guest_csum = 1 << VIRTIO_NET_F_GUEST_CSUM;
+        let (mut d, mem) = device(1 << VIRTIO_F_VERSION_1 | guest_csum);
+        let mut held = Vec::new();
+        assert_eq!(d.hold_rx(1000, 4, &mut held), Ok(false));
+        assert_eq!(held.len(), 4);
+        held[0].frame()[..3].copy_from_slice(b"abc");
+        assert!(held.iter_mut().all(|h| h.frame().len() >= 1000));
+        let mut first = held.remove(0);
+        d.place_held(&mut first, 100).unwrap();
+        d.release_held(held.len());
+        held.clear();
+        // Used ring: one entry, buffer 0, header + 100 bytes.
+        let used_idx: u16 = mem.read_obj(GuestAddress(0x2002)).unwrap();
+        let id: u32 = mem.read_obj(GuestAddress(0x2004)).unwrap();
+        let len: u32 = mem.read_obj(GuestAddress(0x2008)).unwrap();
+        assert_eq!((used_idx, id, len), (1, 0, 112));
+        // The header in guest memory: DATA_VALID, one buffer; the frame after it.
+        let mut got = [0u8; 15];
+        mem.read_slice(&mut got, GuestAddress(0x10000)).unwrap();
+        let h = vnet::Repr::parse(&got).unwrap();
+        assert_eq!((h.flags, h.num_buffers), (vnet::F_DATA_VALID, 1));
+        assert_eq!(&got[12..], b"abc");
+        // The three given back come again, in order.
+        assert_eq!(d.hold_rx(1000, 8, &mut held), Ok(false));
+        assert_eq!(held.len(), 7);
+        d.release_held(7);
+        held.clear();
+        // A frame no buffer holds whole: nothing taken, the copying path's.
+        assert_eq!(d.hold_rx(5000, 8, &mut held), Ok(true));
+        assert!(held.is_empty());
+        assert_eq!(d.stats.rx_in_place, 1);
+    }
+
+    #[test]
+    fn a_hostile_chain_taken_in_place_is_a_fault() {
+        let (mut d, mem) = device(1 << VIRTIO_F_VERSION_1);
+        // Buffer 0 now points past the end of guest memory.
+        let bad = virtio_queue::desc::split::Descriptor::new(0x1f800, 0x1000, 2, 0);
+        mem.write_obj(bad, GuestAddress(0)).unwrap();
+        let mut held = Vec::new();
+        assert!(matches!(
+            d.hold_rx(100, 4, &mut held),
+            Err(Fault::Memory(_))
+        ));
+        assert!(held.is_empty());
+    }
 }

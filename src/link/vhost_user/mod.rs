@@ -1,7 +1,10 @@
 //! `--vhost-user`: the link is the vhost-user backend of a virtio-net
-//! device. The VMM shares guest memory and the two virtqueues; frames are
-//! read from the guest's transmit buffers and written into its receive
-//! buffers in place, with no syscall per frame and no socket in between.
+//! device. The VMM shares guest memory and the two virtqueues, so there is
+//! no syscall per frame and no socket in between. Frames to the guest are
+//! built in its receive buffers when one holds a whole frame ([`Rx`]), and
+//! copied in, merged over several, when not. Frames from the guest are
+//! copied once into the link's buffer: the stack's parser may read a field
+//! twice, and memory the guest can rewrite meanwhile must not reach it.
 //!
 //! Everything runs on airlock's one thread: the control socket and the
 //! transmit queue's kick eventfd sit in a small epoll set of their own
@@ -19,7 +22,7 @@
 mod device;
 pub mod virtq;
 
-pub use device::{protocol_features, Device, Stats, GUEST_MAC, VIRTIO_FEATURES};
+pub use device::{protocol_features, Device, Held, Stats, GUEST_MAC, VIRTIO_FEATURES};
 pub use virtq::Fault;
 
 use super::{Closed, Kind, Link, Recv, Tx, MAX_FRAME};
@@ -187,14 +190,116 @@ impl AsFd for Backend {
     }
 }
 
-/// Frames to the guest: the transmit queue's flush for this framing.
+/// Frames to the guest. Built in place in the guest's receive buffers
+/// when its buffers hold a whole frame (the transmit queue's slots are
+/// those buffers: [`Rx::hold`]); otherwise built in the queue and copied
+/// in at the flush ([`Rx::push`]), merged over several buffers.
 pub(super) struct Rx {
     dev: Arc<Mutex<Device>>,
+    /// Buffers taken for the slots being filled; empty between batches.
+    held: Vec<Held>,
+    /// Frames placed in place since the driver was last told.
+    placed: bool,
+    /// The last buffer looked at was too small: stop trying until the
+    /// next flush (the copying path serves such a driver).
+    too_small: bool,
 }
 
 impl Rx {
     pub fn new(dev: Arc<Mutex<Device>>) -> Rx {
-        Rx { dev }
+        Rx {
+            dev,
+            held: Vec::with_capacity(super::tx::TX_FRAMES),
+            placed: false,
+            too_small: false,
+        }
+    }
+
+    /// Take up to `count` of the guest's receive buffers for frames of
+    /// `frame_len` bytes; how many (0: build them in the queue instead).
+    pub fn hold(&mut self, count: usize, frame_len: usize) -> usize {
+        if self.too_small {
+            return 0;
+        }
+        let mut d = lock(&self.dev);
+        let max = count.clamp(1, self.held.capacity());
+        match d.hold_rx(frame_len, max, &mut self.held) {
+            Ok(small) => self.too_small = small && self.held.is_empty(),
+            Err(f) => {
+                // The buffers taken are void with the reset.
+                self.held.clear();
+                d.fault(f);
+            }
+        }
+        self.held.len()
+    }
+
+    /// The held buffers' frame bytes, `frame_len` each, in order.
+    pub fn held_mut(&mut self, frame_len: usize) -> impl Iterator<Item = &mut [u8]> {
+        self.held
+            .iter_mut()
+            .map(move |h| &mut h.frame()[..frame_len])
+    }
+
+    /// Hand the first `lens.len()` held buffers to the guest with frames of
+    /// these lengths (0: an empty buffer, which the driver drops), give the
+    /// rest back; returns (frames, bytes).
+    pub fn commit(
+        &mut self,
+        lens: &[usize],
+        mut pcap: Option<&mut crate::pcap::Pcap>,
+    ) -> (u64, u64) {
+        let mut d = lock(&self.dev);
+        let n = lens.len().min(self.held.len());
+        let (mut frames, mut bytes) = (0u64, 0u64);
+        for (h, &len) in self.held.iter_mut().zip(&lens[..n]) {
+            // A length past the slot is no frame (as in the queue).
+            let len = if len > h.frame().len() { 0 } else { len };
+            if let Some(p) = pcap.as_deref_mut().filter(|_| len > 0) {
+                p.frame(&h.frame()[..len]);
+            }
+            if let Err(f) = d.place_held(h, len) {
+                d.fault(f);
+                self.held.clear();
+                return (frames, bytes);
+            }
+            if len > 0 {
+                frames += 1;
+                bytes += len as u64;
+            }
+        }
+        d.release_held(self.held.len() - n);
+        self.held.clear();
+        self.placed |= n > 0;
+        (frames, bytes)
+    }
+
+    /// Whether the guest takes TCP segments larger than its MTU.
+    pub fn guest_gso(&self) -> bool {
+        lock(&self.dev).guest_gso()
+    }
+
+    /// Whether the guest's buffers may hold whole frames (none looked at
+    /// since the last flush was too small).
+    pub fn may_fit(&self) -> bool {
+        !self.too_small
+    }
+
+    /// Give back every held buffer (slots dropped without a commit).
+    pub fn release(&mut self) {
+        if !self.held.is_empty() {
+            lock(&self.dev).release_held(self.held.len());
+            self.held.clear();
+        }
+    }
+
+    /// Tell the driver about frames placed in place; look at its buffers
+    /// afresh from here on.
+    pub fn notify(&mut self) {
+        self.too_small = false;
+        if std::mem::take(&mut self.placed) {
+            lock(&self.dev).notify_rx();
+        }
     }
 
     /// Place every frame; returns (frames placed, frames dropped).
