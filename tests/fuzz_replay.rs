@@ -33,6 +33,7 @@ const TARGETS: &[(&str, Entry)] = &[
     ("vhost_rings", fuzz_api::vhost_rings),
     ("migrate_state", fuzz_api::migrate_state),
     ("sim_tcp", airlock::sim::fuzz_tcp),
+    ("sim_udp", airlock::sim::fuzz_udp),
 ];
 
 /// Second wall besides the stack targets' `--restrict` configuration: this

@@ -81,12 +81,43 @@ fn replay() {
         .ok()
         .and_then(|v| v.parse().ok())
     {
-        let mut e = Entropy::seed(seed);
-        let s = Scenario::generate(&mut e);
+        let (s, e) = sim::scenario_for_seed(seed);
         println!("sim: seed {seed}: {s:#?}");
         match sim::run(&s, e) {
             Ok(r) => println!("sim: seed {seed} passes: {r:?}"),
             Err(f) => panic!("sim: seed {seed} fails {f}"),
+        }
+        return;
+    }
+    // Whole corpora (coverage, docs/fuzzing.md): every file of each
+    // TARGET:DIR pair through its fuzz target, e.g.
+    // AIRLOCK_SIM_CORPUS=sim_tcp:fuzz/work/sim_tcp,sim_udp:fuzz/work/sim_udp
+    if let Ok(list) = std::env::var("AIRLOCK_SIM_CORPUS") {
+        let mut n = 0;
+        for pair in list.split(',') {
+            let (target, dir) = pair.split_once(':').expect("TARGET:DIR");
+            let f: fn(&[u8]) = match target {
+                "sim_tcp" => sim::fuzz_tcp,
+                "sim_udp" => sim::fuzz_udp,
+                t => panic!("no target {t}"),
+            };
+            for e in std::fs::read_dir(dir).expect("corpus directory") {
+                f(&std::fs::read(e.expect("entry").path()).expect("input"));
+                n += 1;
+            }
+        }
+        println!("sim: {n} corpus inputs replayed");
+        return;
+    }
+    // A fuzz input (fuzz/regressions/sim_*/FILE, a crash artifact).
+    if let Some(path) = std::env::var_os("AIRLOCK_SIM_INPUT") {
+        let data = std::fs::read(&path).expect("AIRLOCK_SIM_INPUT");
+        let mut e = Entropy::bytes(&data);
+        let s = Scenario::generate(&mut e);
+        println!("sim: input {path:?}: {s:#?}");
+        match sim::run(&s, e) {
+            Ok(r) => println!("sim: input passes: {r:?}"),
+            Err(f) => panic!("sim: input fails {f}"),
         }
         return;
     }
@@ -130,12 +161,14 @@ fn scenario(flows: Vec<FlowPlan>) -> Scenario {
     Scenario {
         name: "unit",
         flows,
+        dgrams: Vec::new(),
         max_flows: 16,
         mtu: 1500,
         guest_buf: 256 * 1024,
         timestamps: true,
         to_guest: LinkFaults::default(),
         to_airlock: LinkFaults::default(),
+        guest_gone: None,
     }
 }
 
@@ -244,4 +277,60 @@ fn conn_retransmits_to_a_lossy_guest() {
     };
     let r = run(&s);
     assert_eq!((r.bytes_g2h, r.bytes_h2g), (100_000, 300_000));
+}
+
+#[test]
+fn conn_half_closed_flow_outlives_the_closing_timeout() {
+    // The guest's FIN goes out at once; the host's stream takes 70 s
+    // (fuzz/regressions/sim_tcp/half-closed-slow-host-cut-at-60s): neither
+    // airlock's closing timeout nor the guest's FIN-WAIT-2 may cut it.
+    let mut f = flow(0, 70_000);
+    f.peer.rate = 1;
+    let r = run(&scenario(vec![f]));
+    assert_eq!(r.bytes_h2g, 70_000);
+    assert!(
+        r.virtual_time >= Duration::from_secs(70),
+        "{:?}",
+        r.virtual_time
+    );
+}
+
+// ---- datagram flows (UDP, ICMP echo) through the simulator ----
+
+use airlock::sim::dgram::DgramPeer;
+use airlock::sim::DgramPlan;
+
+fn dgram(echo: bool, count: u16, peer: DgramPeer, pause: Option<(u16, Duration)>) -> DgramPlan {
+    DgramPlan {
+        start: Duration::from_millis(2),
+        echo,
+        count,
+        gap: Duration::from_millis(3),
+        size: 300,
+        peer,
+        pause,
+    }
+}
+
+#[test]
+fn dgram_flows_both_ways_errors_and_idle_timeouts() {
+    let answer = |copies| DgramPeer::Echo {
+        delay: Duration::from_millis(5),
+        copies,
+    };
+    let mut s = scenario(Vec::new());
+    s.dgrams = vec![
+        // Quiet past the 120 s stream timeout: a second host socket.
+        dgram(false, 6, answer(2), Some((3, Duration::from_secs(125)))),
+        // Quiet within echo's 60 s: the same ping socket.
+        dgram(true, 6, answer(1), Some((3, Duration::from_secs(55)))),
+        dgram(false, 3, DgramPeer::Unreachable, None),
+        dgram(true, 2, DgramPeer::Unreachable, None),
+    ];
+    // The run checks each socket closed one idle timeout after its last
+    // use, the socket counts, and the ICMP errors' quotes.
+    let r = run(&s);
+    assert_eq!(r.datagram_replies, 6 * 2 + 6);
+    assert_eq!(r.flows_opened, 5, "the UDP flow reopens once");
+    assert!(r.virtual_time >= Duration::from_secs(125 + 120));
 }

@@ -1,6 +1,8 @@
-//! The host-socket seam: everything a TCP flow asks of the kernel, as two
-//! traits. Production uses [`Kernel`], whose methods are the system calls
-//! `flow::tcp` made directly before; flows are generic over the [`Host`],
+//! The host-socket seam: everything a flow asks of the kernel, as traits:
+//! [`Host`] makes sockets, [`TcpSocket`] and [`DgramSocket`] (UDP and ICMP
+//! echo) are what flows do with them. Production uses [`Kernel`], whose
+//! methods are the system calls the flows made directly before; flows are
+//! generic over the [`Host`],
 //! so the build is monomorphised (no dynamic dispatch on the hot path) and
 //! the same syscalls come out. The simulator (`crate::sim`, `fuzzing`
 //! feature) implements the traits with in-memory sockets and virtual time.
@@ -9,16 +11,26 @@
 //! with no address. `connect` always passes a whole `sockaddr_storage` (128
 //! bytes, as nix does for inet addresses): longer than any `sockaddr_un`
 //! (110), so no UNIX socket can be connected at runtime.
+//!
+//! Datagram sockets are plain UDP (protocol 0) or ICMP echo sockets
+//! (`SOCK_DGRAM`, never `SOCK_RAW`), connected the same way.
 //! #syscalls: socket(0=AF_INET|AF_INET6,1&SOCK_TYPE_MASK=SOCK_STREAM,2=0)
 //! #syscalls: connect(2=128) setsockopt getsockopt sendto(5=0) sendmsg shutdown close
+//! #syscalls: socket(0=AF_INET|AF_INET6,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=0)
+//! #syscalls: socket(0=AF_INET,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=IPPROTO_ICMP)
+//! #syscalls: socket(0=AF_INET6,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=IPPROTO_ICMPV6)
 
+use super::dgram::{self, HostError, RxHeaders};
 use super::seq::Seq;
 use super::Key;
+use crate::link::Tx;
 use crate::outbound::Outbound;
 use crate::poller::{Poller, Token};
 use crate::sys;
 use nix::sys::epoll::EpollFlags;
-use nix::sys::socket::{self as sock, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+use nix::sys::socket::{
+    self as sock, sockopt, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrStorage,
+};
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -26,6 +38,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 /// Where flows get their host sockets.
 pub trait Host {
     type Tcp: TcpSocket;
+    type Dgram: DgramSocket;
 
     /// A tuned, non-blocking TCP socket connecting to `dst` (the connect
     /// completes with `EPOLLOUT` or fails with `EPOLLERR`), registered
@@ -50,6 +63,48 @@ pub trait Host {
 
     /// The initial sequence number toward the guest for a new flow.
     fn isn(&self, key: &Key) -> Seq;
+
+    /// A non-blocking datagram socket of `kind` connected to `dst` (port 0
+    /// for echo), reporting ICMP errors through its error queue
+    /// (`IP_RECVERR`), registered with `poller` under `token` for `EPOLLIN`.
+    fn dgram_connect(
+        &self,
+        poller: &Poller,
+        token: Token,
+        kind: Dgram,
+        dst: SocketAddr,
+        outbound: &Outbound,
+    ) -> io::Result<Self::Dgram>;
+}
+
+/// What a datagram flow's host socket carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dgram {
+    /// UDP, from an ephemeral port.
+    Udp,
+    /// ICMP echo, asking for the guest's identifier (the host may give
+    /// another one: replies are rewritten back).
+    Ping { ident: u16 },
+}
+
+/// One connected host datagram socket, as a UDP or echo flow uses it.
+pub trait DgramSocket {
+    /// Send one datagram without blocking.
+    fn send(&self, buf: &[u8]) -> io::Result<usize>;
+    /// The TTL (hop limit) of what it sends from now on.
+    fn set_ttl(&self, ttl: u8) -> io::Result<()>;
+    /// Receive a batch straight into frames in `tx` ([`dgram::recv_frames`]).
+    fn recv_frames(
+        &self,
+        tx: &mut Tx,
+        rx: &mut RxHeaders,
+        hdr: usize,
+        max: usize,
+        oversize: &mut u64,
+        finish: impl FnMut(&mut [u8], usize, Option<SocketAddr>) -> usize,
+    ) -> usize;
+    /// The next ICMP error from the error queue.
+    fn next_error(&self) -> Option<HostError>;
 }
 
 /// One host TCP socket, as a flow uses it: non-blocking, peeked at an
@@ -116,8 +171,49 @@ fn tune(fd: &OwnedFd) {
     let _ = sys::set_peek_off(fd.as_fd(), 0);
 }
 
+/// A kernel datagram socket and its family.
+pub struct KernelDgram {
+    fd: OwnedFd,
+    v6: bool,
+}
+
 impl Host for Kernel {
     type Tcp = KernelTcp;
+    type Dgram = KernelDgram;
+
+    fn dgram_connect(
+        &self,
+        poller: &Poller,
+        token: Token,
+        kind: Dgram,
+        dst: SocketAddr,
+        outbound: &Outbound,
+    ) -> io::Result<KernelDgram> {
+        let v6 = dst.is_ipv6();
+        let fam = if v6 {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        let (proto, port) = match kind {
+            Dgram::Udp => (None, 0),
+            Dgram::Ping { ident } if v6 => (Some(SockProtocol::IcmpV6), ident),
+            Dgram::Ping { ident } => (Some(SockProtocol::Icmp), ident),
+        };
+        let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+        let fd = sock::socket(fam, SockType::Datagram, flags, proto)?;
+        if v6 {
+            sock::setsockopt(&fd, sockopt::Ipv6RecvErr, &true)?;
+        } else {
+            sock::setsockopt(&fd, sockopt::Ipv4RecvErr, &true)?;
+        }
+        // UDP from an ephemeral port, never the guest's: it could squat a
+        // host service. Echo asks for the guest's identifier.
+        outbound.prepare_dgram(&fd, &dst, port)?;
+        sock::connect(fd.as_raw_fd(), &SockaddrStorage::from(dst))?;
+        poller.add(fd.as_fd(), token, EpollFlags::EPOLLIN)?;
+        Ok(KernelDgram { fd, v6 })
+    }
 
     fn tcp_connect(
         &self,
@@ -233,5 +329,40 @@ impl TcpSocket for KernelTcp {
 
     fn rearm(&self, poller: &Poller, token: Token, events: EpollFlags) {
         let _ = poller.modify(self.0.as_fd(), token, events);
+    }
+}
+
+impl DgramSocket for KernelDgram {
+    #[inline]
+    fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        let flags = sock::MsgFlags::MSG_DONTWAIT | sock::MsgFlags::MSG_NOSIGNAL;
+        Ok(sock::send(self.fd.as_raw_fd(), buf, flags)?)
+    }
+
+    fn set_ttl(&self, ttl: u8) -> io::Result<()> {
+        let ttl = i32::from(ttl);
+        if self.v6 {
+            sock::setsockopt(&self.fd, sockopt::Ipv6Ttl, &ttl)?;
+        } else {
+            sock::setsockopt(&self.fd, sockopt::Ipv4Ttl, &ttl)?;
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn recv_frames(
+        &self,
+        tx: &mut Tx,
+        rx: &mut RxHeaders,
+        hdr: usize,
+        max: usize,
+        oversize: &mut u64,
+        finish: impl FnMut(&mut [u8], usize, Option<SocketAddr>) -> usize,
+    ) -> usize {
+        dgram::recv_frames(tx, self.fd.as_fd(), rx, hdr, max, oversize, finish)
+    }
+
+    fn next_error(&self) -> Option<HostError> {
+        dgram::next_host_error(self.fd.as_fd())
     }
 }

@@ -15,28 +15,22 @@
 //! EACCES and the stack warns once and falls back to answering the virtual
 //! addresses itself.
 //!
-//! Host sockets are ICMP echo sockets (`SOCK_DGRAM`, never `SOCK_RAW`).
-//! #syscalls: socket(0=AF_INET,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=IPPROTO_ICMP)
-//! #syscalls: socket(0=AF_INET6,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=IPPROTO_ICMPV6)
+//! Host sockets are ICMP echo sockets (`SOCK_DGRAM`, never `SOCK_RAW`),
+//! made through `flow::host`'s seam.
 //! #syscalls: bind connect(2=128) setsockopt sendto(5=0) recvmmsg recvmsg close
 //! #syscalls: getegid
 #![forbid(unsafe_code)]
 
 use super::dgram::{self, HostError, Quote, RxHeaders};
-use super::host::Host;
+use super::host::{Dgram, DgramSocket, Host, Kernel};
 use super::{nat, Ctx, Flow, Key, Table, Token, Verdict};
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::frame;
 use crate::wire::{icmpv4, icmpv6, ip_proto};
 use nix::sys::epoll::EpollFlags;
-use nix::sys::socket::{
-    self as sock, sockopt, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
-    SockaddrStorage,
-};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// An echo flow with no traffic for this long is closed.
@@ -150,8 +144,8 @@ pub fn on_guest_echo<H: Host>(
 }
 
 /// One echo flow.
-pub struct Echo {
-    sock: OwnedFd,
+pub struct Echo<H: Host = Kernel> {
+    sock: H::Dgram,
     key: Key,
     /// The address pinged on the host (10.0.2.2 becomes 127.0.0.1).
     host_dst: IpAddr,
@@ -160,40 +154,25 @@ pub struct Echo {
     last_seen: Instant,
 }
 
-impl Echo {
+impl<H: Host> Echo<H> {
     /// Open a ping socket toward `host_dst`. An EACCES error means
     /// `net.ipv4.ping_group_range` excludes airlock's group.
-    pub fn open<H: Host>(
+    pub fn open(
         ctx: &mut Ctx<'_, H>,
         outbound: &crate::outbound::Outbound,
         token: Token,
         key: Key,
         host_dst: IpAddr,
-    ) -> io::Result<Echo> {
-        let (fam, proto) = match host_dst {
-            IpAddr::V4(_) => (AddressFamily::Inet, SockProtocol::Icmp),
-            IpAddr::V6(_) => (AddressFamily::Inet6, SockProtocol::IcmpV6),
+    ) -> io::Result<Self> {
+        let kind = Dgram::Ping {
+            ident: key.guest.port(),
         };
-        let fd = sock::socket(
-            fam,
-            SockType::Datagram,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            proto,
-        )?;
-        if host_dst.is_ipv6() {
-            sock::setsockopt(&fd, sockopt::Ipv6RecvErr, &true)?;
-        } else {
-            sock::setsockopt(&fd, sockopt::Ipv4RecvErr, &true)?;
-        }
-        // Ask for the guest's identifier; the host may have given it away.
-        outbound.prepare_dgram(&fd, &SocketAddr::new(host_dst, 0), key.guest.port())?;
-        sock::connect(
-            fd.as_raw_fd(),
-            &SockaddrStorage::from(SocketAddr::new(host_dst, 0)),
-        )?;
-        ctx.poller.add(fd.as_fd(), token, EpollFlags::EPOLLIN)?;
+        let dst = SocketAddr::new(host_dst, 0);
+        let sock = ctx
+            .host
+            .dgram_connect(ctx.poller, token, kind, dst, outbound)?;
         Ok(Echo {
-            sock: fd,
+            sock,
             key,
             host_dst,
             ttl: 64,
@@ -211,27 +190,14 @@ impl Echo {
     pub fn on_guest(&mut self, now: Instant, msg: &[u8], ttl: u8) -> io::Result<()> {
         self.last_seen = now;
         self.last_len = msg.len().min(u16::MAX as usize) as u16;
-        if ttl != self.ttl && ttl != 0 {
-            let r = if self.host_dst.is_ipv6() {
-                sock::setsockopt(&self.sock, sockopt::Ipv6Ttl, &(ttl as i32))
-            } else {
-                sock::setsockopt(&self.sock, sockopt::Ipv4Ttl, &(ttl as i32))
-            };
-            if r.is_ok() {
-                self.ttl = ttl;
-            }
+        if ttl != self.ttl && ttl != 0 && self.sock.set_ttl(ttl).is_ok() {
+            self.ttl = ttl;
         }
-        sock::send(
-            self.sock.as_raw_fd(),
-            msg,
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        )
-        .map(|_| ())
-        .map_err(Into::into)
+        self.sock.send(msg).map(|_| ())
     }
 
     /// Replies or errors on the ping socket.
-    pub fn on_host_event<H: Host>(
+    pub fn on_host_event(
         &mut self,
         ctx: &mut Ctx<'_, H>,
         ev: EpollFlags,
@@ -241,7 +207,7 @@ impl Echo {
         let v6 = self.key.guest.is_ipv6();
         let proto = self.key.proto;
         if ev.contains(EpollFlags::EPOLLERR) {
-            while let Some(e) = dgram::next_host_error(self.sock.as_fd()) {
+            while let Some(e) = self.sock.next_error() {
                 self.relay_error(ctx, &e, counters);
             }
         }
@@ -258,9 +224,8 @@ impl Echo {
         let max = (ctx.mtu as usize).saturating_sub(if v6 { 40 } else { 20 });
         let reply = if v6 { ECHO_REPLY_V6 } else { ECHO_REPLY_V4 };
         for _ in 0..BATCHES_PER_EVENT {
-            let n = dgram::recv_frames(
+            let n = self.sock.recv_frames(
                 ctx.tx,
-                self.sock.as_fd(),
                 rx,
                 hdr,
                 max,
@@ -307,7 +272,7 @@ impl Echo {
         Verdict::Keep
     }
 
-    fn relay_error<H: Host>(&self, ctx: &mut Ctx<'_, H>, e: &HostError, counters: &mut Counters) {
+    fn relay_error(&self, ctx: &mut Ctx<'_, H>, e: &HostError, counters: &mut Counters) {
         let v6 = self.key.guest.is_ipv6();
         let from = dgram::error_source(e.offender, self.key.remote.ip(), self.host_dst);
         // The echo request as the guest sent it: its type, its identifier,

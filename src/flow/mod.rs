@@ -164,8 +164,8 @@ pub struct Key {
 /// One flow's state.
 pub enum Flow<H: Host = Kernel> {
     Tcp(tcp::Conn<H>),
-    Udp(udp::Conn),
-    Icmp(icmp::Echo),
+    Udp(udp::Conn<H>),
+    Icmp(icmp::Echo<H>),
 }
 
 /// FxHash: the flow index is keyed by guest-chosen values, but the table

@@ -45,8 +45,16 @@ const RTO_MAX: Duration = Duration::from_secs(30);
 const MAX_RETRIES: u8 = 10;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// After both FINs or one side gone: how long a half-dead flow may linger.
+/// After both FINs: how long a flow waits for the last ACK. A half-closed
+/// flow quiet this long is probed instead (its open direction may sit in
+/// retransmission backoff, 60 s and more, or simply be quiet): a guest
+/// that still has the connection answers with an ACK, one that lost it
+/// with an RST, and no answer to `HALF_CLOSED_PROBES` ends it.
 const CLOSING_TIMEOUT: Duration = Duration::from_secs(60);
+/// Six probes 15 s apart: 150 s unanswered, past Linux's longest RTO
+/// (120 s), and six lost in a row is rare even on a bad link.
+const HALF_CLOSED_PROBES: u8 = 6;
+const HALF_CLOSED_PROBE_INTERVAL: Duration = Duration::from_secs(15);
 /// Host socket memory one guest's flows may hold each way before each new
 /// flow gets a smaller share: the first flows run with the kernel's buffer
 /// autotuning, and a guest that opens thousands of flows and stalls them
@@ -186,6 +194,8 @@ pub struct Conn<H: Host = Kernel> {
     memory: usize,
     /// SO_RCVBUF set: the receive queue outgrew `memory`.
     rcvbuf_fixed: bool,
+    /// Probes sent to a quiet half-closed flow's guest since it was heard.
+    probes: u8,
 }
 
 /// The host memory a new flow may hold each way, with `flows` open.
@@ -270,6 +280,7 @@ impl<H: Host> Conn<H> {
             end: Ending::default(),
             memory: FLOW_MEMORY_MIN,
             rcvbuf_fixed: false,
+            probes: 0,
         }
     }
 
@@ -456,6 +467,10 @@ impl<H: Host> Conn<H> {
         if !self.host.readable && !self.host.eof {
             return Verdict::Keep;
         }
+        if self.snd_nxt == self.snd_una {
+            // Nothing in flight: a timer still set is the persist timer.
+            self.rto_at = None;
+        }
         let hdr = self.hdr_len();
         let mss = ctx.tx.tcp_segment(self.mss as usize, hdr);
         let frame_len = hdr + mss;
@@ -465,6 +480,11 @@ impl<H: Host> Conn<H> {
             let in_flight = self.snd_nxt - self.snd_una;
             let avail = self.snd_wnd.saturating_sub(in_flight) as usize;
             if avail == 0 {
+                if in_flight == 0 && self.rto_at.is_none() {
+                    // Persist timer (RFC 9293 3.8.6.1): the guest's window
+                    // update may be lost, and nothing else would ask.
+                    self.rto_at = Some(ctx.now + self.rto);
+                }
                 // Host data queues up behind a full guest window.
                 if !self.rcvbuf_fixed {
                     if let Ok(m) = self.sock.memory() {
@@ -488,6 +508,7 @@ impl<H: Host> Conn<H> {
             let got = match self.sock.peek(&mut iov[..k]) {
                 Ok(0) => {
                     self.host.eof = true;
+                    self.host.shut = true;
                     self.host.readable = false;
                     0
                 }
@@ -555,6 +576,10 @@ impl<H: Host> Conn<H> {
         self.host.readable = true;
         if self.end.fin_sent && !self.end.fin_acked {
             self.end.fin_sent = false;
+            // The EOF lies ahead again: a FIN sent before the data is
+            // re-peeked (a zero window holds it) would cut the stream
+            // short at snd_una (found by the sim).
+            self.host.eof = false;
         }
         // Peek again from the oldest unacknowledged byte, which sits behind
         // what was acknowledged this turn and not yet discarded.
@@ -564,6 +589,21 @@ impl<H: Host> Conn<H> {
         }
         self.rto_at = None;
         self.push(ctx)
+    }
+
+    /// An ACK one byte behind what the guest has acknowledged (as Linux's
+    /// `tcp_xmit_probe_skb`): a guest with the connection must answer with
+    /// an ACK and its window, one without it with an RST.
+    fn probe(&mut self, ctx: &mut Ctx<'_, H>) {
+        let seq = Seq(self.snd_una.0.wrapping_sub(1));
+        self.send_flags(ctx, ACK, seq);
+    }
+
+    /// A zero-window probe, backing off; `ZERO_WINDOW_TIMEOUT` ends it.
+    fn probe_window(&mut self, ctx: &mut Ctx<'_, H>) {
+        self.probe(ctx);
+        self.rto = (self.rto * 2).min(RTO_MAX);
+        self.rto_at = Some(ctx.now + self.rto);
     }
 
     fn reset_guest(&mut self, ctx: &mut Ctx<'_, H>) {
@@ -581,6 +621,7 @@ impl<H: Host> Conn<H> {
     /// A segment from the guest for this flow.
     pub fn on_segment(&mut self, ctx: &mut Ctx<'_, H>, seg: &Segment<'_>) -> Verdict {
         self.last_seen = ctx.now;
+        self.probes = 0;
         if seg.flags & RST != 0 {
             // RFC 5961's exact-match check would need state we don't keep;
             // accept an RST inside the window we offered.
@@ -659,6 +700,11 @@ impl<H: Host> Conn<H> {
     }
 
     fn on_ack(&mut self, ctx: &mut Ctx<'_, H>, seg: &Segment<'_>) {
+        if seg.ack < self.snd_una {
+            // An old ACK, overtaken (RFC 9293 3.10.7.4: ignore it): its
+            // window is stale too, and a zero one would stall the flow.
+            return;
+        }
         let new_wnd = (seg.window as u32) << self.guest_ws;
         let acked = seg.ack - self.snd_una;
         let in_flight = self.snd_nxt - self.snd_una;
@@ -691,6 +737,10 @@ impl<H: Host> Conn<H> {
                 return;
             }
         }
+        if self.snd_wnd == 0 && new_wnd != 0 && in_flight == 0 {
+            // The window reopened: the probes' backoff is over.
+            self.rto = RTO_MIN;
+        }
         self.snd_wnd = new_wnd;
     }
 
@@ -717,8 +767,13 @@ impl<H: Host> Conn<H> {
         if seq != next {
             // A hole (the guest's frame before this one was lost, or the
             // host socket refused part of it): drop, and duplicate ACKs make
-            // the guest retransmit.
-            self.dup_ack(ctx);
+            // the guest retransmit. Not for a pure ACK (RFC 5681 counts
+            // segments with data): after a lost FIN, acking each of the
+            // guest's later ACKs drove smoltcp into a fast retransmit of a
+            // bare FIN, which it never sends (found by the sim).
+            if seg.seq_len() != 0 {
+                self.dup_ack(ctx);
+            }
             return;
         }
         self.dup_sent = 0;
@@ -934,8 +989,17 @@ impl<H: Host> Conn<H> {
             self.host.waiting = false;
             false
         };
+        let closing = self.end.guest_fin && self.end.fin_sent;
+        let half_closed = self.end.guest_fin != self.end.fin_sent;
+        let probe_at = CLOSING_TIMEOUT + HALF_CLOSED_PROBE_INTERVAL * u32::from(self.probes);
+        let quiet = half_closed && idle > probe_at;
+        if quiet && self.probes < HALF_CLOSED_PROBES {
+            self.probes += 1;
+            self.probe(ctx);
+        }
         if shut
-            || (self.end.guest_fin || self.end.fin_sent) && idle > CLOSING_TIMEOUT
+            || closing && idle > CLOSING_TIMEOUT
+            || quiet && self.probes == HALF_CLOSED_PROBES
             || idle > IDLE_TIMEOUT
         {
             self.reset_guest(ctx);
@@ -967,6 +1031,10 @@ impl<H: Host> Conn<H> {
                 return Verdict::Keep;
             }
             State::Established => {}
+        }
+        if self.snd_nxt == self.snd_una && self.snd_wnd == 0 {
+            self.probe_window(ctx);
+            return Verdict::Keep;
         }
         self.retries += 1;
         if self.retries > MAX_RETRIES {

@@ -27,19 +27,16 @@
 //! spoken, `--udp-stream-timeout` (120 s) once both have: the kernel's
 //! conntrack defaults.
 //!
-//! Host sockets are plain UDP (protocol 0), connected with a whole
-//! `sockaddr_storage` (see flow::tcp); `sendto` never carries an address
-//! (replies through a forward's socket go out with `sendmsg`), so neither
-//! can reach a pathname socket.
-//! #syscalls: socket(0=AF_INET|AF_INET6,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=0)
+//! Host sockets are plain UDP (protocol 0), made through `flow::host`'s
+//! seam and connected with a whole `sockaddr_storage` (see flow::tcp);
+//! `sendto` never carries an address (replies through a forward's socket
+//! go out with `sendmsg`), so neither can reach a pathname socket.
 //! #syscalls: connect(2=128) setsockopt sendto(5=0) sendmsg recvmmsg recvmsg close
 #![forbid(unsafe_code)]
 
-use super::dgram::{
-    error_source, next_host_error, recv_frames, send_icmp_error, Quote, RxHeaders, BATCH,
-};
+use super::dgram::{error_source, recv_frames, send_icmp_error, Quote, RxHeaders, BATCH};
 use super::forward::Listener;
-use super::host::Host;
+use super::host::{Dgram, DgramSocket, Host, Kernel};
 use super::{nat, Ctx, Flow, Key, Table, Verdict};
 use crate::config::Config;
 use crate::counters::Counters;
@@ -47,12 +44,10 @@ use crate::frame::{self, L2};
 use crate::wire::{ip_proto, udp as udpw};
 use nix::errno::Errno;
 use nix::sys::epoll::EpollFlags;
-use nix::sys::socket::{
-    self as sock, sockopt, AddressFamily, MsgFlags, SockFlag, SockType, SockaddrStorage,
-};
+use nix::sys::socket::{self as sock, MsgFlags, SockaddrStorage};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 /// Batches read per host event before other sockets get a turn (the epoll
@@ -204,9 +199,9 @@ pub struct Timeouts {
 }
 
 /// One UDP flow.
-pub struct Conn {
+pub struct Conn<H: Host = Kernel> {
     /// The connected host socket; `None` for a forwarded flow.
-    sock: Option<OwnedFd>,
+    sock: Option<H::Dgram>,
     key: Key,
     /// The host side: the connected destination, or a forward's peer.
     host: SocketAddr,
@@ -221,44 +216,24 @@ pub struct Conn {
     last_seen: Instant,
 }
 
-fn family(a: &SocketAddr) -> AddressFamily {
-    if a.is_ipv6() {
-        AddressFamily::Inet6
-    } else {
-        AddressFamily::Inet
-    }
-}
-
 /// The default TTL of host sockets (`net.ipv4.ip_default_ttl`), assumed.
 const HOST_TTL: u8 = 64;
 
-impl Conn {
+impl<H: Host> Conn<H> {
     /// A guest datagram for a new flow: open a host socket connected to
     /// `host_dst` from an ephemeral port.
-    pub fn open<H: Host>(
+    pub fn open(
         ctx: &mut Ctx<'_, H>,
         outbound: &crate::outbound::Outbound,
         token: super::Token,
         key: Key,
         host_dst: SocketAddr,
-    ) -> io::Result<Conn> {
-        let fd = sock::socket(
-            family(&host_dst),
-            SockType::Datagram,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
-        if host_dst.is_ipv6() {
-            sock::setsockopt(&fd, sockopt::Ipv6RecvErr, &true)?;
-        } else {
-            sock::setsockopt(&fd, sockopt::Ipv4RecvErr, &true)?;
-        }
-        // An ephemeral port, never the guest's: it could squat a host service.
-        outbound.prepare_dgram(&fd, &host_dst, 0)?;
-        sock::connect(fd.as_raw_fd(), &SockaddrStorage::from(host_dst))?;
-        ctx.poller.add(fd.as_fd(), token, EpollFlags::EPOLLIN)?;
+    ) -> io::Result<Self> {
+        let sock = ctx
+            .host
+            .dgram_connect(ctx.poller, token, Dgram::Udp, host_dst, outbound)?;
         Ok(Conn {
-            sock: Some(fd),
+            sock: Some(sock),
             key,
             host: host_dst,
             forward: None,
@@ -272,7 +247,7 @@ impl Conn {
 
     /// A datagram arrived on forward `index` from `peer`: a flow with no
     /// socket of its own.
-    pub fn forwarded(key: Key, index: u32, peer: SocketAddr, now: Instant) -> Conn {
+    pub fn forwarded(key: Key, index: u32, peer: SocketAddr, now: Instant) -> Self {
         Conn {
             sock: None,
             key,
@@ -321,48 +296,38 @@ impl Conn {
         self.last_seen = now;
         self.guest_spoke = true;
         self.last_len = (payload.len() + UDP_HEADER).min(u16::MAX as usize) as u16;
-        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-        let r = match (&self.sock, forward_fd) {
-            (Some(fd), _) => {
-                if ttl != self.ttl && ttl != 0 {
-                    let r = if self.host.is_ipv6() {
-                        sock::setsockopt(fd, sockopt::Ipv6Ttl, &(ttl as i32))
-                    } else {
-                        sock::setsockopt(fd, sockopt::Ipv4Ttl, &(ttl as i32))
-                    };
-                    if r.is_ok() {
-                        self.ttl = ttl;
-                    }
-                }
-                sock::send(fd.as_raw_fd(), payload, flags)
+        if let Some(s) = &self.sock {
+            if ttl != self.ttl && ttl != 0 && s.set_ttl(ttl).is_ok() {
+                self.ttl = ttl;
             }
-            // sendmsg, not sendto: seccomp allows sendto only without an
-            // address.
-            (None, Some(fwd)) => sock::sendmsg(
-                fwd.as_raw_fd(),
-                &[std::io::IoSlice::new(payload)],
-                &[],
-                flags,
-                Some(&SockaddrStorage::from(self.host)),
-            ),
-            (None, None) => Err(Errno::EBADF),
+            return s.send(payload).map(|_| ());
+        }
+        let Some(fwd) = forward_fd else {
+            return Err(Errno::EBADF.into());
         };
-        r.map(|_| ()).map_err(Into::into)
+        // sendmsg, not sendto: seccomp allows sendto only without an
+        // address.
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        let iov = [std::io::IoSlice::new(payload)];
+        let to = SockaddrStorage::from(self.host);
+        sock::sendmsg(fwd.as_raw_fd(), &iov, &[], flags, Some(&to))
+            .map(|_| ())
+            .map_err(Into::into)
     }
 
     /// Readiness on the flow's own socket.
-    pub fn on_host_event<H: Host>(
+    pub fn on_host_event(
         &mut self,
         ctx: &mut Ctx<'_, H>,
         ev: EpollFlags,
         rx: &mut RxHeaders,
         counters: &mut Counters,
     ) -> Verdict {
-        let Some(fd) = self.sock.as_ref().map(|f| f.as_fd()) else {
+        let Some(sock) = self.sock.as_ref() else {
             return Verdict::Keep;
         };
         if ev.contains(EpollFlags::EPOLLERR) {
-            while let Some(e) = next_host_error(fd) {
+            while let Some(e) = sock.next_error() {
                 let from = error_source(e.offender, self.key.remote.ip(), self.host.ip());
                 // The quoted UDP header as the guest sent it (checksum 0).
                 let mut head = [0u8; udpw::HEADER_LEN];
@@ -390,9 +355,8 @@ impl Conn {
             let (hdr, max) = (frame_header(v6), max_payload(ctx.mtu, v6));
             let (src, dst, l2) = (self.key.remote, self.key.guest, *ctx.l2);
             for _ in 0..BATCHES_PER_EVENT {
-                let n = recv_frames(
+                let n = sock.recv_frames(
                     ctx.tx,
-                    fd,
                     rx,
                     hdr,
                     max,
@@ -432,6 +396,8 @@ mod tests {
     use super::*;
     use crate::flow::dgram::HostError;
     use crate::wire::{checksum, icmpv4, ipv4};
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType};
+    use std::os::fd::OwnedFd;
 
     /// A DGRAM link whose frames can be read back from the other end.
     pub(crate) fn test_link() -> (crate::link::Link, OwnedFd) {

@@ -14,8 +14,9 @@
 //! `sk_stream_write_space` does), refused and never-answered connects,
 //! resets while data is in flight.
 
+use super::dgram::{DSock, DgramPeer, SimDgram};
 use super::Entropy;
-use crate::flow::host::{Host, TcpSocket};
+use crate::flow::host::{Dgram, Host, TcpSocket};
 use crate::flow::seq::Seq;
 use crate::flow::Key;
 use crate::outbound::Outbound;
@@ -164,6 +165,12 @@ pub struct Net {
     pub peers: Vec<(SocketAddr, Peer, (u32, u32))>,
     /// Connects to a destination with no peer (a broken scenario).
     pub unknown_connects: usize,
+    /// Datagram sockets, and each destination's peer: (destination, what
+    /// it does, the scenario's datagram flow, echo rather than UDP).
+    pub dgrams: Vec<DSock>,
+    pub dgram_peers: Vec<(SocketAddr, DgramPeer, usize, bool)>,
+    /// The last ephemeral port handed out.
+    pub next_port: u16,
 }
 
 impl Net {
@@ -250,6 +257,7 @@ impl Net {
             }
         }
         self.events.extend(events);
+        self.step_dgrams();
     }
 
     /// Every socket is closed and what airlock wrote is delivered (or
@@ -257,7 +265,7 @@ impl Net {
     pub fn all_closed(&self) -> bool {
         self.sockets.iter().all(|s| {
             s.closed && (s.aborted || s.state != State::Open || s.g2h_read == s.g2h_written)
-        })
+        }) && self.dgrams.iter().all(|s| s.closed_at.is_some())
     }
 
     /// Whether any peer has work it could do now (time must move in small
@@ -290,6 +298,9 @@ impl Net {
                 _ => {}
             }
         }
+        if let Some(t) = self.next_dgram_due() {
+            at(t);
+        }
         next.filter(|&t| t > self.now)
     }
 }
@@ -310,6 +321,9 @@ impl SimHost {
                 events: Vec::new(),
                 peers: Vec::new(),
                 unknown_connects: 0,
+                dgrams: Vec::new(),
+                dgram_peers: Vec::new(),
+                next_port: 40000,
             })),
         }
     }
@@ -323,6 +337,18 @@ pub struct SimTcp {
 
 impl Host for SimHost {
     type Tcp = SimTcp;
+    type Dgram = SimDgram;
+
+    fn dgram_connect(
+        &self,
+        _poller: &Poller,
+        token: Token,
+        kind: Dgram,
+        dst: SocketAddr,
+        _outbound: &Outbound,
+    ) -> io::Result<SimDgram> {
+        super::dgram::connect(self, token, kind, dst)
+    }
 
     fn tcp_connect(
         &self,
