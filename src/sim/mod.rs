@@ -568,6 +568,7 @@ pub fn run(s: &Scenario, entropy: Entropy) -> Result<Report, Failure> {
     let (mut to_guest, mut to_airlock) = (Wire::default(), Wire::default());
     let mut out = Vec::new();
     let mut due = Vec::new();
+    let mut batch = Vec::new();
     let mut events = Vec::new();
     let mut now = Duration::ZERO;
     let mut next_tick = TICK;
@@ -578,13 +579,26 @@ pub fn run(s: &Scenario, entropy: Entropy) -> Result<Report, Failure> {
         let at = base + now;
         // Guest frames that arrived.
         to_airlock.due(now, &mut due);
-        for f in &due {
-            if trace {
-                eprintln!("{now:?} guest -> airlock {}", describe(f));
+        // As a DGRAM link delivers them: one receive buffer per batch (at
+        // most `Held::MAX` frames), so TCP holds a flow's payloads and
+        // writes them when the batch ends.
+        for chunk in due.chunks(crate::flow::Held::MAX) {
+            batch.clear();
+            let mut spans = Vec::with_capacity(chunk.len());
+            for f in chunk {
+                spans.push((batch.len(), f.len()));
+                batch.extend_from_slice(f);
             }
-            if f.len() >= crate::link::MIN_FRAME && f.len() <= crate::link::MAX_FRAME {
-                stack.on_frame(f, &mut tx, at);
+            for &(at_byte, len) in &spans {
+                let f = &batch[at_byte..at_byte + len];
+                if trace {
+                    eprintln!("{now:?} guest -> airlock {}", describe(f));
+                }
+                if f.len() >= crate::link::MIN_FRAME && f.len() <= crate::link::MAX_FRAME {
+                    stack.on_frame_in(f, &batch, &mut tx, at);
+                }
             }
+            stack.write_held(&batch, &mut tx, at);
         }
         // Host events (what epoll_wait would return this turn).
         std::mem::swap(&mut events, &mut host.net.borrow_mut().events);
