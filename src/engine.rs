@@ -277,6 +277,17 @@ mod tests {
         assert_eq!(ms(49_001), Some(50));
     }
 
+    /// The next signal the signalfd reports, waiting up to 1 s.
+    fn next_signal(sfd: &SignalFd) -> Option<Signal> {
+        for _ in 0..100 {
+            if let Ok(Some(si)) = sfd.read_signal() {
+                return Signal::try_from(si.ssi_signo as i32).ok();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
     #[test]
     fn signalfd_reports_exit_signals() {
         // Blocks in this thread only; raise() targets this thread, so the
@@ -284,14 +295,7 @@ mod tests {
         let sfd = block_exit_signals().unwrap();
         assert!(matches!(sfd.read_signal(), Ok(None)));
         nix::sys::signal::raise(Signal::SIGHUP).unwrap();
-        let mut got = None;
-        for _ in 0..100 {
-            if let Ok(Some(si)) = sfd.read_signal() {
-                got = Signal::try_from(si.ssi_signo as i32).ok();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let got = next_signal(&sfd);
         assert_eq!(got, Some(Signal::SIGHUP));
     }
 
@@ -301,14 +305,7 @@ mod tests {
         crate::sys::ignore_signal(Signal::SIGQUIT).unwrap();
         let sfd = block_exit_signals().unwrap();
         nix::sys::signal::raise(Signal::SIGQUIT).unwrap();
-        let mut got = None;
-        for _ in 0..100 {
-            if let Ok(Some(si)) = sfd.read_signal() {
-                got = Signal::try_from(si.ssi_signo as i32).ok();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let got = next_signal(&sfd);
         assert_eq!(got, Some(Signal::SIGQUIT));
     }
 }
