@@ -199,7 +199,7 @@ fn bulk_100mb_dgram_hostfwd_addresses() {
 
 /// At MTU 1500 a DGRAM batch holds 64 frames, and a flow's in-order
 /// segments of a batch leave in one `sendmsg` (`flow::Held`): 100 MB each
-/// way with SHA-256, and the guest's segments (not airlock's writes) counted.
+/// way must arrive byte for byte (SHA-256) through that path.
 #[test]
 fn bulk_100mb_dgram_mtu_1500_held_segments() {
     bulk_both_ways(

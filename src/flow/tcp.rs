@@ -902,11 +902,7 @@ impl<H: Host> Conn<H> {
             let seq = self.snd_nxt;
             self.send_flags(ctx, ACK, seq);
         }
-        if self.end.dead {
-            Verdict::Close
-        } else {
-            Verdict::Keep
-        }
+        self.verdict()
     }
 
     /// Whether this flow must go on the end-of-turn list: it owes the

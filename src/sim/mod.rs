@@ -584,13 +584,13 @@ pub fn run(s: &Scenario, entropy: Entropy) -> Result<Report, Failure> {
         // writes them when the batch ends.
         for chunk in due.chunks(crate::flow::Held::MAX) {
             batch.clear();
-            let mut spans = Vec::with_capacity(chunk.len());
             for f in chunk {
-                spans.push((batch.len(), f.len()));
                 batch.extend_from_slice(f);
             }
-            for &(at_byte, len) in &spans {
-                let f = &batch[at_byte..at_byte + len];
+            let mut start = 0;
+            for len in chunk.iter().map(Vec::len) {
+                let f = &batch[start..start + len];
+                start += len;
                 if trace {
                     eprintln!("{now:?} guest -> airlock {}", describe(f));
                 }
