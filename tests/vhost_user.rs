@@ -122,6 +122,20 @@ impl Rig {
     }
 }
 
+/// At least `min` frames from airlock had partial checksums, and every one
+/// the front-end finished (the first `vhost_frontend::PARTIAL_CHECKED`)
+/// was valid.
+fn assert_partial_checksums(fe: &VhostFrontend, min: u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = fe.stats();
+    let (partial, bad) = (
+        s.partial_from_airlock.load(Relaxed),
+        s.bad_partial_from_airlock.load(Relaxed),
+    );
+    assert!(partial >= min, "{partial} partial: {}", fe.describe());
+    assert_eq!(bad, 0, "{}", fe.describe());
+}
+
 /// (frames built in the guest's receive buffers, frames copied in) from
 /// the `--debug` exit report.
 fn rx_paths(log: &str) -> (u64, u64) {
@@ -287,6 +301,10 @@ fn lease_ping_dns_forward_and_bulk_both_ways() {
         fe.describe()
     );
     fe.stop_bridge();
+    // The driver took GUEST_CSUM: the segments toward it left their
+    // checksums partial (one pass over the payload fewer), and those
+    // finished here were right.
+    assert_partial_checksums(&fe, MB100 / 65536);
     let log = r.stop();
     assert!(log.contains("vhost-user: device resets 0"), "{log}");
     // The 100 MB toward the guest were built in its receive buffers (64 KiB
@@ -348,6 +366,8 @@ fn tso_segments_at_mtu_1500_pass_whole() {
         "{frames} frames from airlock: {}",
         fe.describe()
     );
+    // GSO segments carry partial checksums too (what a real backend sends).
+    assert_partial_checksums(&fe, bytes / 65536);
     let log = r.stop();
     assert!(log.contains("vhost-user: device resets 0,"), "{log}");
 }
@@ -381,6 +401,8 @@ fn frontend_reconnects_to_the_same_airlock() {
         "{}",
         fe.describe()
     );
+    // Merged frames keep their partial checksums' place in the first buffer.
+    assert_partial_checksums(&fe, 10 * 1000 * 1000 / 65536);
     let log = r.stop();
     assert_eq!(log.matches("VMM connected").count(), 2, "{log}");
     // Frames too large for one 4 KiB buffer took the copying path.
