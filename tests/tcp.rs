@@ -139,7 +139,7 @@ fn n(v: &Value, k: &str) -> u64 {
 /// 100 MB from the guest to a host server, then 100 MB from the host into
 /// the guest through the forward `host_port` → guest 8080; SHA-256 on both
 /// ends, each receiver reading to the sender's FIN.
-fn bulk_both_ways(mode: LinkMode, fwd: &[&str], host_port: &str) {
+fn bulk_both_ways(mode: LinkMode, fwd: &[&str], host_port: &str) -> Rig {
     let mut r = Rig::new(mode, fwd);
     let size = MB100.to_string();
 
@@ -176,6 +176,7 @@ fn bulk_both_ways(mode: LinkMode, fwd: &[&str], host_port: &str) {
         gbit(MB100, down_secs)
     );
     assert!(r.a.is_running(), "{}", r.a.diagnose());
+    r
 }
 
 #[test]
@@ -202,10 +203,22 @@ fn bulk_100mb_dgram_hostfwd_addresses() {
 /// way must arrive byte for byte (SHA-256) through that path.
 #[test]
 fn bulk_100mb_dgram_mtu_1500_held_segments() {
-    bulk_both_ways(
+    let mut r = bulk_both_ways(
         LinkMode::Dgram,
-        &["--mtu", "1500", "--hostfwd", "tcp::18084-:8080"],
+        &["--debug", "--mtu", "1500", "--hostfwd", "tcp::18084-:8080"],
         "18084",
+    );
+    // The guest's segments left in batches, not one `send` each.
+    let log = r.a.stop_counters();
+    let (writes, segments) = (
+        counter(&log, "tcp_held_writes"),
+        counter(&log, "tcp_held_segments"),
+    );
+    eprintln!("held: {segments} segments in {writes} writes");
+    assert!(writes > 0, "nothing was held: {log}");
+    assert!(
+        segments >= 4 * writes,
+        "{segments} segments in {writes} writes"
     );
 }
 

@@ -68,6 +68,9 @@ impl<H: Host> Env<H> {
 #[derive(Debug, Default)]
 pub struct Held {
     entries: Vec<(Token, u32, u32)>,
+    /// Writes made of held payloads, and the payloads, since last tallied.
+    writes: u64,
+    segments: u64,
 }
 
 impl Held {
@@ -77,6 +80,7 @@ impl Held {
     pub fn new() -> Held {
         Held {
             entries: Vec::with_capacity(Self::MAX),
+            ..Held::default()
         }
     }
 
@@ -105,7 +109,19 @@ impl Held {
             n += 1;
             false
         });
+        if n > 0 {
+            self.writes += 1;
+            self.segments += n as u64;
+        }
         n
+    }
+
+    /// Writes and payloads taken since the last call.
+    fn tally(&mut self) -> (u64, u64) {
+        (
+            std::mem::take(&mut self.writes),
+            std::mem::take(&mut self.segments),
+        )
     }
 
     /// The flow of the oldest payload still held.
@@ -423,6 +439,11 @@ impl<H: Host> Table<H> {
             if let Some(h) = ctx.held.as_deref_mut() {
                 h.forget(token);
             }
+        }
+        if let Some(h) = ctx.held.as_deref_mut() {
+            let (writes, segments) = h.tally();
+            counters.tcp_held_writes += writes;
+            counters.tcp_held_segments += segments;
         }
     }
 
