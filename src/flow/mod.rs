@@ -63,8 +63,9 @@ impl<H: Host> Env<H> {
 
 /// Guest payload held back until its receive batch ends, so that a flow's
 /// in-order segments leave in one `sendmsg` instead of one `send` each. A
-/// DGRAM link keeps a batch's frames in its receive buffer until the next
-/// read; an entry is the flow and where its payload lies in that buffer.
+/// DGRAM or STREAM link keeps a batch's frames in its receive buffer until
+/// the next read; an entry is the flow and where its payload lies in that
+/// buffer.
 #[derive(Debug, Default)]
 pub struct Held {
     entries: Vec<(Token, u32, u32)>,
@@ -74,7 +75,8 @@ pub struct Held {
 }
 
 impl Held {
-    /// At most this many payloads wait at once (a DGRAM batch's frames).
+    /// At most this many payloads wait at once (a DGRAM batch's frames at
+    /// MTU 1500); a payload beyond them first writes what its flow holds.
     pub const MAX: usize = 64;
 
     pub fn new() -> Held {
