@@ -48,57 +48,33 @@ fn is_debian_2023(bin: &str) -> bool {
 }
 
 /// Fields where Debian 12's passt 2023_03 is known to differ from a
-/// current passt (and so from airlock), by launcher (`*`: every one).
-const KNOWN_DEBIAN: &[(&str, &str, &str)] = &[
+/// current passt (and so from airlock), by the launchers it differs for
+/// (`*`: every one).
+const KNOWN_DEBIAN: &[(&[&str], &str, &str)] = &[
     // `--netmask 16` with an off-subnet gateway becomes mask 128.0.0.0
     // (seed 001's /1), and the address with it.
-    ("libvirt-9.x+ip", "lease.mask", "--netmask 16 becomes /1"),
-    (
-        "libvirt-9.x+ip",
-        "lease.subnet",
-        "--netmask 16 becomes 128.0.0.0",
-    ),
-    ("libvirt-9.x+ip", "addr.v4", "--netmask 16 becomes /1"),
-    ("libvirt-11.x+ip", "lease.mask", "--netmask 16 becomes /1"),
-    (
-        "libvirt-11.x+ip",
-        "lease.subnet",
-        "--netmask 16 becomes 128.0.0.0",
-    ),
-    ("libvirt-11.x+ip", "addr.v4", "--netmask 16 becomes /1"),
+    (IP16, "lease.mask", "--netmask 16 becomes /1"),
+    (IP16, "lease.subnet", "--netmask 16 becomes 128.0.0.0"),
+    (IP16, "addr.v4", "--netmask 16 becomes /1"),
     // No option 121 for a gateway outside the subnet (the /1 mask above
     // puts 192.0.2.1 inside it instead).
-    ("libvirt-9.x+ip", "lease.staticroutes", "no option 121"),
-    ("libvirt-11.x+ip", "lease.staticroutes", "no option 121"),
-    ("libvirt-9.x+ip", "route.gateway-host", "no option 121"),
-    ("libvirt-11.x+ip", "route.gateway-host", "no option 121"),
+    (IP16, "lease.staticroutes", "no option 121"),
+    (IP16, "route.gateway-host", "no option 121"),
     // Without --mac-addr its MAC is the host interface's (up0's random
-    // veth MAC), not 9a:55:9a:55:9a:55.
-    ("libvirt-11.x", "neigh.router", "the host interface's MAC"),
-    (
-        "libvirt-11.x+ip",
-        "neigh.router",
-        "the host interface's MAC",
-    ),
-    ("qemu-10.1", "neigh.router", "the host interface's MAC"),
-    ("kata", "neigh.router", "the host interface's MAC"),
-    // ... in IPv6 too: the router's MAC and the RA's source link-layer
-    // address.
-    ("libvirt-11.x", "neigh6.router", "the host interface's MAC"),
-    ("libvirt-11.x", "ra.slla", "the host interface's MAC"),
-    (
-        "libvirt-11.x+ip",
-        "neigh6.router",
-        "the host interface's MAC",
-    ),
-    ("libvirt-11.x+ip", "ra.slla", "the host interface's MAC"),
-    ("qemu-10.1", "neigh6.router", "the host interface's MAC"),
-    ("qemu-10.1", "ra.slla", "the host interface's MAC"),
-    ("kata", "neigh6.router", "the host interface's MAC"),
-    ("kata", "ra.slla", "the host interface's MAC"),
+    // veth MAC), not 9a:55:9a:55:9a:55; in IPv6 too, the router's MAC and
+    // the RA's source link-layer address.
+    (NO_MAC, "neigh.router", "the host interface's MAC"),
+    (NO_MAC, "neigh6.router", "the host interface's MAC"),
+    (NO_MAC, "ra.slla", "the host interface's MAC"),
     // Router lifetime 9000 s, from before passt took RFC 8319's 65535.
-    ("*", "ra.lifetime", "router lifetime 9000"),
+    (&["*"], "ra.lifetime", "router lifetime 9000"),
 ];
+
+/// The launchers that pass `--netmask 16` with the gateway off the subnet.
+const IP16: &[&str] = &["libvirt-9.x+ip", "libvirt-11.x+ip"];
+
+/// The launchers that pass no `--mac-addr`.
+const NO_MAC: &[&str] = &["libvirt-11.x", "libvirt-11.x+ip", "qemu-10.1", "kata"];
 
 /// Fields where a current passt differs from airlock-as-passt on purpose,
 /// for every launcher: passt's own departures from the RFCs, which a guest
@@ -319,7 +295,7 @@ fn compare(name: &str, args: &[&str], passt: &str, debian: bool) -> Vec<String> 
         let known = debian
             && KNOWN_DEBIAN
                 .iter()
-                .any(|(l, f, _)| (*l == name || *l == "*") && f == k);
+                .any(|(ls, f, _)| ls.iter().any(|l| *l == name || *l == "*") && f == k);
         let explained = EXPLAINED.iter().find(|(f, _)| f == k);
         if let Some((_, why)) = explained {
             eprintln!("{name}: {k}: passt {t:?}, airlock {o:?} (explained: {why})");
