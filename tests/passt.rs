@@ -96,6 +96,17 @@ const EXPLAINED: &[(&str, &str)] = &[
 /// Launcher rows Debian's 2023_03 cannot run at all.
 const SKIP_DEBIAN: &[(&str, &str)] = &[("qemu-10.1+props", "no --fqdn option in 2023_03")];
 
+/// libvirt's options for `<ip address='169.254.2.15' prefix='16'/>` and a
+/// `<portForward>` of TCP 2222 to the guest's 22.
+const LIBVIRT_IP: &[&str] = &[
+    "--address",
+    "169.254.2.15",
+    "--netmask",
+    "16",
+    "--tcp-ports",
+    "2222:22",
+];
+
 /// The launchers' addressing and forwarding options, as they emit them.
 fn launchers() -> Vec<(&'static str, Vec<&'static str>)> {
     vec![
@@ -103,33 +114,17 @@ fn launchers() -> Vec<(&'static str, Vec<&'static str>)> {
         ("libvirt-9.x", vec!["--mac-addr", "52:54:00:41:2c:49"]),
         (
             "libvirt-9.x+ip",
-            vec![
-                "--mac-addr",
-                "52:54:00:41:2c:49",
-                "--mtu",
-                "1500",
-                "--address",
-                "169.254.2.15",
-                "--netmask",
-                "16",
-                "--tcp-ports",
-                "2222:22",
-            ],
+            [
+                &["--mac-addr", "52:54:00:41:2c:49", "--mtu", "1500"],
+                LIBVIRT_IP,
+            ]
+            .concat(),
         ),
         // libvirt 11.x: no --mac-addr; <ip>, <portForward>, <mtu>.
         ("libvirt-11.x", vec![]),
         (
             "libvirt-11.x+ip",
-            vec![
-                "--address",
-                "169.254.2.15",
-                "--netmask",
-                "16",
-                "--tcp-ports",
-                "2222:22",
-                "--udp-ports",
-                "127.0.0.1/5353:53",
-            ],
+            [LIBVIRT_IP, &["--udp-ports", "127.0.0.1/5353:53"]].concat(),
         ),
         // QEMU 10.1 net/passt.c: --quiet --fd 3 --pid FILE, no addressing.
         ("qemu-10.1", vec!["--quiet"]),
@@ -174,7 +169,7 @@ type View = BTreeMap<String, String>;
 /// Start `bin` with `args` and collect the guest's view.
 fn view(bin: &str, args: &[&str], forward_port: Option<u16>) -> View {
     let t = Topology::new();
-    guest_takes_ra(&t);
+    t.guest().accept_ra(false);
     // airlock must be started as `passt`, as a launcher would find it.
     let program = if bin == support::AIRLOCK {
         let link = t.dir().join("passt");
@@ -556,25 +551,6 @@ fn map_guest_addr_reaches_the_hosts_own_address() {
     }
 }
 
-/// Guest sysctls for IPv6 autoconfiguration, before the link comes up; no
-/// DAD so the link-local address is usable at once.
-fn guest_takes_ra(t: &Topology) {
-    let o = t.guest_run(
-        &[
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.tap0.forwarding=0",
-            "net.ipv6.conf.tap0.accept_ra=2",
-            "net.ipv6.conf.tap0.autoconf=1",
-            "net.ipv6.conf.tap0.accept_dad=0",
-            "net.ipv6.conf.tap0.use_tempaddr=0",
-            "net.ipv6.conf.tap0.router_solicitation_delay=0",
-        ],
-        Duration::from_secs(10),
-    );
-    assert!(o.success(), "{}", o.describe());
-}
-
 /// The guest's global IPv6 addresses on tap0 (`ip -j`), as ADDR/LEN.
 fn global6(t: &Topology) -> Vec<String> {
     let o = t.guest_run(
@@ -664,7 +640,7 @@ fn dhcp6(t: &Topology, msg_type: u8) -> Option<BTreeMap<u16, String>> {
 fn no_ndp_no_ra_no_dhcpv6() {
     for off in [None, Some("--no-ra"), Some("--no-ndp"), Some("--no-dhcpv6")] {
         let t = Topology::new();
-        guest_takes_ra(&t);
+        t.guest().accept_ra(false);
         let mut h = start_as_passt(&t, off.as_slice());
         let ra = !matches!(off, Some("--no-ra" | "--no-ndp"));
         let wait = if ra { 15 } else { 4 };
