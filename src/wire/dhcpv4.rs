@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use zerocopy::byteorder::network_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::{domain, header, header_mut, Error, Mac, Result};
+use super::{domain, header, header_mut, walk_step, Error, Mac, Result};
 
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
@@ -272,17 +272,9 @@ impl<'a> Iterator for OptionsIter<'a> {
                 _ => {
                     let parsed = tail
                         .split_first()
-                        .and_then(|(&len, tail)| tail.split_at_checked(usize::from(len)));
-                    return match parsed {
-                        Some((data, rest)) => {
-                            self.rest = rest;
-                            Some(Ok(DhcpOption { code, data }))
-                        }
-                        None => {
-                            self.rest = &[];
-                            Some(Err(Error::Truncated))
-                        }
-                    };
+                        .and_then(|(&len, tail)| tail.split_at_checked(usize::from(len)))
+                        .map(|(data, rest)| (DhcpOption { code, data }, rest));
+                    return Some(walk_step(&mut self.rest, parsed));
                 }
             }
         }
@@ -681,6 +673,23 @@ mod tests {
             gateway: Ipv4Addr::new(10, 0, 2, 2),
         },
     ];
+
+    /// An option whose length runs past the end yields one error and ends
+    /// the walk.
+    #[test]
+    fn options_walk_stops_at_a_truncated_option() {
+        let opts = hex("01 02 abcd 00 03 04 ab");
+        let mut it = OptionsIter::new(&opts);
+        assert_eq!(
+            it.next(),
+            Some(Ok(DhcpOption {
+                code: 1,
+                data: &[0xab, 0xcd]
+            }))
+        );
+        assert_eq!(it.next(), Some(Err(Error::Truncated)));
+        assert_eq!(it.next(), None);
+    }
 
     #[test]
     fn parse_discover() {

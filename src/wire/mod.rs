@@ -127,6 +127,19 @@ pub(crate) fn header_mut<H: FromBytes + IntoBytes + KnownLayout>(buf: &mut [u8])
     H::mut_from_prefix(buf).ok().map(|(h, _)| h)
 }
 
+/// One step of an option walk: `next` is the option at the start of
+/// `*rest` and what follows it, `None` where a header or length runs past
+/// the end. That yields `Truncated` once and empties `*rest`, so the walk
+/// stops after the error.
+pub(crate) fn walk_step<'a, O>(rest: &mut &'a [u8], next: Option<(O, &'a [u8])>) -> Result<O> {
+    let Some((option, tail)) = next else {
+        *rest = &[];
+        return Err(Error::Truncated);
+    };
+    *rest = tail;
+    Ok(option)
+}
+
 /// Copies `src` to the start of `dst`, or fails with `Truncated`.
 #[inline]
 pub(crate) fn put(dst: &mut [u8], src: &[u8]) -> Result<()> {
