@@ -52,6 +52,10 @@ counters! {
     flows_full,
     flows_opened,
     flows_closed,
+    /// `sendmsg` calls that wrote a flow's payloads held over a receive
+    /// batch ([`crate::flow::Held`]), and the payloads they carried.
+    tcp_held_writes,
+    tcp_held_segments,
     /// Datagrams from the host larger than the MTU lets through.
     udp_host_oversize,
     /// ICMP errors relayed from the host's error queues.

@@ -139,7 +139,7 @@ fn n(v: &Value, k: &str) -> u64 {
 /// 100 MB from the guest to a host server, then 100 MB from the host into
 /// the guest through the forward `host_port` → guest 8080; SHA-256 on both
 /// ends, each receiver reading to the sender's FIN.
-fn bulk_both_ways(mode: LinkMode, fwd: &[&str], host_port: &str) {
+fn bulk_both_ways(mode: LinkMode, fwd: &[&str], host_port: &str) -> Rig {
     let mut r = Rig::new(mode, fwd);
     let size = MB100.to_string();
 
@@ -176,6 +176,7 @@ fn bulk_both_ways(mode: LinkMode, fwd: &[&str], host_port: &str) {
         gbit(MB100, down_secs)
     );
     assert!(r.a.is_running(), "{}", r.a.diagnose());
+    r
 }
 
 #[test]
@@ -185,7 +186,8 @@ fn bulk_100mb_netns_hostfwd() {
 
 #[test]
 fn bulk_100mb_stream_passt_ports() {
-    bulk_both_ways(LinkMode::Stream, &["-t", "18081:8080"], "18081");
+    let mut r = bulk_both_ways(LinkMode::Stream, &["--debug", "-t", "18081:8080"], "18081");
+    assert_batched(&r.a.stop_counters());
 }
 
 #[test]
@@ -199,13 +201,30 @@ fn bulk_100mb_dgram_hostfwd_addresses() {
 
 /// At MTU 1500 a DGRAM batch holds 64 frames, and a flow's in-order
 /// segments of a batch leave in one `sendmsg` (`flow::Held`): 100 MB each
-/// way must arrive byte for byte (SHA-256) through that path.
+/// way must arrive byte for byte (SHA-256) through that path, and the
+/// segments must have left in batches.
 #[test]
 fn bulk_100mb_dgram_mtu_1500_held_segments() {
-    bulk_both_ways(
+    let mut r = bulk_both_ways(
         LinkMode::Dgram,
-        &["--mtu", "1500", "--hostfwd", "tcp::18084-:8080"],
+        &["--debug", "--mtu", "1500", "--hostfwd", "tcp::18084-:8080"],
         "18084",
+    );
+    assert_batched(&r.a.stop_counters());
+}
+
+/// The guest's segments left in batches (`flow::Held`), not one `send`
+/// each: `log` is the `--debug` report of a bulk run.
+fn assert_batched(log: &str) {
+    let (writes, segments) = (
+        counter(log, "tcp_held_writes"),
+        counter(log, "tcp_held_segments"),
+    );
+    eprintln!("held: {segments} segments in {writes} writes");
+    assert!(writes > 0, "nothing was held: {log}");
+    assert!(
+        segments >= 2 * writes,
+        "{segments} segments in {writes} writes"
     );
 }
 

@@ -63,20 +63,26 @@ impl<H: Host> Env<H> {
 
 /// Guest payload held back until its receive batch ends, so that a flow's
 /// in-order segments leave in one `sendmsg` instead of one `send` each. A
-/// DGRAM link keeps a batch's frames in its receive buffer until the next
-/// read; an entry is the flow and where its payload lies in that buffer.
+/// DGRAM or STREAM link keeps a batch's frames in its receive buffer until
+/// the next read; an entry is the flow and where its payload lies in that
+/// buffer.
 #[derive(Debug, Default)]
 pub struct Held {
     entries: Vec<(Token, u32, u32)>,
+    /// Writes made of held payloads, and the payloads, since last tallied.
+    writes: u64,
+    segments: u64,
 }
 
 impl Held {
-    /// At most this many payloads wait at once (a DGRAM batch's frames).
+    /// At most this many payloads wait at once (a DGRAM batch's frames at
+    /// MTU 1500); a payload beyond them first writes what its flow holds.
     pub const MAX: usize = 64;
 
     pub fn new() -> Held {
         Held {
             entries: Vec::with_capacity(Self::MAX),
+            ..Held::default()
         }
     }
 
@@ -105,7 +111,19 @@ impl Held {
             n += 1;
             false
         });
+        if n > 0 {
+            self.writes += 1;
+            self.segments += n as u64;
+        }
         n
+    }
+
+    /// Writes and payloads taken since the last call.
+    fn tally(&mut self) -> (u64, u64) {
+        (
+            std::mem::take(&mut self.writes),
+            std::mem::take(&mut self.segments),
+        )
     }
 
     /// The flow of the oldest payload still held.
@@ -435,6 +453,11 @@ impl<H: Host> Table<H> {
             if let Some(h) = ctx.held.as_deref_mut() {
                 h.forget(token);
             }
+        }
+        if let Some(h) = ctx.held.as_deref_mut() {
+            let (writes, segments) = h.tally();
+            counters.tcp_held_writes += writes;
+            counters.tcp_held_segments += segments;
         }
     }
 

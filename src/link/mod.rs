@@ -127,8 +127,11 @@ pub struct Link {
     kind: Kind,
     fd: OwnedFd,
     rx: Vec<u8>,
-    /// STREAM: bytes of a partial frame carried at the start of `rx`.
+    /// STREAM: a partial frame at `rx[carry_at..carry_at + carry]`, moved
+    /// to the front only at the next read (the batch stays in place until
+    /// then, see [`Link::recv_batched`]).
     carry: usize,
+    carry_at: usize,
     rx_lens: [usize; dgram::RX_SLOTS],
     /// DGRAM: bytes per receive slot (see [`Link::sized_for`]).
     rx_slot: usize,
@@ -157,6 +160,7 @@ impl Link {
             fd,
             rx,
             carry: 0,
+            carry_at: 0,
             rx_lens: [0; dgram::RX_SLOTS],
             rx_slot: dgram::slot_for(MAX_FRAME),
             vhost: None,
@@ -201,7 +205,7 @@ impl Link {
     pub fn recv(&mut self, mut on_frame: impl FnMut(&[u8], &mut Tx)) -> Result<Recv, Closed> {
         match self.kind {
             Kind::Dgram => self.recv_dgram(&mut |f, _, tx| on_frame(f, tx)),
-            Kind::Stream => self.recv_stream(&mut on_frame),
+            Kind::Stream => self.recv_stream(&mut |f, _, tx| on_frame(f, tx)),
             Kind::Tap => self.recv_tap(&mut on_frame),
             Kind::VhostUser => self.recv_vhost(&mut on_frame),
         }
@@ -209,25 +213,25 @@ impl Link {
 
     /// As [`Link::recv`], but each frame comes with the buffer it lies in
     /// for as long as the batch lasts (empty where frames are not kept in
-    /// place: only a DGRAM link's are). What was held of it must leave
-    /// (see [`Link::batch`]) before the next read overwrites it.
+    /// place: only DGRAM and STREAM links keep theirs). What was held of it
+    /// must leave (see [`Link::batch`]) before the next read overwrites it.
     pub fn recv_batched(
         &mut self,
         mut on_frame: impl FnMut(&[u8], &[u8], &mut Tx),
     ) -> Result<Recv, Closed> {
-        if self.kind != Kind::Dgram {
-            return self.recv(|f, tx| on_frame(f, &[], tx));
+        match self.kind {
+            Kind::Dgram => self.recv_dgram(&mut on_frame),
+            Kind::Stream => self.recv_stream(&mut on_frame),
+            _ => self.recv(|f, tx| on_frame(f, &[], tx)),
         }
-        self.recv_dgram(&mut on_frame)
     }
 
     /// The last batch's buffer (as [`Link::recv_batched`] named it) and
     /// the transmit queue.
     pub fn batch(&mut self) -> (&[u8], &mut Tx) {
-        let batch: &[u8] = if self.kind == Kind::Dgram {
-            &self.rx
-        } else {
-            &[]
+        let batch: &[u8] = match self.kind {
+            Kind::Dgram | Kind::Stream => &self.rx,
+            _ => &[],
         };
         (batch, &mut self.tx)
     }
@@ -284,6 +288,37 @@ mod tests {
         assert_eq!(got, vec![(60, 1), (1514, 2), (14, 3)]);
         vmm.write_all(&13u32.to_be_bytes()).unwrap();
         assert!(matches!(link.recv(|_, _| {}), Err(Closed::Framing(13))));
+    }
+
+    /// A STREAM batch stays in place until the next read: every frame lies
+    /// in the buffer `batch` names, which still holds it after `recv`
+    /// returns, and a frame split over two reads arrives whole.
+    #[test]
+    fn stream_batch_stays_in_place_until_the_next_read() {
+        let (mut vmm, ours) = UnixStream::pair().unwrap();
+        let mut link = Link::from_socket(OwnedFd::from(ours)).unwrap();
+        let mut bytes = Vec::new();
+        for f in 1..=3u8 {
+            bytes.extend_from_slice(&1000u32.to_be_bytes());
+            bytes.extend_from_slice(&frame(1000, f));
+        }
+        let cut = 2 * 1004 + 500;
+        vmm.write_all(&bytes[..cut]).unwrap();
+        let mut at = Vec::new();
+        link.recv_batched(|f, batch, _| {
+            let off = f.as_ptr() as usize - batch.as_ptr() as usize;
+            assert!(off + f.len() <= batch.len());
+            at.push(off);
+        })
+        .unwrap();
+        assert_eq!(at, vec![4, 1008]);
+        let (batch, _) = link.batch();
+        assert_eq!((batch[4], batch[1008]), (1, 2), "the batch was overwritten");
+        vmm.write_all(&bytes[cut..]).unwrap();
+        let mut got = Vec::new();
+        link.recv_batched(|f, _, _| got.push((f.len(), f[0], f[999])))
+            .unwrap();
+        assert_eq!(got, vec![(1000, 3, 3)]);
     }
 
     #[test]

@@ -21,8 +21,12 @@ const IOV_BATCH: usize = 64;
 impl Link {
     pub(super) fn recv_stream(
         &mut self,
-        on_frame: &mut impl FnMut(&[u8], &mut Tx),
+        on_frame: &mut impl FnMut(&[u8], &[u8], &mut Tx),
     ) -> Result<Recv, Closed> {
+        // The last batch is written out: its partial frame goes first now.
+        self.rx
+            .copy_within(self.carry_at..self.carry_at + self.carry, 0);
+        self.carry_at = 0;
         let start = self.carry;
         let room = self.rx.len() - start;
         let r = match sys::recv(self.fd.as_fd(), &mut self.rx[start..], libc::MSG_DONTWAIT) {
@@ -48,11 +52,12 @@ impl Link {
                 break;
             }
             let frame = &self.rx[pos + 4..pos + 4 + len];
-            Self::deliver(&mut self.tx, frame, on_frame);
+            let batch = &self.rx[..end];
+            Self::deliver(&mut self.tx, frame, &mut |f, tx| on_frame(f, batch, tx));
             pos += 4 + len;
         }
         // Keep the partial frame (at most 4 + MAX_FRAME bytes) for next time.
-        self.rx.copy_within(pos..end, 0);
+        self.carry_at = pos;
         self.carry = end - pos;
         Ok(if r == room { Recv::More } else { Recv::Drained })
     }

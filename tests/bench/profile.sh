@@ -84,10 +84,18 @@ sender_ss() {   # the sending iperf3's data socket, as its kernel sees it
   if [ "$1" = g2h ]; then ip netns exec "$P-g" ss -tinH dst 10.0.2.2:5201
   else ip netns exec "$P-h" ss -tinH dst 127.0.0.1:5202; fi
 }
-# utime+stime ticks of airlock and of each netrelay thread (the relay: tap<->socket).
+# utime+stime ticks of airlock, of each netrelay thread (the relay: tap<->socket),
+# of the iperf3 servers on each side, and of the whole machine (every core's
+# non-idle time in /proc/stat, softirqs included: what the run left to spare).
 ticks() {
   printf "%s %s\n" "$HELPER" "$(awk '{print $14+$15}' "/proc/$apid/stat")"
   for t in /proc/"$rpid"/task/*; do printf "relay-%s %s\n" "${t##*/}" "$(awk '{print $14+$15}' "$t/stat")"; done
+  for side in h g; do
+    printf "iperf3-%s %s\n" "$side" "$(for p in $(ip netns pids "$P-$side"); do
+      [ "$(cat "/proc/$p/comm" 2>/dev/null)" = iperf3 ] && awk '{print $14+$15}' "/proc/$p/stat"
+    done | awk '{s+=$1} END{print s+0}')"
+  done
+  printf "machine(%s-cores) %s\n" "$(nproc)" "$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat)"
 }
 cpu_share() {   # before-file after-file seconds -> "name=NN%" of one CPU
   awk -v s="$3" -v hz="$(getconf CLK_TCK)" 'NR==FNR{b[$1]=$2; next} {printf "  %s=%.0f%%", $1, 100*($2-b[$1])/hz/s} END{print ""}' "$1" "$2"
@@ -124,7 +132,7 @@ for d in "${dirs[@]}"; do
   bytes=$2
   echo "syscalls per GB moved (perf stat, whole ${SECS}+1 s window):"
   awk -F, -v b="$bytes" '$1 ~ /^[0-9]+$/ && $1 > 0 { sub("syscalls:sys_enter_", "", $3); printf "  %-16s %10d  %9.0f/GB\n", $3, $1, $1 / (b / 1e9) }' "$out/$d.stat" | sort -k2 -nr | head -15
-  echo "CPU (share of one core over the iperf3 run):$(cpu_share "$out/t0" "$out/t1" "$(echo "$t1 - $t0" | bc -l)")"
+  echo "CPU (share of one core over the iperf3 run; iperf3-h/-g: the iperf3 servers of each side; the client has exited by the second reading and counts only in machine):$(cpu_share "$out/t0" "$out/t1" "$(echo "$t1 - $t0" | bc -l)")"
   echo "nstat host namespace:$(nstat_delta "$out/h0" "$out/h1")"
   echo "nstat guest namespace:$(nstat_delta "$out/g0" "$out/g1")"
   echo "sender socket 2 s in (ss -ti):"
