@@ -46,11 +46,8 @@ const INTROSPECTABLE: &str = "org.freedesktop.DBus.Introspectable";
 /// Bus calls made at start-up (Hello, RequestName) wait at most this.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `docs/integration.md` shows this.
-pub const CONTROL_INTROSPECTION: &str = r#"<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">
-<node>
-  <interface name="org.airlock.Airlock1">
+/// The control object's own interface (`docs/integration.md` shows it).
+const CONTROL_INTERFACES: &str = r#"  <interface name="org.airlock.Airlock1">
     <method name="ListForwards">
       <arg type="a(sssq)" name="forwards" direction="out"/>
     </method>
@@ -72,18 +69,10 @@ pub const CONTROL_INTROSPECTION: &str = r#"<!DOCTYPE node PUBLIC "-//freedesktop
       <arg type="s" name="report" direction="out"/>
     </method>
   </interface>
-  <interface name="org.freedesktop.DBus.Introspectable">
-    <method name="Introspect">
-      <arg type="s" name="xml" direction="out"/>
-    </method>
-  </interface>
-</node>
 "#;
 
-const INTROSPECTION: &str = r#"<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">
-<node>
-  <interface name="org.qemu.VMState1">
+/// The vmstate object's own interfaces.
+const VMSTATE_INTERFACES: &str = r#"  <interface name="org.qemu.VMState1">
     <property name="Id" type="s" access="read"/>
     <method name="Load">
       <arg type="ay" name="data" direction="in"/>
@@ -103,13 +92,24 @@ const INTROSPECTION: &str = r#"<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS 
       <arg type="a{sv}" name="properties" direction="out"/>
     </method>
   </interface>
-  <interface name="org.freedesktop.DBus.Introspectable">
+"#;
+
+/// An object's introspection document: its own `interfaces`, and
+/// `Introspectable`, which every object here has.
+fn introspection(interfaces: &str) -> String {
+    format!(
+        r#"<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">
+<node>
+{interfaces}  <interface name="org.freedesktop.DBus.Introspectable">
     <method name="Introspect">
       <arg type="s" name="xml" direction="out"/>
     </method>
   </interface>
 </node>
-"#;
+"#
+    )
+}
 
 /// A forward as [`CONTROL_IFACE`] lists it: protocol, host bind address,
 /// guest address (empty: the guest's own), guest port.
@@ -307,7 +307,9 @@ impl Bus {
                 "org.freedesktop.DBus.Error.PropertyReadOnly",
                 "Id is read-only",
             ),
-            (INTROSPECTABLE, "Introspect") => msg.method_return().append1(INTROSPECTION),
+            (INTROSPECTABLE, "Introspect") => msg
+                .method_return()
+                .append1(introspection(VMSTATE_INTERFACES)),
             (VMSTATE_IFACE, "Save") | ("", "Save") => match target.save() {
                 Ok(bytes) => msg.method_return().append1(bytes),
                 Err(e) => {
@@ -343,7 +345,9 @@ fn control(msg: &Message, iface: &str, member: &str, target: &mut dyn Vmstate) -
     const FAILED: &str = "org.freedesktop.DBus.Error.Failed";
     const ARGS: &str = "org.freedesktop.DBus.Error.InvalidArgs";
     let reply = match (iface, member) {
-        (INTROSPECTABLE, "Introspect") => Ok(msg.method_return().append1(CONTROL_INTROSPECTION)),
+        (INTROSPECTABLE, "Introspect") => Ok(msg
+            .method_return()
+            .append1(introspection(CONTROL_INTERFACES))),
         (CONTROL_IFACE, "ListForwards") | ("", "ListForwards") => target
             .forwards()
             .map(|rows| {

@@ -210,6 +210,17 @@ fn pseudo_v4(data: &[u8]) -> Option<(PseudoHeader, &[u8])> {
     ))
 }
 
+/// What follows the mode byte that starts `data`, copied; `fill` fixes
+/// up its checksum first when the mode's bit 0 asks for it.
+fn checksum_fixed(data: &[u8], fill: impl FnOnce(&mut [u8])) -> Option<Vec<u8>> {
+    let (&mode, rest) = data.split_first()?;
+    let mut buf = rest.to_vec();
+    if mode & 1 == 1 {
+        fill(&mut buf);
+    }
+    Some(buf)
+}
+
 // ---------------------------------------------------------------------------
 // Parser targets.
 
@@ -242,15 +253,13 @@ pub fn arp(data: &[u8]) {
 /// IPv4 header: the first byte asks for a checksum fix-up; a header that
 /// parses re-emits (without options) to one that parses to the same value.
 pub fn ipv4(data: &[u8]) {
-    let Some((&mode, rest)) = data.split_first() else {
-        return;
-    };
-    let mut buf = rest.to_vec();
-    if mode & 1 == 1 {
-        if let Ok(mut p) = ipv4::Packet::new_checked(&mut buf[..]) {
+    let Some(buf) = checksum_fixed(data, |b| {
+        if let Ok(mut p) = ipv4::Packet::new_checked(b) {
             p.fill_checksum();
         }
-    }
+    }) else {
+        return;
+    };
     let Ok(p) = ipv4::Packet::new_checked(&buf[..]) else {
         return;
     };
@@ -324,15 +333,13 @@ pub fn tcp(data: &[u8]) {
     let Some((pseudo, rest)) = pseudo_v4(data) else {
         return;
     };
-    let Some((&mode, seg)) = rest.split_first() else {
-        return;
-    };
-    let mut buf = seg.to_vec();
-    if mode & 1 == 1 {
-        if let Ok(mut p) = tcp::Packet::new_checked(&mut buf[..]) {
+    let Some(buf) = checksum_fixed(rest, |b| {
+        if let Ok(mut p) = tcp::Packet::new_checked(b) {
             p.fill_checksum(&pseudo);
         }
-    }
+    }) else {
+        return;
+    };
     let Ok(p) = tcp::Packet::new_checked(&buf[..]) else {
         return;
     };
@@ -351,15 +358,13 @@ pub fn udp(data: &[u8]) {
     let Some((pseudo, rest)) = pseudo_v4(data) else {
         return;
     };
-    let Some((&mode, dgram)) = rest.split_first() else {
-        return;
-    };
-    let mut buf = dgram.to_vec();
-    if mode & 1 == 1 {
-        if let Ok(mut p) = udp::Packet::new_checked(&mut buf[..]) {
+    let Some(buf) = checksum_fixed(rest, |b| {
+        if let Ok(mut p) = udp::Packet::new_checked(b) {
             p.fill_checksum(&pseudo);
         }
-    }
+    }) else {
+        return;
+    };
     let Ok(p) = udp::Packet::new_checked(&buf[..]) else {
         return;
     };
@@ -378,15 +383,13 @@ pub fn udp(data: &[u8]) {
 /// ICMPv4: mode byte, message. Errors' quoted datagrams are parsed too;
 /// what parses re-emits byte for byte.
 pub fn icmpv4(data: &[u8]) {
-    let Some((&mode, msg)) = data.split_first() else {
-        return;
-    };
-    let mut buf = msg.to_vec();
-    if mode & 1 == 1 {
-        if let Ok(mut p) = icmpv4::Packet::new_checked(&mut buf[..]) {
+    let Some(buf) = checksum_fixed(data, |b| {
+        if let Ok(mut p) = icmpv4::Packet::new_checked(b) {
             p.fill_checksum();
         }
-    }
+    }) else {
+        return;
+    };
     let Ok(p) = icmpv4::Packet::new_checked(&buf[..]) else {
         return;
     };
@@ -529,18 +532,9 @@ pub fn ipv6(data: &[u8]) {
 /// ICMPv6 echo and errors: 32 bytes of source and destination, a mode
 /// byte (bit 0: fix the checksum), the message.
 pub fn icmpv6(data: &[u8]) {
-    let Some((src, dst, rest)) = addrs_v6(data) else {
+    let Some((src, dst, buf)) = icmpv6_input(data) else {
         return;
     };
-    let Some((&mode, msg)) = rest.split_first() else {
-        return;
-    };
-    let mut buf = msg.to_vec();
-    if mode & 1 == 1 {
-        if let Ok(mut p) = icmpv6::Packet::new_checked(&mut buf[..]) {
-            p.fill_checksum(src, dst);
-        }
-    }
     let Ok(p) = icmpv6::Packet::new_checked(&buf[..]) else {
         return;
     };
@@ -562,22 +556,25 @@ pub fn icmpv6(data: &[u8]) {
     assert_eq!(icmpv6::Repr::parse(&q, src, dst), Ok(r));
 }
 
+/// 32 bytes of source and destination, then a mode byte and an ICMPv6
+/// message (checksum fixed up as the mode says).
+fn icmpv6_input(data: &[u8]) -> Option<(Ipv6Addr, Ipv6Addr, Vec<u8>)> {
+    let (src, dst, rest) = addrs_v6(data)?;
+    let buf = checksum_fixed(rest, |b| {
+        if let Ok(mut p) = icmpv6::Packet::new_checked(b) {
+            p.fill_checksum(src, dst);
+        }
+    })?;
+    Some((src, dst, buf))
+}
+
 /// Neighbour discovery: addresses, mode byte, message as for [`icmpv6`].
 /// What parses re-emits to the same message, and each option re-emits
 /// on its own to the same option.
 pub fn ndp(data: &[u8]) {
-    let Some((src, dst, rest)) = addrs_v6(data) else {
+    let Some((src, dst, buf)) = icmpv6_input(data) else {
         return;
     };
-    let Some((&mode, msg)) = rest.split_first() else {
-        return;
-    };
-    let mut buf = msg.to_vec();
-    if mode & 1 == 1 {
-        if let Ok(mut p) = icmpv6::Packet::new_checked(&mut buf[..]) {
-            p.fill_checksum(src, dst);
-        }
-    }
     let Ok(p) = icmpv6::Packet::new_checked(&buf[..]) else {
         return;
     };
@@ -916,16 +913,11 @@ pub fn verify_guest_frame(f: &[u8], stack: &Stack) {
             };
             let l4 = ip.payload();
             match r.protocol {
-                ip_proto::TCP => {
-                    let t = tcp::Packet::new_checked(l4).expect("TCP header");
-                    tcp::Repr::parse(&t, &pseudo).expect("TCP checksum and ports");
-                }
+                ip_proto::TCP => verify_tcp(l4, &pseudo),
                 ip_proto::UDP => {
-                    let u = udp::Packet::new_checked(l4).expect("UDP header");
-                    assert_eq!(usize::from(u.len()), l4.len(), "UDP length");
-                    let ur = udp::Repr::parse(&u, &pseudo).expect("UDP checksum");
-                    if ur.src_port == dhcpv4::SERVER_PORT {
-                        let d = dhcpv4::Packet::new_checked(u.payload()).expect("DHCP reply");
+                    let (src_port, payload) = verify_udp(l4, &pseudo);
+                    if src_port == dhcpv4::SERVER_PORT {
+                        let d = dhcpv4::Packet::new_checked(payload).expect("DHCP reply");
                         assert_eq!(d.op(), dhcpv4::OP_REPLY);
                         for o in d.options_iter() {
                             o.expect("DHCP reply options");
@@ -943,6 +935,22 @@ pub fn verify_guest_frame(f: &[u8], stack: &Stack) {
         ethertype::IPV6 => verify_ipv6(&eth, stack),
         other => panic!("airlock sent EtherType {other:#06x}"),
     }
+}
+
+/// A TCP segment airlock sent: header, checksum and ports are sound.
+fn verify_tcp(l4: &[u8], pseudo: &PseudoHeader) {
+    let t = tcp::Packet::new_checked(l4).expect("TCP header");
+    tcp::Repr::parse(&t, pseudo).expect("TCP checksum and ports");
+}
+
+/// A UDP datagram airlock sent: its length fills the IP payload and its
+/// checksum verifies. Returns its source port and payload.
+fn verify_udp<'a>(l4: &'a [u8], pseudo: &PseudoHeader) -> (u16, &'a [u8]) {
+    let u = udp::Packet::new_checked(l4).expect("UDP header");
+    assert_eq!(usize::from(u.len()), l4.len(), "UDP length");
+    let r = udp::Repr::parse(&u, pseudo).expect("UDP checksum");
+    // The payload is the rest of `l4`: the length was checked above.
+    (r.src_port, l4.get(udp::HEADER_LEN..).unwrap_or(&[]))
 }
 
 fn verify_ipv6(eth: &ethernet::Frame<&[u8]>, stack: &Stack) {
@@ -977,16 +985,11 @@ fn verify_ipv6(eth: &ethernet::Frame<&[u8]>, stack: &Stack) {
                 icmpv6::Repr::parse(&i, r.src, r.dst).expect("ICMPv6 checksum");
             }
         }
-        ip_proto::TCP => {
-            let t = tcp::Packet::new_checked(l4).expect("TCP header");
-            tcp::Repr::parse(&t, &pseudo).expect("TCP checksum and ports");
-        }
+        ip_proto::TCP => verify_tcp(l4, &pseudo),
         ip_proto::UDP => {
-            let u = udp::Packet::new_checked(l4).expect("UDP header");
-            assert_eq!(usize::from(u.len()), l4.len(), "UDP length");
-            let ur = udp::Repr::parse(&u, &pseudo).expect("UDP checksum");
-            if ur.src_port == dhcpv6::SERVER_PORT {
-                let d = dhcpv6::Packet::new_checked(u.payload()).expect("DHCPv6 reply");
+            let (src_port, payload) = verify_udp(l4, &pseudo);
+            if src_port == dhcpv6::SERVER_PORT {
+                let d = dhcpv6::Packet::new_checked(payload).expect("DHCPv6 reply");
                 dhcpv6::Repr::parse(&d).expect("DHCPv6 reply options");
             }
         }

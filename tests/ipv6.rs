@@ -26,27 +26,6 @@ const GUEST_LEASE: Ipv6Addr = Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0x15);
 const ROUTER_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
 const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
 
-/// Let the guest namespace act as a host that takes router advertisements
-/// (a fresh namespace already does; stated so the test does not depend on
-/// the machine's defaults). Before the link has carrier.
-fn accept_ra(t: &Topology) {
-    let o = t.guest_run(
-        &[
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.forwarding=0",
-            "net.ipv6.conf.tap0.forwarding=0",
-            "net.ipv6.conf.tap0.accept_ra=2",
-            "net.ipv6.conf.tap0.autoconf=1",
-            "net.ipv6.conf.tap0.accept_dad=1",
-            "net.ipv6.conf.tap0.use_tempaddr=0",
-            "net.ipv6.conf.tap0.router_solicitation_delay=0",
-        ],
-        Duration::from_secs(10),
-    );
-    assert!(o.success(), "guest sysctls: {}", o.describe());
-}
-
 fn start(t: &Topology, args: &[&str]) -> Helper {
     let mut a = Helper::airlock(t, LinkMode::Netns, args);
     if let Err(e) = a.wait_ready(t, Duration::from_secs(5)) {
@@ -141,7 +120,7 @@ fn ping6(t: &Topology, addr: &str) -> Result<(), String> {
 #[test]
 fn slaac_default_route_neighbour_echo_and_dad() {
     let t = Topology::new();
-    accept_ra(&t);
+    t.guest().accept_ra(true);
     let mut a = start(&t, &[]);
     let g = t.guest();
     let mine = wait_slaac(&t, &mut a);
@@ -322,7 +301,7 @@ fn next_ra(
 #[test]
 fn router_advertisements_carry_options_and_repeat() {
     let t = Topology::new();
-    accept_ra(&t);
+    t.guest().accept_ra(true);
     let cap = PacketSocket::open(t.guest_ns(), "tap0", true).expect("capture on tap0");
     let mut a = start(&t, &["--mtu", "1400", "--dns-suffixes", "example.org,test"]);
     let started = Instant::now();
@@ -449,7 +428,7 @@ fn dhclient(
 #[test]
 fn dhcpv6_stateful_rapid_commit_and_stateless() {
     let t = Topology::new();
-    accept_ra(&t);
+    t.guest().accept_ra(true);
     let mut a = start(&t, &["--dns-suffixes", "example.org"]);
     wait_slaac(&t, &mut a);
     let server_id = "new_dhcp6_server_id=0:3:0:1:52:56:0:0:0:2";
@@ -509,7 +488,7 @@ fn sha256(path: &Path) -> String {
 #[test]
 fn tcp_over_ipv6_reaches_host_loopback() {
     let t = Topology::new();
-    accept_ra(&t);
+    t.guest().accept_ra(true);
     let mut a = start(&t, &["--hostfwd", "tcp:[::1]:18126-:8127"]);
     wait_slaac(&t, &mut a);
     let www = t.dir().join("www");
@@ -614,7 +593,7 @@ fn send_info_request(t: &Topology) {
 #[test]
 fn disable_ipv6_keeps_ipv6_silent() {
     let t = Topology::new();
-    accept_ra(&t);
+    t.guest().accept_ra(true);
     let cap = PacketSocket::open(t.guest_ns(), "tap0", true).expect("capture on tap0");
     let mut a = start(&t, &["--disable-ipv6"]);
     let g = t.guest();
@@ -654,7 +633,7 @@ fn disable_ipv6_keeps_ipv6_silent() {
 #[test]
 fn disable_ipv4_keeps_ipv4_silent() {
     let t = Topology::new();
-    accept_ra(&t);
+    t.guest().accept_ra(true);
     let cap = PacketSocket::open(t.guest_ns(), "tap0", true).expect("capture on tap0");
     let mut a = start(&t, &["--disable-ipv4"]);
     let g = t.guest();

@@ -30,12 +30,12 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use support::process::{must, run, Daemon};
-use support::qemu::{guest_kit, kernel_cmdline, serial, GuestReport, KitHost};
+use support::qemu::{guest_kit, kernel_cmdline, serial, GuestReport, Hold, KitHost};
 use support::{Topology, AIRLOCK};
 
 /// The words libvirt 9.0's `qemuSlirpNewForHelper` logs for an unknown
@@ -415,36 +415,6 @@ fn libvirtd_default_slirp_helper() {
 const MIGRATE_MODE: &str = "airlock.mode=migrate airlock.hold=9000";
 /// Where `airlock ctl` binds the runtime forward (host side).
 const FWD: &str = "127.0.0.1:18000";
-
-/// tests/qemu/hold.py on the host namespace's 127.0.0.1:9000; killed on drop.
-struct Hold(Child);
-
-impl Hold {
-    fn start(host: &KitHost) -> Hold {
-        use std::io::BufRead;
-        let mut c = host
-            .cmd("python3")
-            .arg(support::qemu::qemu_dir().join("hold.py"))
-            .args(["127.0.0.1", "9000"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(c.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready");
-        Hold(c)
-    }
-}
-
-impl Drop for Hold {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The console from byte `from` on, once it has the `AIRLOCK-GUEST`
 /// marker `marker`.

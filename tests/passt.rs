@@ -48,57 +48,33 @@ fn is_debian_2023(bin: &str) -> bool {
 }
 
 /// Fields where Debian 12's passt 2023_03 is known to differ from a
-/// current passt (and so from airlock), by launcher (`*`: every one).
-const KNOWN_DEBIAN: &[(&str, &str, &str)] = &[
+/// current passt (and so from airlock), by the launchers it differs for
+/// (`*`: every one).
+const KNOWN_DEBIAN: &[(&[&str], &str, &str)] = &[
     // `--netmask 16` with an off-subnet gateway becomes mask 128.0.0.0
     // (seed 001's /1), and the address with it.
-    ("libvirt-9.x+ip", "lease.mask", "--netmask 16 becomes /1"),
-    (
-        "libvirt-9.x+ip",
-        "lease.subnet",
-        "--netmask 16 becomes 128.0.0.0",
-    ),
-    ("libvirt-9.x+ip", "addr.v4", "--netmask 16 becomes /1"),
-    ("libvirt-11.x+ip", "lease.mask", "--netmask 16 becomes /1"),
-    (
-        "libvirt-11.x+ip",
-        "lease.subnet",
-        "--netmask 16 becomes 128.0.0.0",
-    ),
-    ("libvirt-11.x+ip", "addr.v4", "--netmask 16 becomes /1"),
+    (IP16, "lease.mask", "--netmask 16 becomes /1"),
+    (IP16, "lease.subnet", "--netmask 16 becomes 128.0.0.0"),
+    (IP16, "addr.v4", "--netmask 16 becomes /1"),
     // No option 121 for a gateway outside the subnet (the /1 mask above
     // puts 192.0.2.1 inside it instead).
-    ("libvirt-9.x+ip", "lease.staticroutes", "no option 121"),
-    ("libvirt-11.x+ip", "lease.staticroutes", "no option 121"),
-    ("libvirt-9.x+ip", "route.gateway-host", "no option 121"),
-    ("libvirt-11.x+ip", "route.gateway-host", "no option 121"),
+    (IP16, "lease.staticroutes", "no option 121"),
+    (IP16, "route.gateway-host", "no option 121"),
     // Without --mac-addr its MAC is the host interface's (up0's random
-    // veth MAC), not 9a:55:9a:55:9a:55.
-    ("libvirt-11.x", "neigh.router", "the host interface's MAC"),
-    (
-        "libvirt-11.x+ip",
-        "neigh.router",
-        "the host interface's MAC",
-    ),
-    ("qemu-10.1", "neigh.router", "the host interface's MAC"),
-    ("kata", "neigh.router", "the host interface's MAC"),
-    // ... in IPv6 too: the router's MAC and the RA's source link-layer
-    // address.
-    ("libvirt-11.x", "neigh6.router", "the host interface's MAC"),
-    ("libvirt-11.x", "ra.slla", "the host interface's MAC"),
-    (
-        "libvirt-11.x+ip",
-        "neigh6.router",
-        "the host interface's MAC",
-    ),
-    ("libvirt-11.x+ip", "ra.slla", "the host interface's MAC"),
-    ("qemu-10.1", "neigh6.router", "the host interface's MAC"),
-    ("qemu-10.1", "ra.slla", "the host interface's MAC"),
-    ("kata", "neigh6.router", "the host interface's MAC"),
-    ("kata", "ra.slla", "the host interface's MAC"),
+    // veth MAC), not 9a:55:9a:55:9a:55; in IPv6 too, the router's MAC and
+    // the RA's source link-layer address.
+    (NO_MAC, "neigh.router", "the host interface's MAC"),
+    (NO_MAC, "neigh6.router", "the host interface's MAC"),
+    (NO_MAC, "ra.slla", "the host interface's MAC"),
     // Router lifetime 9000 s, from before passt took RFC 8319's 65535.
-    ("*", "ra.lifetime", "router lifetime 9000"),
+    (&["*"], "ra.lifetime", "router lifetime 9000"),
 ];
+
+/// The launchers that pass `--netmask 16` with the gateway off the subnet.
+const IP16: &[&str] = &["libvirt-9.x+ip", "libvirt-11.x+ip"];
+
+/// The launchers that pass no `--mac-addr`.
+const NO_MAC: &[&str] = &["libvirt-11.x", "libvirt-11.x+ip", "qemu-10.1", "kata"];
 
 /// Fields where a current passt differs from airlock-as-passt on purpose,
 /// for every launcher: passt's own departures from the RFCs, which a guest
@@ -120,6 +96,17 @@ const EXPLAINED: &[(&str, &str)] = &[
 /// Launcher rows Debian's 2023_03 cannot run at all.
 const SKIP_DEBIAN: &[(&str, &str)] = &[("qemu-10.1+props", "no --fqdn option in 2023_03")];
 
+/// libvirt's options for `<ip address='169.254.2.15' prefix='16'/>` and a
+/// `<portForward>` of TCP 2222 to the guest's 22.
+const LIBVIRT_IP: &[&str] = &[
+    "--address",
+    "169.254.2.15",
+    "--netmask",
+    "16",
+    "--tcp-ports",
+    "2222:22",
+];
+
 /// The launchers' addressing and forwarding options, as they emit them.
 fn launchers() -> Vec<(&'static str, Vec<&'static str>)> {
     vec![
@@ -127,33 +114,17 @@ fn launchers() -> Vec<(&'static str, Vec<&'static str>)> {
         ("libvirt-9.x", vec!["--mac-addr", "52:54:00:41:2c:49"]),
         (
             "libvirt-9.x+ip",
-            vec![
-                "--mac-addr",
-                "52:54:00:41:2c:49",
-                "--mtu",
-                "1500",
-                "--address",
-                "169.254.2.15",
-                "--netmask",
-                "16",
-                "--tcp-ports",
-                "2222:22",
-            ],
+            [
+                &["--mac-addr", "52:54:00:41:2c:49", "--mtu", "1500"],
+                LIBVIRT_IP,
+            ]
+            .concat(),
         ),
         // libvirt 11.x: no --mac-addr; <ip>, <portForward>, <mtu>.
         ("libvirt-11.x", vec![]),
         (
             "libvirt-11.x+ip",
-            vec![
-                "--address",
-                "169.254.2.15",
-                "--netmask",
-                "16",
-                "--tcp-ports",
-                "2222:22",
-                "--udp-ports",
-                "127.0.0.1/5353:53",
-            ],
+            [LIBVIRT_IP, &["--udp-ports", "127.0.0.1/5353:53"]].concat(),
         ),
         // QEMU 10.1 net/passt.c: --quiet --fd 3 --pid FILE, no addressing.
         ("qemu-10.1", vec!["--quiet"]),
@@ -198,7 +169,7 @@ type View = BTreeMap<String, String>;
 /// Start `bin` with `args` and collect the guest's view.
 fn view(bin: &str, args: &[&str], forward_port: Option<u16>) -> View {
     let t = Topology::new();
-    guest_takes_ra(&t);
+    t.guest().accept_ra(false);
     // airlock must be started as `passt`, as a launcher would find it.
     let program = if bin == support::AIRLOCK {
         let link = t.dir().join("passt");
@@ -319,7 +290,7 @@ fn compare(name: &str, args: &[&str], passt: &str, debian: bool) -> Vec<String> 
         let known = debian
             && KNOWN_DEBIAN
                 .iter()
-                .any(|(l, f, _)| (*l == name || *l == "*") && f == k);
+                .any(|(ls, f, _)| ls.iter().any(|l| *l == name || *l == "*") && f == k);
         let explained = EXPLAINED.iter().find(|(f, _)| f == k);
         if let Some((_, why)) = explained {
             eprintln!("{name}: {k}: passt {t:?}, airlock {o:?} (explained: {why})");
@@ -580,25 +551,6 @@ fn map_guest_addr_reaches_the_hosts_own_address() {
     }
 }
 
-/// Guest sysctls for IPv6 autoconfiguration, before the link comes up; no
-/// DAD so the link-local address is usable at once.
-fn guest_takes_ra(t: &Topology) {
-    let o = t.guest_run(
-        &[
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.tap0.forwarding=0",
-            "net.ipv6.conf.tap0.accept_ra=2",
-            "net.ipv6.conf.tap0.autoconf=1",
-            "net.ipv6.conf.tap0.accept_dad=0",
-            "net.ipv6.conf.tap0.use_tempaddr=0",
-            "net.ipv6.conf.tap0.router_solicitation_delay=0",
-        ],
-        Duration::from_secs(10),
-    );
-    assert!(o.success(), "{}", o.describe());
-}
-
 /// The guest's global IPv6 addresses on tap0 (`ip -j`), as ADDR/LEN.
 fn global6(t: &Topology) -> Vec<String> {
     let o = t.guest_run(
@@ -688,7 +640,7 @@ fn dhcp6(t: &Topology, msg_type: u8) -> Option<BTreeMap<u16, String>> {
 fn no_ndp_no_ra_no_dhcpv6() {
     for off in [None, Some("--no-ra"), Some("--no-ndp"), Some("--no-dhcpv6")] {
         let t = Topology::new();
-        guest_takes_ra(&t);
+        t.guest().accept_ra(false);
         let mut h = start_as_passt(&t, off.as_slice());
         let ra = !matches!(off, Some("--no-ra" | "--no-ndp"));
         let wait = if ra { 15 } else { 4 };

@@ -207,6 +207,46 @@ fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
         .trim()
 }
 
+/// In a child: become `uid`:`gid` with no supplementary groups, as a
+/// launcher starts an unprivileged helper.
+fn become_user(uid: u32, gid: u32) -> bool {
+    let (u, g) = (
+        nix::unistd::Uid::from_raw(uid),
+        nix::unistd::Gid::from_raw(gid),
+    );
+    nix::unistd::setgroups(&[]).is_ok()
+        && nix::unistd::setresgid(g, g, g).is_ok()
+        && nix::unistd::setresuid(u, u, u).is_ok()
+}
+
+/// In a locked-down child: wait to be inspected and killed (clock_gettime
+/// is allowed, a sleep may not be).
+fn await_inspection() {
+    let start = Instant::now();
+    while start.elapsed() < DEADLINE {
+        std::hint::spin_loop();
+    }
+}
+
+/// Once the child has told `want` on `rx`, its /proc/PID/status; then
+/// kills it.
+fn status_once_told(child: Pid, rx: OwnedFd, want: &[u8]) -> String {
+    let mut rx = std::fs::File::from(rx);
+    let mut told = vec![0u8; want.len()];
+    let mut got = 0;
+    while got < want.len() {
+        match rx.read(&mut told[got..]) {
+            Ok(n) if n > 0 => got += n,
+            _ => break,
+        }
+    }
+    let status = std::fs::read_to_string(format!("/proc/{child}/status"));
+    let _ = signal::kill(child, Signal::SIGKILL);
+    let ended = wait(child);
+    assert_eq!(&told[..got], want, "child ended early: {ended:?}");
+    status.unwrap()
+}
+
 #[test]
 fn locked_down_process_is_nobody_without_privileges() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -220,21 +260,10 @@ fn locked_down_process_is_nobody_without_privileges() {
             return 3;
         }
         tell(fd, b"R");
-        // Wait to be inspected and killed; clock_gettime is allowed.
-        let start = Instant::now();
-        while start.elapsed() < DEADLINE {
-            std::hint::spin_loop();
-        }
+        await_inspection();
         4
     });
-    let mut rx = std::fs::File::from(rx);
-    let mut ready = [0u8; 1];
-    let got = rx.read(&mut ready).unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{child}/status"));
-    let _ = signal::kill(child, Signal::SIGKILL);
-    let ended = wait(child);
-    assert_eq!((got, ready), (1, *b"R"), "child ended early: {ended:?}");
-    let status = status.unwrap();
+    let status = status_once_told(child, rx, b"R");
     let ids = |u: u32| format!("{u}\t{u}\t{u}\t{u}");
     assert_eq!(status_field(&status, "Uid"), ids(uid));
     assert_eq!(status_field(&status, "Gid"), ids(gid));
@@ -335,14 +364,7 @@ fn unprivileged_start_keeps_its_ids() {
     let (uid, gid) = nobody();
     let (child, rx) = spawn(|fd| {
         // Become an ordinary user the way libvirt would start us.
-        let (u, g) = (
-            nix::unistd::Uid::from_raw(uid),
-            nix::unistd::Gid::from_raw(gid),
-        );
-        if nix::unistd::setgroups(&[]).is_err()
-            || nix::unistd::setresgid(g, g, g).is_err()
-            || nix::unistd::setresuid(u, u, u).is_err()
-        {
+        if !become_user(uid, gid) {
             return 2;
         }
         for runas in [None, Some("root")] {
@@ -613,15 +635,8 @@ fn unprivileged_start_with_capabilities_keeps_none() {
     require_root();
     let (uid, gid) = nobody();
     let (child, rx) = spawn(|fd| {
-        let (u, g) = (
-            nix::unistd::Uid::from_raw(uid),
-            nix::unistd::Gid::from_raw(gid),
-        );
         // SAFETY: PR_SET_KEEPCAPS takes integers only.
-        if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0
-            || nix::unistd::setgroups(&[]).is_err()
-            || nix::unistd::setresgid(g, g, g).is_err()
-            || nix::unistd::setresuid(u, u, u).is_err()
+        if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 || !become_user(uid, gid)
         {
             return 2;
         }
@@ -655,26 +670,10 @@ fn unprivileged_start_with_capabilities_keeps_none() {
             return 5;
         }
         tell(fd, b"R");
-        let start = Instant::now();
-        while start.elapsed() < DEADLINE {
-            std::hint::spin_loop();
-        }
+        await_inspection();
         6
     });
-    let mut rx = std::fs::File::from(rx);
-    let mut ready = [0u8; 2];
-    let got = rx.read(&mut ready).unwrap_or(0);
-    let got = got
-        + if got == 1 {
-            rx.read(&mut ready[1..]).unwrap_or(0)
-        } else {
-            0
-        };
-    let status = std::fs::read_to_string(format!("/proc/{child}/status"));
-    let _ = signal::kill(child, Signal::SIGKILL);
-    let ended = wait(child);
-    assert_eq!((got, ready), (2, *b"CR"), "child ended early: {ended:?}");
-    let status = status.unwrap();
+    let status = status_once_told(child, rx, b"CR");
     assert_eq!(
         status_field(&status, "Uid").split('\t').next(),
         Some(&*uid.to_string())

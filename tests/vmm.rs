@@ -31,8 +31,9 @@ use nix::sys::socket::SockType;
 use nix::unistd::Pid;
 
 use support::qemu::{
-    alive, guest_kit, kernel_cmdline, pair, ppid_of, qemu_dir, serial, spawn_with_fds, wait_child,
-    wait_gone, GuestReport, KillOnDrop, KitHost, DNS_ADDR, DNS_NAME,
+    alive, daemon_from_pidfile, guest_kit, kernel_cmdline, pair, ppid_of, qemu_dir, serial,
+    spawn_with_fds, wait_child, wait_gone, GuestReport, Hold, KillOnDrop, KitHost, DNS_ADDR,
+    DNS_NAME,
 };
 use support::AIRLOCK;
 
@@ -61,10 +62,7 @@ fn passt_reference_kit() {
     while !sock.exists() && t.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let netdev = format!(
-        "stream,server=off,addr.type=unix,addr.path={}",
-        sock.display()
-    );
+    let netdev = netdev_unix(&sock);
     let t = Instant::now();
     let out = ns.qemu_default(&netdev).output().unwrap();
     let boot = t.elapsed();
@@ -229,10 +227,7 @@ fn stream_fd_link() {
         .stderr(Stdio::piped());
     let mut airlock = spawn_with_fds(&mut a, &[&helper_end]);
     drop(helper_end);
-    let netdev = format!(
-        "stream,server=off,addr.type=fd,addr.str={}",
-        vmm_end.as_raw_fd()
-    );
+    let netdev = netdev_fd(&vmm_end);
     let q = spawn_with_fds(&mut ns.qemu_default(&netdev), &[&vmm_end]);
     drop(vmm_end);
     let out = q.wait_with_output().unwrap();
@@ -258,23 +253,8 @@ fn socket_daemon_one_off() {
     let dir = ns.scratch("daemon");
     let sock = dir.join("airlock.sock");
     let pidfile = dir.join("airlock.pid");
-    let out = ns
-        .cmd(AIRLOCK)
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--one-off")
-        .arg("--pid")
-        .arg(&pidfile)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .expect("pid file written before returning")
-        .trim()
-        .parse()
-        .unwrap();
-    let _guard = KillOnDrop(pid);
+    let daemon = one_off_daemon(&ns, &sock, &pidfile, &[]);
+    let pid = daemon.0;
     assert!(alive(pid));
     assert_ne!(
         ppid_of(pid),
@@ -297,10 +277,7 @@ fn socket_daemon_one_off() {
     });
     assert!(listening, "socket not listening:\n{unix}");
 
-    let netdev = format!(
-        "stream,server=off,addr.type=unix,addr.path={}",
-        sock.display()
-    );
+    let netdev = netdev_unix(&sock);
     let out = ns.qemu_default(&netdev).output().unwrap();
     let r = GuestReport::parse(&out.stdout);
     let took = wait_gone(pid, Duration::from_secs(1));
@@ -311,6 +288,23 @@ fn socket_daemon_one_off() {
     );
     assert!(!sock.exists(), "socket not removed");
     assert!(!pidfile.exists(), "pid file not removed");
+}
+
+/// `airlock --socket sock --one-off --pid pidfile` and `extra`, run in
+/// `ns` until it returns (the daemon detached); the daemon.
+fn one_off_daemon(ns: &KitHost, sock: &Path, pidfile: &Path, extra: &[&str]) -> KillOnDrop {
+    let out = ns
+        .cmd(AIRLOCK)
+        .arg("--socket")
+        .arg(sock)
+        .arg("--one-off")
+        .arg("--pid")
+        .arg(pidfile)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    daemon_from_pidfile(&out, pidfile)
 }
 
 /// `--exit-with-parent`: killing the parent ends airlock (no VMM needed).
@@ -466,6 +460,27 @@ fn pxe_boot_over_tftp() {
     r.assert_network(&ns.servers, true);
 }
 
+/// `-netdev stream`, connecting to the unix socket `sock`.
+fn netdev_unix(sock: &Path) -> String {
+    format!(
+        "stream,server=off,addr.type=unix,addr.path={}",
+        sock.display()
+    )
+}
+
+/// `-netdev stream` over `fd`, one end of a socketpair.
+fn netdev_fd(fd: &OwnedFd) -> String {
+    format!("stream,server=off,addr.type=fd,addr.str={}", fd.as_raw_fd())
+}
+
+/// Run as `passt`, airlock gives the guest `ip`/24 (the host namespace's
+/// own address unless `--address` names another) and the namespace's
+/// gateway, 192.0.2.1, as router and DNS, as passt does.
+fn assert_passt_network(ns: &KitHost, r: &GuestReport, ip: &str) {
+    let want = format!("ip={ip} mask=24 router=192.0.2.1 dns=192.0.2.1");
+    r.assert_network_as(&ns.servers, &want, Some("192.0.2.1"));
+}
+
 /// airlock as `passt`: a symlink named so in `dir`, as a launcher finds it.
 fn passt_link(dir: &Path) -> PathBuf {
     let link = dir.join("passt");
@@ -508,18 +523,10 @@ fn libvirt_passt_backend_replay() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .expect("pid file written before the command exits")
-        .trim()
-        .parse()
-        .unwrap();
-    let _guard = KillOnDrop(pid);
+    let daemon = daemon_from_pidfile(&out, &pidfile);
+    let pid = daemon.0;
     assert!(alive(pid));
-    let netdev = format!(
-        "stream,server=off,addr.type=unix,addr.path={}",
-        sock.display()
-    );
+    let netdev = netdev_unix(&sock);
     let out = ns.qemu(&netdev, "192.0.2.1").output().unwrap();
     let r = GuestReport::parse(&out.stdout);
     // qemuPasstStop: kill the pid from the pid file, remove the files.
@@ -529,11 +536,7 @@ fn libvirt_passt_backend_replay() {
     let gone = wait_gone(pid, Duration::from_secs(2));
     let _ = std::fs::remove_file(&sock);
     let _ = std::fs::remove_file(&pidfile);
-    r.assert_network_as(
-        &ns.servers,
-        "ip=192.0.2.15 mask=24 router=192.0.2.1 dns=192.0.2.1",
-        Some("192.0.2.1"),
-    );
+    assert_passt_network(&ns, &r, "192.0.2.15");
     assert!(gone.is_some(), "airlock still running after the stop");
     let left = ns
         .cmd("pgrep")
@@ -572,28 +575,16 @@ fn qemu_netdev_passt_replay() {
     let child = spawn_with_fds(&mut c, &[&helper_end]);
     drop(helper_end);
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .expect("pid file written before the command exits")
-        .trim()
-        .parse()
-        .unwrap();
-    let _guard = KillOnDrop(pid);
+    let daemon = daemon_from_pidfile(&out, &pidfile);
+    let pid = daemon.0;
     assert!(alive(pid), "the daemon is gone");
-    let netdev = format!(
-        "stream,server=off,addr.type=fd,addr.str={}",
-        vmm_end.as_raw_fd()
-    );
+    let netdev = netdev_fd(&vmm_end);
     let q = spawn_with_fds(&mut ns.qemu(&netdev, "192.0.2.1"), &[&vmm_end]);
     drop(vmm_end);
     let out = q.wait_with_output().unwrap();
     let r = GuestReport::parse(&out.stdout);
     let gone = wait_gone(pid, Duration::from_secs(2));
-    r.assert_network_as(
-        &ns.servers,
-        "ip=192.0.2.2 mask=24 router=192.0.2.1 dns=192.0.2.1",
-        Some("192.0.2.1"),
-    );
+    assert_passt_network(&ns, &r, "192.0.2.2");
     assert!(gone.is_some(), "airlock still running after QEMU exited");
 }
 
@@ -621,17 +612,9 @@ fn kata_passt_endpoint_replay() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .expect("pid file written before the command exits")
-        .trim()
-        .parse()
-        .unwrap();
-    let _guard = KillOnDrop(pid);
-    let netdev = format!(
-        "stream,server=off,addr.type=unix,addr.path={}",
-        sock.display()
-    );
+    let daemon = daemon_from_pidfile(&out, &pidfile);
+    let pid = daemon.0;
+    let netdev = netdev_unix(&sock);
     let out = ns
         .qemu(&netdev, "192.0.2.1")
         .args(["-global", "virtio-net-pci.mac=00:11:22:33:44:55"])
@@ -644,11 +627,7 @@ fn kata_passt_endpoint_replay() {
     let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
     // Generous: CI runs this beside other QEMU guests on two cores.
     let gone = wait_gone(pid, Duration::from_secs(10));
-    r.assert_network_as(
-        &ns.servers,
-        "ip=192.0.2.2 mask=24 router=192.0.2.1 dns=192.0.2.1",
-        Some("192.0.2.1"),
-    );
+    assert_passt_network(&ns, &r, "192.0.2.2");
     assert!(outlived, "airlock ended with QEMU despite no --one-off");
     assert!(gone.is_some(), "airlock still running after SIGQUIT");
 }
@@ -736,24 +715,8 @@ fn socket_cycle_as_root_with_runas() {
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     let sock = dir.join("airlock.sock");
     let pidfile = dir.join("airlock.pid");
-    let out = ns
-        .cmd(AIRLOCK)
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--one-off")
-        .arg("--pid")
-        .arg(&pidfile)
-        .args(["--runas", "nobody"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let _guard = KillOnDrop(pid);
+    let daemon = one_off_daemon(&ns, &sock, &pidfile, &["--runas", "nobody"]);
+    let pid = daemon.0;
     for f in [&sock, &pidfile] {
         let m = std::fs::symlink_metadata(f).unwrap();
         assert_eq!(m.uid(), nobody.uid.as_raw(), "{} owner", f.display());
@@ -899,20 +862,7 @@ fn migrate_over_dbus_vmstate() {
     let dir = na.scratch("migrate");
     let mut holds = Vec::new();
     for ns in [&na, &nb] {
-        let mut c = ns
-            .cmd("python3")
-            .arg(qemu_dir().join("hold.py"))
-            .args(["127.0.0.1", "9000"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(c.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready");
-        holds.push(c);
+        holds.push(Hold::start(ns));
     }
     let (bus_a, bus_b) = (
         bus::Bus::start(na.topo.host_ns(), &dir.join("a")),
@@ -1050,9 +1000,6 @@ fn migrate_over_dbus_vmstate() {
         let _ = c.kill();
         let _ = c.wait();
     }
-    for mut h in holds {
-        let _ = h.kill();
-        let _ = h.wait();
-    }
+    drop(holds);
     drop((bus_a, bus_b));
 }

@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 
 use crate::frame::{self, L2};
-use crate::link::{Tx, MAX_FRAME};
+use crate::link::{Slots, Tx, MAX_FRAME};
 use crate::wire::{icmpv4, icmpv6, ip_proto, ipv4, ipv6};
 use nix::sys::socket::{self as sock, MsgFlags, MultiHeaders, SockaddrStorage};
 use std::io::IoSliceMut;
@@ -34,6 +34,14 @@ pub fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
     a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }
 
+/// Slots in `tx` for a batch of frames of `hdr` bytes of headers and up to
+/// `max` payload bytes, and the payload room each has (`max`, or less
+/// where the frame would pass [`MAX_FRAME`]).
+pub fn reserve_frames(tx: &mut Tx, hdr: usize, max: usize) -> (Slots<'_>, usize) {
+    let frame_len = (hdr + max).min(MAX_FRAME);
+    (tx.reserve(BATCH, frame_len), frame_len.saturating_sub(hdr))
+}
+
 /// Receive up to [`BATCH`] datagrams from `fd` straight into frames in the
 /// transmit queue. Each frame has `hdr` bytes of headers before the payload
 /// and room for `max` payload bytes; `finish(frame, len, sender)` writes the
@@ -50,9 +58,7 @@ pub fn recv_frames(
     oversize: &mut u64,
     mut finish: impl FnMut(&mut [u8], usize, Option<SocketAddr>) -> usize,
 ) -> usize {
-    let frame_len = (hdr + max).min(MAX_FRAME);
-    let max = frame_len.saturating_sub(hdr);
-    let mut slots = tx.reserve(BATCH, frame_len);
+    let (mut slots, max) = reserve_frames(tx, hdr, max);
     let k = slots.count().min(BATCH);
     let mut got = [(0usize, false, None::<SocketAddr>); BATCH];
     let n = {

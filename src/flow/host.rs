@@ -93,6 +93,14 @@ pub trait DgramSocket {
     fn send(&self, buf: &[u8]) -> io::Result<usize>;
     /// The TTL (hop limit) of what it sends from now on.
     fn set_ttl(&self, ttl: u8) -> io::Result<()>;
+    /// Send `buf` as the guest sent it, with its TTL `ttl` (0: unknown,
+    /// the socket's stays); `cur` is the socket's TTL, kept up to date.
+    fn send_at_ttl(&self, buf: &[u8], ttl: u8, cur: &mut u8) -> io::Result<()> {
+        if ttl != *cur && ttl != 0 && self.set_ttl(ttl).is_ok() {
+            *cur = ttl;
+        }
+        self.send(buf).map(|_| ())
+    }
     /// Receive a batch straight into frames in `tx` ([`dgram::recv_frames`]).
     fn recv_frames(
         &self,

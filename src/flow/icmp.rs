@@ -190,10 +190,7 @@ impl<H: Host> Echo<H> {
     pub fn on_guest(&mut self, now: Instant, msg: &[u8], ttl: u8) -> io::Result<()> {
         self.last_seen = now;
         self.last_len = msg.len().min(u16::MAX as usize) as u16;
-        if ttl != self.ttl && ttl != 0 && self.sock.set_ttl(ttl).is_ok() {
-            self.ttl = ttl;
-        }
-        self.sock.send(msg).map(|_| ())
+        self.sock.send_at_ttl(msg, ttl, &mut self.ttl)
     }
 
     /// Replies or errors on the ping socket.
@@ -307,11 +304,7 @@ impl<H: Host> Echo<H> {
 
     /// Idle expiry.
     pub fn on_tick(&self, now: Instant) -> Verdict {
-        if now.saturating_duration_since(self.last_seen) > IDLE_TIMEOUT {
-            Verdict::Close
-        } else {
-            Verdict::Keep
-        }
+        Verdict::unless_idle(self.last_seen, now, IDLE_TIMEOUT)
     }
 }
 

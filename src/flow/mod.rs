@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The surroundings every flow shares, for the life of the stack: the
 /// epoll set, who is who on the virtual Ethernet, the clock's epoch and
@@ -168,6 +168,18 @@ pub struct Ctx<'a, H: Host = Kernel> {
 pub enum Verdict {
     Keep,
     Close,
+}
+
+impl Verdict {
+    /// `Close` for a flow last seen at `last_seen` and idle since for
+    /// longer than `limit`.
+    pub fn unless_idle(last_seen: Instant, now: Instant, limit: Duration) -> Verdict {
+        if now.saturating_duration_since(last_seen) > limit {
+            Verdict::Close
+        } else {
+            Verdict::Keep
+        }
+    }
 }
 
 /// A flow as the guest sees it: protocol, its own address and port, and the

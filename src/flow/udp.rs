@@ -297,10 +297,7 @@ impl<H: Host> Conn<H> {
         self.guest_spoke = true;
         self.last_len = (payload.len() + UDP_HEADER).min(u16::MAX as usize) as u16;
         if let Some(s) = &self.sock {
-            if ttl != self.ttl && ttl != 0 && s.set_ttl(ttl).is_ok() {
-                self.ttl = ttl;
-            }
-            return s.send(payload).map(|_| ());
+            return s.send_at_ttl(payload, ttl, &mut self.ttl);
         }
         let Some(fwd) = forward_fd else {
             return Err(Errno::EBADF.into());
@@ -383,11 +380,7 @@ impl<H: Host> Conn<H> {
         } else {
             t.unreplied
         };
-        if now.saturating_duration_since(self.last_seen) > limit {
-            Verdict::Close
-        } else {
-            Verdict::Keep
-        }
+        Verdict::unless_idle(self.last_seen, now, limit)
     }
 }
 

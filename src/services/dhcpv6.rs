@@ -376,20 +376,16 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testutil::{fuzz, hex};
+    use crate::wire::testutil::{fuzz, hex, ip6, GUEST_MAC};
     use crate::wire::{ethernet, ip_proto, ipv6};
 
-    const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
     const CLIENT_DUID: &str = "00030001525400123456";
     const SERVER_DUID: &str = "00030001525600000002";
 
-    fn a(s: &str) -> Ipv6Addr {
-        s.parse().unwrap()
-    }
     fn incoming() -> Incoming {
         Incoming {
             eth_src: GUEST_MAC,
-            src: a("fe80::5054:ff:fe12:3456"),
+            src: ip6("fe80::5054:ff:fe12:3456"),
             dst: ALL_SERVERS,
             hop_limit: 1,
         }
@@ -430,7 +426,7 @@ mod tests {
         assert_eq!((e.dst(), e.src()), (GUEST_MAC, [0x52, 0x56, 0, 0, 0, 2]));
         let p = ipv6::Packet::new_checked(&f[14..]).unwrap();
         let ip = ipv6::Repr::parse(&p).unwrap();
-        assert_eq!((ip.src, ip.dst), (a("fe80::2"), pkt.src));
+        assert_eq!((ip.src, ip.dst), (ip6("fe80::2"), pkt.src));
         assert_eq!(ip.next_header, ip_proto::UDP);
         let u = udp::Packet::new_checked(p.payload()).unwrap();
         assert_eq!((u.src_port(), u.dst_port()), (547, 546));
@@ -499,7 +495,7 @@ mod tests {
         assert_eq!(
             got,
             [IaAddress {
-                addr: a("fec0::15"),
+                addr: ip6("fec0::15"),
                 preferred_lifetime: LIFETIME_S,
                 valid_lifetime: LIFETIME_S
             }]
@@ -516,7 +512,7 @@ mod tests {
         assert_eq!(r.msg_type, MessageType::Reply);
         assert_eq!(
             r.ia_na.unwrap().addresses().next().unwrap().addr,
-            a("fec0::15")
+            ip6("fec0::15")
         );
         // Renew with an address from elsewhere -> it comes back dead.
         let rep = exchange(&c, &msg(5, &format!("{} {} {IA_TWO}", client(), server()))).unwrap();
@@ -524,9 +520,12 @@ mod tests {
         assert_eq!(got.len(), 2, "{got:?}");
         assert_eq!(
             (got[0].addr, got[0].valid_lifetime),
-            (a("fec0::15"), LIFETIME_S)
+            (ip6("fec0::15"), LIFETIME_S)
         );
-        assert_eq!((got[1].addr, got[1].valid_lifetime), (a("2001:db8::9"), 0));
+        assert_eq!(
+            (got[1].addr, got[1].valid_lifetime),
+            (ip6("2001:db8::9"), 0)
+        );
         // Rebind (no server id) -> Reply.
         let rep = exchange(&c, &msg(6, &format!("{} {IA_EMPTY}", client()))).unwrap();
         assert_eq!(parse(&rep).msg_type, MessageType::Reply);
@@ -615,7 +614,7 @@ mod tests {
         let opts: Vec<_> = p.options_iter().map(|o| o.unwrap()).collect();
         let codes: Vec<u16> = opts.iter().map(|o| o.code).collect();
         assert_eq!(codes, [opt::SERVER_ID, opt::CLIENT_ID, 23, 24]);
-        assert_eq!(opts[2].data, a("fec0::3").octets());
+        assert_eq!(opts[2].data, ip6("fec0::3").octets());
         assert_eq!(
             opts[3].data,
             hex("0161076578616d706c6500 0162076578616d706c6500")
@@ -662,7 +661,7 @@ mod tests {
         let mut counters = Counters::default();
         let good = msg(11, "");
         let pkt = Incoming {
-            dst: a("fec0::15"),
+            dst: ip6("fec0::15"),
             ..incoming()
         };
         assert_eq!(
@@ -681,7 +680,7 @@ mod tests {
         );
         // The router itself is a valid destination too.
         let pkt = Incoming {
-            dst: a("fe80::2"),
+            dst: ip6("fe80::2"),
             ..incoming()
         };
         assert_ne!(

@@ -108,10 +108,8 @@ pub fn write_reply_v6(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testutil::hex;
+    use crate::wire::testutil::{hex, GUEST_MAC};
     use crate::wire::{ethernet, ipv6};
-
-    const GUEST_MAC: Mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
 
     /// Echo request (golden, from the wire tests) -> reply, byte for byte.
     #[test]

@@ -474,17 +474,11 @@ pub fn fitting_names(names: &[String], room: usize) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testutil::{fuzz, hex};
+    use crate::wire::testutil::{fuzz, hex, ip6, GUEST_MAC, ROUTER_MAC};
     use crate::wire::{ethernet, ipv6};
 
-    const GUEST_MAC: Mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
-    const ROUTER_MAC: Mac = [0x52, 0x56, 0, 0, 0, 2];
-
-    fn a(s: &str) -> Ipv6Addr {
-        s.parse().unwrap()
-    }
     fn guest_ll() -> Ipv6Addr {
-        a("fe80::5054:ff:fe12:3456")
+        ip6("fe80::5054:ff:fe12:3456")
     }
 
     /// Hands `icmp` (checksum filled here) to a router; returns the frame.
@@ -518,18 +512,24 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(Net6::link_local(a("fec0::2")), a("fe80::2"));
-        assert_eq!(Net6::link_local(a("2001:db8::1:2:3:4")), a("fe80::1:2:3:4"));
-        assert_eq!(solicited_node(a("fec0::12:3456")), a("ff02::1:ff12:3456"));
+        assert_eq!(Net6::link_local(ip6("fec0::2")), ip6("fe80::2"));
+        assert_eq!(
+            Net6::link_local(ip6("2001:db8::1:2:3:4")),
+            ip6("fe80::1:2:3:4")
+        );
+        assert_eq!(
+            solicited_node(ip6("fec0::12:3456")),
+            ip6("ff02::1:ff12:3456")
+        );
         assert_eq!(multicast_mac(ALL_NODES), [0x33, 0x33, 0, 0, 0, 1]);
         let c = Config::for_test(&[]);
         let n = c.net6.as_ref().unwrap();
         for own in ["fec0::2", "fec0::3", "fe80::2", "fe80::3"] {
-            assert!(n.is_own(a(own)) && n.is_virtual(a(own)), "{own}");
+            assert!(n.is_own(ip6(own)) && n.is_virtual(ip6(own)), "{own}");
         }
-        assert!(n.is_virtual(a("fec0::99")) && !n.is_own(a("fec0::99")));
+        assert!(n.is_virtual(ip6("fec0::99")) && !n.is_own(ip6("fec0::99")));
         for not in ["fec0::15", "fec0::", "fe80::99", "2001:db8::2", "ff02::1"] {
-            assert!(!n.is_virtual(a(not)), "{not}");
+            assert!(!n.is_virtual(ip6(not)), "{not}");
         }
     }
 
@@ -544,7 +544,7 @@ mod tests {
         assert_eq!((dmac, smac), (GUEST_MAC, ROUTER_MAC));
         assert_eq!(
             (ip.src, ip.dst, ip.hop_limit),
-            (a("fe80::2"), guest_ll(), 255)
+            (ip6("fe80::2"), guest_ll(), 255)
         );
         assert_eq!(ip.next_header, ip_proto::ICMPV6);
         // The whole RA, byte for byte: M and O, lifetime 1800, SLLA, MTU
@@ -578,7 +578,7 @@ mod tests {
         assert_eq!(opts.len(), 3, "no RDNSS without DNS, no DNSSL: {opts:?}");
         assert_eq!(opts[1], NdpOption::Mtu(1500));
         match opts[2] {
-            NdpOption::PrefixInfo(pi) => assert_eq!(pi.prefix, a("fd00:1::")),
+            NdpOption::PrefixInfo(pi) => assert_eq!(pi.prefix, ip6("fd00:1::")),
             o => panic!("{o:?}"),
         }
     }
@@ -666,11 +666,11 @@ mod tests {
     #[test]
     fn no_ra_and_no_ndp() {
         let rs = hex("8500 0000 00000000 0101525400123456");
-        let guest = a("fec0::5054:ff:fe12:3456");
+        let guest = ip6("fec0::5054:ff:fe12:3456");
         let ns_pkt = Incoming {
             eth_src: GUEST_MAC,
             src: guest,
-            dst: a("ff02::1:ff00:2"),
+            dst: ip6("ff02::1:ff00:2"),
             hop_limit: 255,
         };
         for (ra, ndp) in [(true, false), (true, true), (false, false)] {
@@ -681,7 +681,7 @@ mod tests {
             let now = Instant::now();
             let f = run(&mut r, &c, rs_from(guest_ll()), &rs, now);
             assert_eq!(f.is_empty(), ra, "RS answered with off.ra={ra}");
-            let f = run(&mut r, &c, ns_pkt, &ns(a("fec0::2"), true), now);
+            let f = run(&mut r, &c, ns_pkt, &ns(ip6("fec0::2"), true), now);
             assert_eq!(f.is_empty(), ndp, "NS answered with off.ndp={ndp}");
         }
     }
@@ -691,17 +691,17 @@ mod tests {
     fn neighbor_solicit_gets_advert() {
         let c = Config::for_test(&[]);
         let mut r = Router::new(&c);
-        let guest = a("fec0::5054:ff:fe12:3456");
+        let guest = ip6("fec0::5054:ff:fe12:3456");
         let pkt = Incoming {
             eth_src: [2, 0, 0, 0, 0, 9], // the SLLA option wins
             src: guest,
-            dst: a("ff02::1:ff00:2"),
+            dst: ip6("ff02::1:ff00:2"),
             hop_limit: 255,
         };
-        let f = run(&mut r, &c, pkt, &ns(a("fec0::2"), true), Instant::now());
+        let f = run(&mut r, &c, pkt, &ns(ip6("fec0::2"), true), Instant::now());
         let (dmac, smac, ip, icmp) = split(&f);
         assert_eq!((dmac, smac), (GUEST_MAC, ROUTER_MAC));
-        assert_eq!((ip.src, ip.dst, ip.hop_limit), (a("fec0::2"), guest, 255));
+        assert_eq!((ip.src, ip.dst, ip.hop_limit), (ip6("fec0::2"), guest, 255));
         // R, S, O; target fec0::2; target link-layer 52:56:00:00:00:02.
         let mut want = hex("8800 0000 e0000000 fec00000000000000000000000000002 0201525600000002");
         icmpv6::Packet::new_checked(&mut want[..])
@@ -718,14 +718,14 @@ mod tests {
             let pkt = Incoming {
                 eth_src: GUEST_MAC,
                 src: guest_ll(),
-                dst: a(t), // unicast reachability probe
+                dst: ip6(t), // unicast reachability probe
                 hop_limit: 255,
             };
-            let f = run(&mut r, &c, pkt, &ns(a(t), false), Instant::now());
+            let f = run(&mut r, &c, pkt, &ns(ip6(t), false), Instant::now());
             let (dmac, smac, ip, icmp) = split(&f);
             assert_eq!(
                 (dmac, smac, ip.src, ip.dst),
-                (GUEST_MAC, mac, a(t), guest_ll())
+                (GUEST_MAC, mac, ip6(t), guest_ll())
             );
             assert_eq!(&icmp[24..], &[&[2u8, 1][..], &mac[..]].concat()[..]);
         }
@@ -750,7 +750,7 @@ mod tests {
             "fe80::5054:ff:fe12:3456",
         ] {
             assert!(
-                run(&mut r, &c, dad(a(t)), &ns(a(t), false), now).is_empty(),
+                run(&mut r, &c, dad(ip6(t)), &ns(ip6(t), false), now).is_empty(),
                 "{t}"
             );
         }
@@ -758,13 +758,19 @@ mod tests {
         let probe = Incoming {
             eth_src: GUEST_MAC,
             src: guest_ll(),
-            dst: solicited_node(a("fec0::77")),
+            dst: solicited_node(ip6("fec0::77")),
             hop_limit: 255,
         };
-        assert!(run(&mut r, &c, probe, &ns(a("fec0::77"), true), now).is_empty());
+        assert!(run(&mut r, &c, probe, &ns(ip6("fec0::77"), true), now).is_empty());
         // A claim on an address airlock holds is a real conflict: defended,
         // to all nodes, not solicited.
-        let f = run(&mut r, &c, dad(a("fec0::2")), &ns(a("fec0::2"), false), now);
+        let f = run(
+            &mut r,
+            &c,
+            dad(ip6("fec0::2")),
+            &ns(ip6("fec0::2"), false),
+            now,
+        );
         let (dmac, _, ip, icmp) = split(&f);
         assert_eq!((dmac, ip.dst), (multicast_mac(ALL_NODES), ALL_NODES));
         assert_eq!(
@@ -781,10 +787,10 @@ mod tests {
         let good = Incoming {
             eth_src: GUEST_MAC,
             src: guest_ll(),
-            dst: a("ff02::1:ff00:2"),
+            dst: ip6("ff02::1:ff00:2"),
             hop_limit: 255,
         };
-        let msg = ns(a("fec0::2"), true);
+        let msg = ns(ip6("fec0::2"), true);
         assert!(!run(&mut r, &c, good, &msg, now).is_empty());
         let cases = [
             Incoming {
@@ -793,7 +799,7 @@ mod tests {
             },
             // Solicited-node group of another address.
             Incoming {
-                dst: a("ff02::1:ff00:3"),
+                dst: ip6("ff02::1:ff00:3"),
                 ..good
             },
             // DAD with a source link-layer option.
@@ -802,7 +808,7 @@ mod tests {
                 ..good
             },
             Incoming {
-                src: a("ff02::1"),
+                src: ip6("ff02::1"),
                 ..good
             },
         ];
@@ -810,9 +816,9 @@ mod tests {
             assert!(run(&mut r, &c, p, &msg, now).is_empty(), "{p:?}");
         }
         // Not a virtual address.
-        let off = ns(a("2001:db8::1"), true);
+        let off = ns(ip6("2001:db8::1"), true);
         let p = Incoming {
-            dst: solicited_node(a("2001:db8::1")),
+            dst: solicited_node(ip6("2001:db8::1")),
             ..good
         };
         assert!(run(&mut r, &c, p, &off, now).is_empty());
@@ -824,7 +830,7 @@ mod tests {
         };
         assert!(run(&mut r, &c, p, &rs, now).is_empty());
         let p = Incoming {
-            dst: a("fec0::15"),
+            dst: ip6("fec0::15"),
             ..rs_from(guest_ll())
         };
         assert!(run(&mut r, &c, p, &rs, now).is_empty());
@@ -874,7 +880,7 @@ mod tests {
         let now = Instant::now();
         let goldens = [
             hex("8500 0000 00000000 0101525400123456"),
-            ns(a("fec0::2"), true),
+            ns(ip6("fec0::2"), true),
         ];
         let mut out = vec![0u8; 2048];
         let mut counters = Counters::default();
@@ -883,7 +889,7 @@ mod tests {
                 let pkt = Incoming {
                     eth_src: GUEST_MAC,
                     src,
-                    dst: a("ff02::1:ff00:2"),
+                    dst: ip6("ff02::1:ff00:2"),
                     hop_limit: 255,
                 };
                 if let Ok(mut p) = icmpv6::Packet::new_checked(&mut *b) {

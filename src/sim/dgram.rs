@@ -11,9 +11,9 @@
 //! used and closed is kept for the idle-timeout invariant.
 
 use super::host::{pattern, Net, SimHost};
-use crate::flow::dgram::{HostError, RxHeaders, BATCH};
+use crate::flow::dgram::{self, HostError, RxHeaders, BATCH};
 use crate::flow::host::{Dgram, DgramSocket};
-use crate::link::{Tx, MAX_FRAME};
+use crate::link::Tx;
 use crate::poller::Token;
 use nix::sys::epoll::EpollFlags;
 use std::cell::RefCell;
@@ -314,9 +314,7 @@ impl DgramSocket for SimDgram {
     ) -> usize {
         // As `dgram::recv_frames`: frames reserved up front, payloads in
         // place behind `hdr`, oversized datagrams dropped and counted.
-        let frame_len = (hdr + max).min(MAX_FRAME);
-        let max = frame_len.saturating_sub(hdr);
-        let mut slots = tx.reserve(BATCH, frame_len);
+        let (mut slots, max) = dgram::reserve_frames(tx, hdr, max);
         let room = slots.count().min(BATCH);
         let (got, dst) = self.with(|s, now| {
             let n = s.rx.len().min(room);

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use zerocopy::byteorder::network_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::{domain, header, header_mut, Error, Mac, Result};
+use super::{domain, header, header_mut, walk_step, Error, Mac, Result};
 
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
@@ -272,17 +272,9 @@ impl<'a> Iterator for OptionsIter<'a> {
                 _ => {
                     let parsed = tail
                         .split_first()
-                        .and_then(|(&len, tail)| tail.split_at_checked(usize::from(len)));
-                    return match parsed {
-                        Some((data, rest)) => {
-                            self.rest = rest;
-                            Some(Ok(DhcpOption { code, data }))
-                        }
-                        None => {
-                            self.rest = &[];
-                            Some(Err(Error::Truncated))
-                        }
-                    };
+                        .and_then(|(&len, tail)| tail.split_at_checked(usize::from(len)))
+                        .map(|(data, rest)| (DhcpOption { code, data }, rest));
+                    return Some(walk_step(&mut self.rest, parsed));
                 }
             }
         }
@@ -504,9 +496,10 @@ impl OptionSink<'_> {
     }
 }
 
-/// A server reply (OFFER, ACK, NAK).
+/// A message's fixed fields as a server writes them (`OP` is
+/// [`OP_REPLY`]: [`Reply`]) or a client does ([`OP_REQUEST`]: [`Request`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reply {
+pub struct Message<const OP: u8> {
     pub message_type: MessageType,
     pub xid: u32,
     pub broadcast: bool,
@@ -517,19 +510,46 @@ pub struct Reply {
     pub client_mac: Mac,
 }
 
+/// A server reply (OFFER, ACK, NAK).
+pub type Reply = Message<OP_REPLY>;
+
+/// A client message (DISCOVER, REQUEST, RELEASE, …), as a guest sends it:
+/// airlock only parses these; tests and fuzzers build them.
+pub type Request = Message<OP_REQUEST>;
+
+impl<const OP: u8> Message<OP> {
+    /// The fixed part of the message with the magic cookie.
+    fn emit_header(&self, buf: &mut [u8]) -> Result<()> {
+        let h: &mut DhcpHeader = header_mut(buf).ok_or(Error::Truncated)?;
+        let mut chaddr = [0u8; 16];
+        for (d, s) in chaddr.iter_mut().zip(self.client_mac) {
+            *d = s;
+        }
+        let [ciaddr, yiaddr, siaddr, giaddr] =
+            [self.ciaddr, self.yiaddr, self.siaddr, self.giaddr].map(|a| a.octets());
+        *h = DhcpHeader {
+            op: OP,
+            htype: 1,
+            hlen: 6,
+            xid: self.xid.into(),
+            flags: if self.broadcast { FLAG_BROADCAST } else { 0 }.into(),
+            ciaddr,
+            yiaddr,
+            siaddr,
+            giaddr,
+            chaddr,
+            magic: MAGIC_COOKIE.into(),
+            ..ZERO
+        };
+        Ok(())
+    }
+}
+
 impl Reply {
     /// Writes the fixed fields, option 53, then `options` in order, END,
     /// and zero padding up to [`MIN_MESSAGE_LEN`]. Returns the length.
     pub fn emit(&self, buf: &mut [u8], options: &[OptionRepr]) -> Result<usize> {
-        let addrs = [self.ciaddr, self.yiaddr, self.siaddr, self.giaddr];
-        emit_fixed(
-            buf,
-            OP_REPLY,
-            self.xid,
-            self.broadcast,
-            addrs,
-            self.client_mac,
-        )?;
+        self.emit_header(buf)?;
         emit_options(buf, self.message_type, options, MIN_MESSAGE_LEN)
     }
 
@@ -542,33 +562,11 @@ impl Reply {
     }
 }
 
-/// A client message (DISCOVER, REQUEST, RELEASE, …), as a guest sends it:
-/// airlock only parses these; tests and fuzzers build them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Request {
-    pub message_type: MessageType,
-    pub xid: u32,
-    pub broadcast: bool,
-    pub ciaddr: Ipv4Addr,
-    pub yiaddr: Ipv4Addr,
-    pub siaddr: Ipv4Addr,
-    pub giaddr: Ipv4Addr,
-    pub client_mac: Mac,
-}
-
 impl Request {
     /// Writes the fixed fields and the magic cookie alone: options, well
     /// formed or not, are the caller's to add at [`HEADER_LEN`].
     pub fn emit_fixed(&self, buf: &mut [u8]) -> Result<usize> {
-        let addrs = [self.ciaddr, self.yiaddr, self.siaddr, self.giaddr];
-        emit_fixed(
-            buf,
-            OP_REQUEST,
-            self.xid,
-            self.broadcast,
-            addrs,
-            self.client_mac,
-        )?;
+        self.emit_header(buf)?;
         Ok(HEADER_LEN)
     }
 
@@ -578,39 +576,6 @@ impl Request {
         self.emit_fixed(buf)?;
         emit_options(buf, self.message_type, options, 0)
     }
-}
-
-/// The fixed part of a message with the magic cookie (`addrs`: ciaddr,
-/// yiaddr, siaddr, giaddr).
-fn emit_fixed(
-    buf: &mut [u8],
-    op: u8,
-    xid: u32,
-    broadcast: bool,
-    addrs: [Ipv4Addr; 4],
-    client_mac: Mac,
-) -> Result<()> {
-    let h: &mut DhcpHeader = header_mut(buf).ok_or(Error::Truncated)?;
-    let mut chaddr = [0u8; 16];
-    for (d, s) in chaddr.iter_mut().zip(client_mac) {
-        *d = s;
-    }
-    let [ciaddr, yiaddr, siaddr, giaddr] = addrs.map(|a| a.octets());
-    *h = DhcpHeader {
-        op,
-        htype: 1,
-        hlen: 6,
-        xid: xid.into(),
-        flags: if broadcast { FLAG_BROADCAST } else { 0 }.into(),
-        ciaddr,
-        yiaddr,
-        siaddr,
-        giaddr,
-        chaddr,
-        magic: MAGIC_COOKIE.into(),
-        ..ZERO
-    };
-    Ok(())
 }
 
 /// Option 53, `options`, END, then PAD up to `min_len`, after the fixed
@@ -655,6 +620,20 @@ mod tests {
     }
 
     /// A busybox-udhcpc-style DISCOVER, padded to 300 bytes.
+    /// An ACK with no addresses, for tests about its options.
+    fn bare_ack() -> Reply {
+        Reply {
+            message_type: MessageType::Ack,
+            xid: 1,
+            broadcast: false,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            siaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            client_mac: MAC,
+        }
+    }
+
     fn discover() -> Vec<u8> {
         let mut v = hex(&fixed(
             "01010600 3903f326 0000 0000 00000000 00000000 00000000 00000000",
@@ -694,6 +673,23 @@ mod tests {
             gateway: Ipv4Addr::new(10, 0, 2, 2),
         },
     ];
+
+    /// An option whose length runs past the end yields one error and ends
+    /// the walk.
+    #[test]
+    fn options_walk_stops_at_a_truncated_option() {
+        let opts = hex("01 02 abcd 00 03 04 ab");
+        let mut it = OptionsIter::new(&opts);
+        assert_eq!(
+            it.next(),
+            Some(Ok(DhcpOption {
+                code: 1,
+                data: &[0xab, 0xcd]
+            }))
+        );
+        assert_eq!(it.next(), Some(Err(Error::Truncated)));
+        assert_eq!(it.next(), None);
+    }
 
     #[test]
     fn parse_discover() {
@@ -809,16 +805,7 @@ mod tests {
         let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
         let total = domain::encoded_len(&refs).unwrap();
         assert!(total > 255);
-        let reply = Reply {
-            message_type: MessageType::Ack,
-            xid: 1,
-            broadcast: false,
-            ciaddr: Ipv4Addr::UNSPECIFIED,
-            yiaddr: Ipv4Addr::UNSPECIFIED,
-            siaddr: Ipv4Addr::UNSPECIFIED,
-            giaddr: Ipv4Addr::UNSPECIFIED,
-            client_mac: MAC,
-        };
+        let reply = bare_ack();
         let mut out = [0u8; 1500];
         let n = reply
             .emit(&mut out, &[OptionRepr::DomainSearch(&refs)])
@@ -862,16 +849,7 @@ mod tests {
             prefix_len: 33,
             ..ROUTES[0]
         };
-        let reply = Reply {
-            message_type: MessageType::Ack,
-            xid: 1,
-            broadcast: false,
-            ciaddr: Ipv4Addr::UNSPECIFIED,
-            yiaddr: Ipv4Addr::UNSPECIFIED,
-            siaddr: Ipv4Addr::UNSPECIFIED,
-            giaddr: Ipv4Addr::UNSPECIFIED,
-            client_mac: MAC,
-        };
+        let reply = bare_ack();
         let mut out = [0u8; 600];
         assert_eq!(
             reply.emit(&mut out, &[OptionRepr::ClasslessRoutes(&[bad])]),

@@ -6,7 +6,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::{domain, put, Error, Result};
+use super::{domain, put, walk_step, Error, Result};
 
 pub const CLIENT_PORT: u16 = 546;
 pub const SERVER_PORT: u16 = 547;
@@ -176,18 +176,10 @@ impl<'a> Iterator for OptionsIter<'a> {
         let parsed = self.rest.split_first_chunk::<4>().and_then(|(h, tail)| {
             let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
             let (data, rest) = tail.split_at_checked(len)?;
-            Some((u16::from_be_bytes([h[0], h[1]]), data, rest))
+            let code = u16::from_be_bytes([h[0], h[1]]);
+            Some((Dhcpv6Option { code, data }, rest))
         });
-        match parsed {
-            Some((code, data, rest)) => {
-                self.rest = rest;
-                Some(Ok(Dhcpv6Option { code, data }))
-            }
-            None => {
-                self.rest = &[];
-                Some(Err(Error::Truncated))
-            }
-        }
+        Some(walk_step(&mut self.rest, parsed))
     }
 }
 
@@ -455,6 +447,23 @@ mod tests {
             "07 5a1b2c 0002000a00030001525600000002 0001000a00030001525400123456
              000d000a 0002 6e6f206164647273",
         )
+    }
+
+    /// An option whose length runs past the end yields one error and ends
+    /// the walk.
+    #[test]
+    fn options_walk_stops_at_a_truncated_option() {
+        let opts = hex("0001 0002 abcd 0002 0004 ab");
+        let mut it = OptionsIter::new(&opts);
+        assert_eq!(
+            it.next(),
+            Some(Ok(Dhcpv6Option {
+                code: 1,
+                data: &[0xab, 0xcd]
+            }))
+        );
+        assert_eq!(it.next(), Some(Err(Error::Truncated)));
+        assert_eq!(it.next(), None);
     }
 
     #[test]

@@ -249,14 +249,8 @@ impl<'a> Repr<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testutil::{fuzz, hex};
+    use crate::wire::testutil::{fuzz, hex, GUEST6, HOST6};
 
-    fn guest() -> Ipv6Addr {
-        "fec0::5054:ff:fe12:3456".parse().unwrap()
-    }
-    fn host() -> Ipv6Addr {
-        "fec0::2".parse().unwrap()
-    }
     fn echo() -> Vec<u8> {
         hex("8000 73d9 abcd 0001 70696e67")
     }
@@ -265,7 +259,7 @@ mod tests {
     fn echo_golden() {
         let g = echo();
         let p = Packet::new_checked(&g[..]).unwrap();
-        let r = Repr::parse(&p, guest(), host()).unwrap();
+        let r = Repr::parse(&p, GUEST6, HOST6).unwrap();
         let want = Repr::EchoRequest {
             ident: 0xabcd,
             seq_no: 1,
@@ -273,16 +267,16 @@ mod tests {
         };
         assert_eq!(r, want);
         let mut out = [0u8; 12];
-        assert_eq!(want.emit(&mut out, guest(), host()), Ok(12));
+        assert_eq!(want.emit(&mut out, GUEST6, HOST6), Ok(12));
         assert_eq!(out[..], g[..]);
         assert_eq!(
-            want.emit(&mut out[..11], guest(), host()),
+            want.emit(&mut out[..11], GUEST6, HOST6),
             Err(Error::Truncated)
         );
         // Another destination: checksum fails. (Swapping source and
         // destination would not: the sum is commutative.)
         let other: Ipv6Addr = "fec0::3".parse().unwrap();
-        assert_eq!(Repr::parse(&p, guest(), other), Err(Error::Checksum));
+        assert_eq!(Repr::parse(&p, GUEST6, other), Err(Error::Checksum));
     }
 
     #[test]
@@ -308,10 +302,10 @@ mod tests {
             },
         ] {
             let mut out = [0u8; 64];
-            let n = r.emit(&mut out, host(), guest()).unwrap();
+            let n = r.emit(&mut out, HOST6, GUEST6).unwrap();
             let p = Packet::new_checked(&out[..n]).unwrap();
-            assert!(p.verify_checksum(host(), guest()));
-            assert_eq!(Repr::parse(&p, host(), guest()), Ok(r));
+            assert!(p.verify_checksum(HOST6, GUEST6));
+            assert_eq!(Repr::parse(&p, HOST6, GUEST6), Ok(r));
         }
     }
 
@@ -322,10 +316,10 @@ mod tests {
         p.set_msg_type(msg_type::ECHO_REPLY);
         p.set_echo_ident(0x1111);
         p.set_word(0x1111_2222);
-        p.fill_checksum(host(), guest());
+        p.fill_checksum(HOST6, GUEST6);
         let p = Packet::new_checked(&g[..]).unwrap();
         assert_eq!(
-            Repr::parse(&p, host(), guest()),
+            Repr::parse(&p, HOST6, GUEST6),
             Ok(Repr::EchoReply {
                 ident: 0x1111,
                 seq_no: 0x2222,
@@ -336,9 +330,9 @@ mod tests {
         let mut p = Packet::new_checked(&mut g[..]).unwrap();
         p.set_msg_type(msg_type::ROUTER_SOLICIT);
         p.set_code(0);
-        p.fill_checksum(guest(), host());
+        p.fill_checksum(GUEST6, HOST6);
         let p = Packet::new_checked(&g[..]).unwrap();
-        assert_eq!(Repr::parse(&p, guest(), host()), Err(Error::Unsupported));
+        assert_eq!(Repr::parse(&p, GUEST6, HOST6), Err(Error::Unsupported));
         assert_eq!(Packet::new_checked(&g[..7]).err(), Some(Error::Truncated));
     }
 
@@ -346,9 +340,9 @@ mod tests {
     fn no_panic_on_any_input() {
         fuzz(&[&echo()], 4000, 80, |b| {
             if let Ok(p) = Packet::new_checked(&*b) {
-                if let Ok(r) = Repr::parse(&p, guest(), host()) {
+                if let Ok(r) = Repr::parse(&p, GUEST6, HOST6) {
                     let mut out = [0u8; 96];
-                    assert_eq!(r.emit(&mut out, guest(), host()), Ok(b.len()));
+                    assert_eq!(r.emit(&mut out, GUEST6, HOST6), Ok(b.len()));
                     assert_eq!(&out[..b.len()], &b[..]);
                 }
             }

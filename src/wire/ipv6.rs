@@ -272,14 +272,7 @@ impl Repr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testutil::{fuzz, hex};
-
-    fn guest() -> Ipv6Addr {
-        "fec0::5054:ff:fe12:3456".parse().unwrap()
-    }
-    fn host() -> Ipv6Addr {
-        "fec0::2".parse().unwrap()
-    }
+    use crate::wire::testutil::{fuzz, hex, GUEST6, HOST6};
 
     /// ICMPv6 echo request guest -> host, plus Ethernet-style padding.
     fn echo() -> Vec<u8> {
@@ -339,7 +332,7 @@ mod tests {
         let p = Packet::new_checked(&g[..]).unwrap();
         assert_eq!(p.payload().len(), 12);
         let r = Repr::parse(&p).unwrap();
-        assert_eq!(r, Repr::new(guest(), host(), ip_proto::ICMPV6, 12));
+        assert_eq!(r, Repr::new(GUEST6, HOST6, ip_proto::ICMPV6, 12));
         assert_eq!(
             p.extensions(),
             Ok(ExtHeaders {
@@ -419,7 +412,7 @@ mod tests {
             traffic_class: 0xb8,
             flow_label: 0x12345,
             hop_limit: 255,
-            ..Repr::new(host(), guest(), ip_proto::UDP, 12)
+            ..Repr::new(HOST6, GUEST6, ip_proto::UDP, 12)
         };
         assert_eq!(repr.emit(&mut g), Ok(HEADER_LEN));
         let p = Packet::new_checked(&g[..]).unwrap();

@@ -127,6 +127,19 @@ pub(crate) fn header_mut<H: FromBytes + IntoBytes + KnownLayout>(buf: &mut [u8])
     H::mut_from_prefix(buf).ok().map(|(h, _)| h)
 }
 
+/// One step of an option walk: `next` is the option at the start of
+/// `*rest` and what follows it, `None` where a header or length runs past
+/// the end. That yields `Truncated` once and empties `*rest`, so the walk
+/// stops after the error.
+pub(crate) fn walk_step<'a, O>(rest: &mut &'a [u8], next: Option<(O, &'a [u8])>) -> Result<O> {
+    let Some((option, tail)) = next else {
+        *rest = &[];
+        return Err(Error::Truncated);
+    };
+    *rest = tail;
+    Ok(option)
+}
+
 /// Copies `src` to the start of `dst`, or fails with `Truncated`.
 #[inline]
 pub(crate) fn put(dst: &mut [u8], src: &[u8]) -> Result<()> {
@@ -140,6 +153,19 @@ pub(crate) fn put(dst: &mut [u8], src: &[u8]) -> Result<()> {
 #[cfg(test)]
 pub(crate) mod testutil {
     pub use crate::rng::Rng;
+    use std::net::Ipv6Addr;
+
+    /// The golden captures' IPv6 guest (SLAAC from 52:54:00:12:34:56) and
+    /// host (the router, fec0::2).
+    pub const GUEST6: Ipv6Addr = Ipv6Addr::new(0xfec0, 0, 0, 0, 0x5054, 0xff, 0xfe12, 0x3456);
+    pub const HOST6: Ipv6Addr = Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 2);
+    /// The golden captures' guest MAC and slirp's IPv6 router MAC.
+    pub const GUEST_MAC: super::Mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+    pub const ROUTER_MAC: super::Mac = [0x52, 0x56, 0, 0, 0, 2];
+
+    pub fn ip6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
 
     /// Feeds `f` every prefix of every golden buffer, every golden buffer
     /// with random bytes overwritten, and `random` pseudo-random buffers of

@@ -485,14 +485,7 @@ impl<'a> Repr<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testutil::{fuzz, hex};
-
-    const GUEST_MAC: Mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
-    const ROUTER_MAC: Mac = [0x52, 0x56, 0, 0, 0, 2];
-
-    fn a(s: &str) -> Ipv6Addr {
-        s.parse().unwrap()
-    }
+    use crate::wire::testutil::{fuzz, hex, ip6, GUEST_MAC, ROUTER_MAC};
 
     fn rs() -> Vec<u8> {
         hex("8500 71b5 00000000 0101525400123456")
@@ -542,22 +535,22 @@ mod tests {
     fn router_solicit_golden() {
         let g = rs();
         let p = Packet::new_checked(&g[..]).unwrap();
-        let src = a("fe80::5054:ff:fe12:3456");
-        let r = Repr::parse(&p, src, a("ff02::2")).unwrap();
+        let src = ip6("fe80::5054:ff:fe12:3456");
+        let r = Repr::parse(&p, src, ip6("ff02::2")).unwrap();
         assert_eq!(r.options().source_lladdr(), Some(GUEST_MAC));
         let opts = [NdpOption::SourceLinkAddr(GUEST_MAC)];
         let built = Repr::RouterSolicit {
             options: Options::List(&opts),
         };
         let mut out = [0u8; 16];
-        assert_eq!(built.emit(&mut out, src, a("ff02::2")), Ok(16));
+        assert_eq!(built.emit(&mut out, src, ip6("ff02::2")), Ok(16));
         assert_eq!(out[..], g[..]);
     }
 
     #[test]
     fn router_advert_golden() {
-        let src = a("fe80::5056:ff:fe00:2");
-        let dst = a("ff02::1");
+        let src = ip6("fe80::5056:ff:fe00:2");
+        let dst = ip6("ff02::1");
         let opts = ra_options();
         let built = Repr::RouterAdvert {
             hop_limit: 64,
@@ -599,7 +592,7 @@ mod tests {
         match parsed[3] {
             NdpOption::Rdnss { lifetime, servers } => {
                 assert_eq!(lifetime, 3600);
-                assert_eq!(servers.iter().collect::<Vec<_>>(), vec![a("fec0::3")]);
+                assert_eq!(servers.iter().collect::<Vec<_>>(), vec![ip6("fec0::3")]);
             }
             o => panic!("{o:?}"),
         }
@@ -623,11 +616,11 @@ mod tests {
 
     #[test]
     fn neighbor_golden() {
-        let guest = a("fec0::5054:ff:fe12:3456");
-        let host = a("fec0::2");
+        let guest = ip6("fec0::5054:ff:fe12:3456");
+        let host = ip6("fec0::2");
         let g = ns();
         let p = Packet::new_checked(&g[..]).unwrap();
-        let r = Repr::parse(&p, guest, a("ff02::1:ff00:2")).unwrap();
+        let r = Repr::parse(&p, guest, ip6("ff02::1:ff00:2")).unwrap();
         match r {
             Repr::NeighborSolicit { target, options } => {
                 assert_eq!(target, host);
@@ -657,8 +650,8 @@ mod tests {
 
     #[test]
     fn rejects() {
-        let guest = a("fec0::5054:ff:fe12:3456");
-        let dst = a("ff02::1:ff00:2");
+        let guest = ip6("fec0::5054:ff:fe12:3456");
+        let dst = ip6("ff02::1:ff00:2");
         let check = |bytes: &[u8], want: Error| {
             let mut b = bytes.to_vec();
             let mut p = Packet::new_checked(&mut b[..]).unwrap();
@@ -693,8 +686,8 @@ mod tests {
 
     #[test]
     fn no_panic_on_any_input() {
-        let src = a("fe80::5056:ff:fe00:2");
-        let dst = a("ff02::1");
+        let src = ip6("fe80::5056:ff:fe00:2");
+        let dst = ip6("ff02::1");
         let g = [rs(), ns(), na(), ra()];
         fuzz(&[&g[0], &g[1], &g[2], &g[3]], 3000, 140, |b| {
             // Reach past the checksum: fix it up for every input.

@@ -396,6 +396,29 @@ impl<'a> Guest<'a> {
         assert!(o.success(), "set mtu {mtu}: {}", o.describe());
     }
 
+    /// Act as a host that takes router advertisements on tap0 (a fresh
+    /// namespace already does; stated so a test does not depend on the
+    /// machine's defaults). Before the link has carrier. Without `dad` the
+    /// addresses are usable at once.
+    pub fn accept_ra(&self, dad: bool) {
+        let dad = format!("net.ipv6.conf.tap0.accept_dad={}", u8::from(dad));
+        let o = self.run(
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.forwarding=0",
+                "net.ipv6.conf.tap0.forwarding=0",
+                "net.ipv6.conf.tap0.accept_ra=2",
+                "net.ipv6.conf.tap0.autoconf=1",
+                &dad,
+                "net.ipv6.conf.tap0.use_tempaddr=0",
+                "net.ipv6.conf.tap0.router_solicitation_delay=0",
+            ],
+            Duration::from_secs(10),
+        );
+        assert!(o.success(), "guest sysctls: {}", o.describe());
+    }
+
     /// tap0's MAC address, lowercase.
     pub fn mac(&self) -> String {
         self.link()["address"]

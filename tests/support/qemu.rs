@@ -10,7 +10,7 @@ use airlock::rng::Rng;
 use std::io::{BufRead, BufReader};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -117,18 +117,47 @@ impl Servers {
     fn spawn(&mut self, topo: &Topology, argv: &[&str]) {
         let mut full = vec!["python3"];
         full.extend_from_slice(argv);
-        let mut child = topo
-            .host_cmd(&full)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        self.children.push(child);
-        assert_eq!(line.trim(), "ready", "{argv:?} did not start");
+        self.children.push(spawn_ready(&mut topo.host_cmd(&full)));
+    }
+}
+
+/// Starts `cmd`, one of tests/qemu's servers, and returns once it has
+/// printed `ready` (it listens).
+pub fn spawn_ready(cmd: &mut Command) -> Child {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{cmd:?} did not start: {line:?}");
+    }
+    child
+}
+
+/// tests/qemu/hold.py on the host namespace's 127.0.0.1:9000 (the port a
+/// guest in migrate mode holds a connection to); killed on drop.
+pub struct Hold(Child);
+
+impl Hold {
+    pub fn start(host: &KitHost) -> Hold {
+        let mut c = host.cmd("python3");
+        c.arg(qemu_dir().join("hold.py"))
+            .args(["127.0.0.1", "9000"]);
+        Hold(spawn_ready(&mut c))
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -364,6 +393,18 @@ pub fn ppid_of(pid: i32) -> i32 {
 
 /// Kills a pid we started but do not wait for (it is not our child).
 pub struct KillOnDrop(pub i32);
+
+/// The daemon a launcher left behind: `out` is the launcher's, which must
+/// have succeeded after writing the daemon's pid to `pidfile`.
+pub fn daemon_from_pidfile(out: &Output, pidfile: &Path) -> KillOnDrop {
+    assert!(out.status.success(), "{out:?}");
+    let pid = std::fs::read_to_string(pidfile)
+        .expect("pid file written before the command exits")
+        .trim()
+        .parse()
+        .unwrap();
+    KillOnDrop(pid)
+}
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
