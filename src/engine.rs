@@ -169,9 +169,9 @@ impl Engine {
                     Token::Link => {
                         for _ in 0..LINK_BUDGET {
                             let stack = &mut self.stack;
-                            let r = self
-                                .link
-                                .recv_batched(|f, batch, tx| stack.on_frame_in(f, batch, tx, now));
+                            let r = self.link.recv_batched(|f, meta, batch, tx| {
+                                stack.on_frame_in(f, meta, batch, tx, now)
+                            });
                             let (batch, tx) = self.link.batch();
                             stack.write_held(batch, tx, now);
                             match r {

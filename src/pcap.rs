@@ -84,6 +84,13 @@ impl Pcap {
 
     /// Queue one frame, stamped now.
     pub fn frame(&mut self, frame: &[u8]) {
+        self.frame_partial(frame, None);
+    }
+
+    /// [`Pcap::frame`] for a frame whose checksum is left `partial` to a
+    /// virtio device (`--vhost-user`): the capture shows it finished, as
+    /// the guest sees it, unlike tcpdump on an offloading NIC.
+    pub fn frame_partial(&mut self, frame: &[u8], partial: Option<crate::link::PartialCsum>) {
         if self.full {
             self.stats.over_size += 1;
             return;
@@ -123,6 +130,11 @@ impl Pcap {
             return;
         }
         out[RECORD_HEADER_LEN..].copy_from_slice(&frame[..incl]);
+        if let Some(p) = partial {
+            // Bounds checked there; a mark outside the frame leaves it.
+            let rec = &mut out[RECORD_HEADER_LEN..];
+            let _ = crate::wire::virtio_net::complete_checksum(rec, p.start, p.offset);
+        }
         self.pending += need;
         self.size += need as u64;
         self.stats.frames += 1;

@@ -7,10 +7,11 @@ use crate::config::{Config, Proto};
 use crate::flow::host::{Host, Kernel};
 use crate::flow::{self, dgram, forward, icmp, tcp, udp, Key};
 use crate::frag;
-use crate::frame::L2;
-use crate::link::Tx;
+use crate::frame::{ETH_LEN, IPV6_LEN, L2};
+use crate::link::{RxMeta, Tx};
 use crate::poller::{Poller, Token};
 use crate::services;
+use crate::wire::checksum::Checksum;
 use crate::wire::{self, ethernet, ethertype, ip_proto, ipv4, ipv6, tcp as tcpw, udp as udpw, Mac};
 use nix::sys::epoll::EpollFlags;
 use std::net::{IpAddr, SocketAddr};
@@ -35,6 +36,9 @@ pub struct Stack<H: Host = Kernel> {
     udp_rx: dgram::RxHeaders,
     /// Ping sockets were refused (EACCES): warned once, not tried again.
     ping_denied: bool,
+    /// A service's datagram whose checksum the guest left partial,
+    /// finished (services check their own checksums).
+    finished: Vec<u8>,
 }
 
 impl Stack {
@@ -82,6 +86,7 @@ impl<H: Host> Stack<H> {
             listeners: Vec::new(),
             udp_rx: dgram::RxHeaders::default(),
             ping_denied: false,
+            finished: Vec::new(),
         }
     }
 
@@ -105,13 +110,21 @@ impl<H: Host> Stack<H> {
 
     /// A frame from the guest.
     pub fn on_frame(&mut self, frame: &[u8], tx: &mut Tx, now: Instant) {
-        self.on_frame_in(frame, &[], tx, now);
+        self.on_frame_in(frame, RxMeta::default(), &[], tx, now);
     }
 
-    /// A frame from the guest that lies in `batch`, the link's receive
-    /// buffer, which stays in place until [`Stack::write_held`]: TCP
-    /// payload in it may be held and written with the flow's next segments.
-    pub fn on_frame_in(&mut self, frame: &[u8], batch: &[u8], tx: &mut Tx, now: Instant) {
+    /// A frame from the guest, with what the link knows of it, that lies
+    /// in `batch`, the link's receive buffer, which stays in place until
+    /// [`Stack::write_held`]: TCP payload in it may be held and written
+    /// with the flow's next segments.
+    pub fn on_frame_in(
+        &mut self,
+        frame: &[u8],
+        meta: RxMeta,
+        batch: &[u8],
+        tx: &mut Tx,
+        now: Instant,
+    ) {
         let Ok(eth) = ethernet::Frame::new_checked(frame) else {
             return;
         };
@@ -139,19 +152,19 @@ impl<H: Host> Stack<H> {
                 if src[0] & 1 == 0 {
                     self.env.l2.guest = src;
                 }
-                self.on_ipv4(eth.payload(), batch, tx, now);
+                self.on_ipv4(eth.payload(), meta, batch, tx, now);
             }
             ethertype::IPV6 => {
                 if src[0] & 1 == 0 {
                     self.env.l2.guest = src;
                 }
-                self.on_ipv6(src, eth.payload(), batch, tx, now);
+                self.on_ipv6(src, eth.payload(), meta, batch, tx, now);
             }
             _ => self.counters.eth_unknown_type += 1,
         }
     }
 
-    fn on_ipv4(&mut self, payload: &[u8], batch: &[u8], tx: &mut Tx, now: Instant) {
+    fn on_ipv4(&mut self, payload: &[u8], meta: RxMeta, batch: &[u8], tx: &mut Tx, now: Instant) {
         let Some(net) = self.cfg.net4.clone() else {
             self.counters.ipv4_ignored += 1;
             return;
@@ -177,20 +190,25 @@ impl<H: Host> Stack<H> {
         if p.is_fragment() {
             let (hl, counters) = (p.header_len(), &mut self.counters);
             if let Some((whole, d)) = self.frags.push_v4(&repr, hl, p.payload(), now, counters) {
-                self.on_ipv4_l4(&net, &whole, d.payload(), &[], tx, now);
+                let csum = Checksum::Full;
+                self.on_ipv4_l4(&net, &whole, d.payload(), csum, &[], tx, now);
                 self.frags.give_back(d);
             }
             return;
         }
-        self.on_ipv4_l4(&net, &repr, p.payload(), batch, tx, now);
+        let csum = l4_checksum(meta, ETH_LEN + p.header_len(), repr.protocol);
+        self.on_ipv4_l4(&net, &repr, p.payload(), csum, batch, tx, now);
     }
 
-    /// An unfragmented (or reassembled) IPv4 datagram's payload.
+    /// An unfragmented (or reassembled) IPv4 datagram's payload, its
+    /// checksum to be verified or not (`csum`).
+    #[allow(clippy::too_many_arguments)]
     fn on_ipv4_l4(
         &mut self,
         net: &crate::config::Net4,
         repr: &ipv4::Repr,
         l4: &[u8],
+        csum: Checksum,
         batch: &[u8],
         tx: &mut Tx,
         now: Instant,
@@ -199,6 +217,7 @@ impl<H: Host> Stack<H> {
         match repr.protocol {
             ip_proto::UDP => {
                 if services::dhcp::is_dhcp(l4) {
+                    let l4 = finish_partial(&mut self.finished, l4, csum);
                     self.services.dhcp.handle(
                         &self.cfg,
                         &self.env.l2,
@@ -214,17 +233,18 @@ impl<H: Host> Stack<H> {
                     return;
                 }
                 if self.services.tftp.wants(&self.cfg, repr.dst, l4) {
+                    let l4 = finish_partial(&mut self.finished, l4, csum);
                     let (cfg, l2, c) = (&self.cfg, &self.env.l2, &mut self.counters);
                     return self.services.tftp.handle(cfg, l2, repr.src, l4, tx, now, c);
                 }
-                self.on_udp(src, dst, repr.ttl, l4, tx, now);
+                self.on_udp(src, dst, repr.ttl, l4, csum, tx, now);
             }
             ip_proto::TCP => {
                 if repr.src != net.guest {
                     self.counters.ipv4_ignored += 1;
                     return;
                 }
-                self.on_tcp(src, dst, l4, batch, tx, now);
+                self.on_tcp(src, dst, l4, csum, batch, tx, now);
             }
             ip_proto::ICMP if self.cfg.off.icmp => self.counters.disabled += 1,
             ip_proto::ICMP => {
@@ -248,6 +268,7 @@ impl<H: Host> Stack<H> {
         src: IpAddr,
         dst: IpAddr,
         l4: &[u8],
+        csum: Checksum,
         batch: &[u8],
         tx: &mut Tx,
         now: Instant,
@@ -266,7 +287,7 @@ impl<H: Host> Stack<H> {
                 return;
             }
         };
-        let r = match tcpw::Repr::parse(&p, &pseudo) {
+        let r = match tcpw::Repr::parse_with(&p, &pseudo, csum) {
             Ok(r) => r,
             Err(wire::Error::Checksum) => {
                 self.counters.tcp_bad_checksum += 1;
@@ -420,7 +441,15 @@ impl<H: Host> Stack<H> {
     /// sources too); UDP, TCP and other echo requests must come from the
     /// guest's addresses in the prefix, reassembled if fragmented. Silent
     /// when IPv6 is disabled.
-    fn on_ipv6(&mut self, eth_src: Mac, payload: &[u8], batch: &[u8], tx: &mut Tx, now: Instant) {
+    fn on_ipv6(
+        &mut self,
+        eth_src: Mac,
+        payload: &[u8],
+        meta: RxMeta,
+        batch: &[u8],
+        tx: &mut Tx,
+        now: Instant,
+    ) {
         let Some(net) = self.cfg.net6.clone() else {
             self.counters.ipv6_ignored += 1;
             return;
@@ -443,12 +472,22 @@ impl<H: Host> Stack<H> {
             return;
         }
         let data = p.payload().get(ext.offset..).unwrap_or(&[]);
+        let csum = match ext.fragment {
+            None => l4_checksum(meta, ETH_LEN + IPV6_LEN + ext.offset, ext.next_header),
+            Some(_) => Checksum::Full,
+        };
         if ext.fragment.is_none() {
-            let (cfg, counters) = (&self.cfg, &mut self.counters);
             let proto = ext.next_header;
+            let svc = match proto {
+                ip_proto::UDP if services::dhcpv6::is_dhcpv6(data) => {
+                    finish_partial(&mut self.finished, data, csum)
+                }
+                _ => data,
+            };
+            let (cfg, counters) = (&self.cfg, &mut self.counters);
             if self
                 .services
-                .on_ipv6(cfg, eth_src, &repr, proto, data, tx, now, counters)
+                .on_ipv6(cfg, eth_src, &repr, proto, svc, tx, now, counters)
             {
                 return;
             }
@@ -465,12 +504,13 @@ impl<H: Host> Stack<H> {
         let (src, dst) = (IpAddr::V6(src), IpAddr::V6(dst));
         let Some(fi) = ext.fragment else {
             let (hop, proto) = (repr.hop_limit, ext.next_header);
-            self.on_ipv6_l4(src, dst, hop, proto, data, batch, tx, now);
+            self.on_ipv6_l4(src, dst, hop, proto, data, csum, batch, tx, now);
             return;
         };
         let counters = &mut self.counters;
         if let Some(d) = self.frags.push_v6(&repr, &ext, &fi, data, now, counters) {
-            self.on_ipv6_l4(src, dst, d.ttl, d.key.proto, d.payload(), &[], tx, now);
+            let (proto, full) = (d.key.proto, Checksum::Full);
+            self.on_ipv6_l4(src, dst, d.ttl, proto, d.payload(), full, &[], tx, now);
             self.frags.give_back(d);
         }
     }
@@ -483,13 +523,14 @@ impl<H: Host> Stack<H> {
         hop_limit: u8,
         proto: u8,
         l4: &[u8],
+        csum: Checksum,
         batch: &[u8],
         tx: &mut Tx,
         now: Instant,
     ) {
         match proto {
-            ip_proto::UDP => self.on_udp(src, dst, hop_limit, l4, tx, now),
-            ip_proto::TCP => self.on_tcp(src, dst, l4, batch, tx, now),
+            ip_proto::UDP => self.on_udp(src, dst, hop_limit, l4, csum, tx, now),
+            ip_proto::TCP => self.on_tcp(src, dst, l4, csum, batch, tx, now),
             ip_proto::ICMPV6 if self.cfg.off.icmp => self.counters.disabled += 1,
             ip_proto::ICMPV6 => {
                 if !self.on_echo_request(src, dst, hop_limit, l4, tx, now) {
@@ -501,7 +542,17 @@ impl<H: Host> Stack<H> {
     }
 
     /// A UDP datagram from the guest (not DHCP).
-    fn on_udp(&mut self, src: IpAddr, dst: IpAddr, ttl: u8, l4: &[u8], tx: &mut Tx, now: Instant) {
+    #[allow(clippy::too_many_arguments)]
+    fn on_udp(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        ttl: u8,
+        l4: &[u8],
+        csum: Checksum,
+        tx: &mut Tx,
+        now: Instant,
+    ) {
         if self.cfg.off.udp {
             self.counters.disabled += 1;
             return;
@@ -516,7 +567,7 @@ impl<H: Host> Stack<H> {
                 return;
             }
         };
-        match udpw::Repr::parse(&p, &pseudo) {
+        match udpw::Repr::parse_with(&p, &pseudo, csum) {
             Ok(_) => {}
             Err(wire::Error::Checksum) => {
                 self.counters.udp_bad_checksum += 1;
@@ -583,6 +634,40 @@ impl<H: Host> Stack<H> {
             flows, &mut ctx, &self.cfg, counters, denied, dst, key, l4, ttl,
         )
     }
+}
+
+/// Whether to verify a guest frame's TCP or UDP checksum: not when the
+/// guest's driver left it partial (virtio `NEEDS_CSUM`, which a NIC would
+/// finish) and says so for exactly this protocol's checksum field, `l4`
+/// bytes into the frame; airlock ends the flow itself, so nothing checks
+/// it after. A mark pointing anywhere else is no claim about this frame,
+/// which is verified like any other (everything else is checked anyway).
+fn l4_checksum(meta: RxMeta, l4: usize, proto: u8) -> Checksum {
+    let field = match proto {
+        ip_proto::TCP => tcpw::CHECKSUM_AT,
+        ip_proto::UDP => udpw::CHECKSUM_AT,
+        _ => return Checksum::Full,
+    };
+    match meta.partial {
+        Some(p) if usize::from(p.start) == l4 && usize::from(p.offset) == field => {
+            Checksum::Partial
+        }
+        _ => Checksum::Full,
+    }
+}
+
+/// A UDP datagram for a service, which checks its checksum itself: as it
+/// came, or, left partial by the guest, finished in `scratch` (a copy, off
+/// the data path).
+fn finish_partial<'a>(scratch: &'a mut Vec<u8>, l4: &'a [u8], csum: Checksum) -> &'a [u8] {
+    if csum == Checksum::Full {
+        return l4;
+    }
+    scratch.clear();
+    scratch.extend_from_slice(l4);
+    let field = udpw::CHECKSUM_AT as u16;
+    let _ = wire::virtio_net::complete_checksum(scratch, 0, field);
+    scratch
 }
 
 // ---- migration (issue 16) ----
@@ -706,5 +791,161 @@ impl Stack {
             .iter()
             .filter(|l| l.is_live())
             .map(|l| &l.fwd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::{Link, PartialCsum};
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixDatagram;
+
+    /// A stack that opens no socket (`--restrict`: no flow reaches the
+    /// host) on a DGRAM link, and the VMM's end of it.
+    fn stack() -> (Stack, Link, UnixDatagram) {
+        use clap::Parser;
+        let o = crate::cli::Options::try_parse_from([
+            "airlock",
+            "--restrict",
+            "--disable-dns",
+            "--disable-ipv6",
+        ])
+        .unwrap();
+        let cfg = Config::from_options(&o, None).unwrap();
+        let (vmm, ours) = UnixDatagram::pair().unwrap();
+        vmm.set_nonblocking(true).unwrap();
+        let link = Link::from_socket(OwnedFd::from(ours)).unwrap();
+        (Stack::new(cfg, Poller::new().unwrap()), link, vmm)
+    }
+
+    /// A bare ACK from the guest to 10.0.2.2:80, for which no flow exists
+    /// (airlock answers with an RST), its checksum field set to `field`.
+    fn ack_frame(field: Option<u16>) -> Vec<u8> {
+        let l2 = L2 {
+            guest: [0x52, 0x55, 10, 0, 2, 2],
+            router4: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+            router6: [0; 6],
+        };
+        let (src, dst) = ("10.0.2.15".parse().unwrap(), "10.0.2.2".parse().unwrap());
+        let repr = tcpw::Repr {
+            src_port: 40000,
+            dst_port: 80,
+            seq: 1,
+            ack: 1,
+            flags: tcpw::flags::ACK,
+            window: 1000,
+            ..tcpw::Repr::default()
+        };
+        let mut f = vec![0u8; 54];
+        let off = crate::frame::write_ip(&mut f, &l2, src, dst, ip_proto::TCP, 20, 64);
+        let p = crate::frame::pseudo(src, dst).unwrap();
+        repr.emit(&mut f[off..], &p).unwrap();
+        if let Some(v) = field {
+            f[off + tcpw::CHECKSUM_AT..off + tcpw::CHECKSUM_AT + 2]
+                .copy_from_slice(&v.to_be_bytes());
+        }
+        f
+    }
+
+    /// Counters after one frame, and whether airlock answered it.
+    fn deliver(frame: &[u8], meta: RxMeta) -> (Counters, bool) {
+        let (mut s, mut link, vmm) = stack();
+        s.on_frame_in(frame, meta, &[], &mut link.tx, Instant::now());
+        link.tx.flush();
+        let answered = vmm.recv(&mut [0u8; 128]).is_ok();
+        (s.counters, answered)
+    }
+
+    const TCP_AT_34: RxMeta = RxMeta {
+        partial: Some(PartialCsum {
+            start: 34,
+            offset: 16,
+        }),
+    };
+
+    #[test]
+    fn a_partial_checksum_where_the_tcp_checksum_is_is_not_verified() {
+        let garbage = ack_frame(Some(0x1234));
+        let (c, answered) = deliver(&garbage, TCP_AT_34);
+        assert_eq!(c.tcp_bad_checksum, 0);
+        assert!(answered, "the segment reached TCP");
+        // The same frame, unmarked, fails as any bad checksum does.
+        let (c, answered) = deliver(&garbage, RxMeta::default());
+        assert_eq!(c.tcp_bad_checksum, 1);
+        assert!(!answered);
+        // And so does one whose mark points elsewhere than the checksum.
+        for (start, offset) in [(34, 6), (14, 16), (35, 15), (u16::MAX, u16::MAX)] {
+            let partial = Some(PartialCsum { start, offset });
+            let (c, answered) = deliver(&garbage, RxMeta { partial });
+            assert_eq!(c.tcp_bad_checksum, 1, "mark {start}+{offset}");
+            assert!(!answered);
+        }
+        // A valid frame marked elsewhere is verified, and passes.
+        let good = ack_frame(None);
+        let partial = Some(PartialCsum {
+            start: 0,
+            offset: 0,
+        });
+        let (c, answered) = deliver(&good, RxMeta { partial });
+        assert_eq!((c.tcp_bad_checksum, answered), (0, true));
+    }
+
+    #[test]
+    fn a_partial_checksum_skips_nothing_else() {
+        // The IPv4 header checksum is still checked.
+        let mut f = ack_frame(Some(0x1234));
+        f[24] ^= 0xff;
+        let (c, answered) = deliver(&f, TCP_AT_34);
+        assert_eq!((c.ipv4_bad_checksum, answered), (1, false));
+        // Port 0 is still malformed.
+        let mut f = ack_frame(Some(0x1234));
+        f[34..36].fill(0);
+        let (c, answered) = deliver(&f, TCP_AT_34);
+        assert_eq!((c.tcp_malformed, answered), (1, false));
+        // A UDP datagram's checksum is 6 bytes in, not 16.
+        let l2 = L2 {
+            guest: [0x52, 0x55, 10, 0, 2, 2],
+            router4: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+            router6: [0; 6],
+        };
+        let (src, dst) = (
+            "10.0.2.15:40000".parse().unwrap(),
+            "10.0.2.2:9".parse().unwrap(),
+        );
+        let mut f = vec![0u8; 46];
+        let n = crate::frame::write_udp(&mut f, &l2, src, dst, 4);
+        assert_eq!(n, 46);
+        f[34 + udpw::CHECKSUM_AT] ^= 0x55;
+        let (c, _) = deliver(&f, TCP_AT_34);
+        assert_eq!(c.udp_bad_checksum, 1);
+        let partial = Some(PartialCsum::udp(34));
+        let (c, _) = deliver(&f, RxMeta { partial });
+        // Past the checksum; --restrict has no way out for it.
+        assert_eq!((c.udp_bad_checksum, c.udp_dropped), (0, 1));
+    }
+
+    #[test]
+    fn a_service_gets_a_partial_udp_checksum_finished() {
+        let (src, dst) = (
+            std::net::Ipv4Addr::new(10, 0, 2, 15),
+            std::net::Ipv4Addr::new(10, 0, 2, 2),
+        );
+        let pseudo = wire::checksum::PseudoHeader::V4 { src, dst };
+        let repr = udpw::Repr {
+            src_port: 68,
+            dst_port: 67,
+            payload_len: 5,
+        };
+        let mut d = vec![0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5];
+        repr.emit_with(&mut d, &pseudo, Checksum::Partial).unwrap();
+        let mut scratch = Vec::new();
+        assert_eq!(finish_partial(&mut scratch, &d, Checksum::Full), &d[..]);
+        let done = finish_partial(&mut scratch, &d, Checksum::Partial);
+        let p = udpw::Packet::new_checked(done).unwrap();
+        assert!(p.verify_checksum(&pseudo));
+        assert!(!udpw::Packet::new_checked(&d[..])
+            .unwrap()
+            .verify_checksum(&pseudo));
     }
 }

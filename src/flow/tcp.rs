@@ -20,8 +20,10 @@ use super::{nat, Ctx, Flow, Held, Key, Table, Verdict};
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::frame::{self, L2};
+use crate::link::PartialCsum;
 use crate::poller::Token;
 use crate::sys::SocketMemory;
+use crate::wire::checksum::Checksum;
 use crate::wire::{ip_proto, tcp as tcpw};
 use nix::sys::epoll::EpollFlags;
 use std::io::{self, IoSlice, IoSliceMut};
@@ -387,6 +389,7 @@ impl<H: Host> Conn<H> {
         seq: Seq,
         payload: usize,
         window: u32,
+        csum: Checksum,
     ) -> usize {
         let repr = tcpw::Repr {
             src_port: self.key.remote.port(),
@@ -399,7 +402,14 @@ impl<H: Host> Conn<H> {
             payload_len: payload,
             ..tcpw::Repr::default()
         };
-        emit(buf, l2, self.key.remote.ip(), self.key.guest.ip(), &repr)
+        emit(
+            buf,
+            l2,
+            self.key.remote.ip(),
+            self.key.guest.ip(),
+            &repr,
+            csum,
+        )
     }
 
     /// A segment without payload (ACK, FIN, RST).
@@ -415,8 +425,9 @@ impl<H: Host> Conn<H> {
     fn send_flags_with(&mut self, ctx: &mut Ctx<'_, H>, flags: u16, seq: Seq, window: u32) {
         let (l2, clock) = (*ctx.l2, ctx.clock_ms);
         let this = &*self;
-        ctx.tx
-            .send_with(|buf| this.write_segment(&l2, clock, buf, flags, seq, 0, window));
+        ctx.tx.send_with(|buf| {
+            this.write_segment(&l2, clock, buf, flags, seq, 0, window, Checksum::Full)
+        });
         if flags & RST == 0 {
             self.note_window(ctx, window);
         }
@@ -454,7 +465,8 @@ impl<H: Host> Conn<H> {
             ..tcpw::Repr::default()
         };
         let (src, dst, l2) = (self.key.remote.ip(), self.key.guest.ip(), *ctx.l2);
-        ctx.tx.send_with(|buf| emit(buf, &l2, src, dst, &repr));
+        ctx.tx
+            .send_with(|buf| emit(buf, &l2, src, dst, &repr, Checksum::Full));
         self.snd_nxt = self.isn + 1;
         self.snd_una = self.isn;
     }
@@ -474,6 +486,10 @@ impl<H: Host> Conn<H> {
         let hdr = self.hdr_len();
         let mss = ctx.tx.tcp_segment(self.mss as usize, hdr);
         let frame_len = hdr + mss;
+        // Data segments only: the pass over the payload is what it saves.
+        let csum = ctx.tx.checksum();
+        let partial = (csum == Checksum::Partial)
+            .then(|| PartialCsum::tcp(frame::l4_offset(self.key.guest.ip())));
         let mut window = None;
         let (l2, clock) = (*ctx.l2, ctx.clock_ms);
         loop {
@@ -539,12 +555,12 @@ impl<H: Host> Conn<H> {
                 }
                 let n = left.min(mss);
                 let flags = if left == n { ACK | PSH } else { ACK };
-                lens[i] = self.write_segment(&l2, clock, frame, flags, seq, n, window);
+                lens[i] = self.write_segment(&l2, clock, frame, flags, seq, n, window, csum);
                 count = i + 1;
                 seq += n as u32;
                 left -= n;
             }
-            slots.commit(&lens[..count]);
+            slots.commit_with(&lens[..count], partial);
             self.snd_nxt += got as u32;
             self.turn.ack = false;
             self.note_window(ctx, window);
@@ -965,8 +981,9 @@ impl<H: Host> Conn<H> {
         let (l2, clock) = (*ctx.l2, ctx.clock_ms);
         let this = &*self;
         let seq = this.isn + 1;
-        ctx.tx
-            .send_with(|buf| this.write_segment(&l2, clock, buf, RST | ACK, seq, 0, 0));
+        ctx.tx.send_with(|buf| {
+            this.write_segment(&l2, clock, buf, RST | ACK, seq, 0, 0, Checksum::Full)
+        });
         self.end.dead = true;
     }
 
@@ -1162,7 +1179,14 @@ pub fn open_forwarded<H: Host>(
 /// Ethernet, IP and TCP headers of `repr` from `src` to `dst`, in front of
 /// the payload already in place after them; returns the frame length (0
 /// if it does not fit).
-fn emit(buf: &mut [u8], l2: &L2, src: IpAddr, dst: IpAddr, repr: &tcpw::Repr) -> usize {
+fn emit(
+    buf: &mut [u8],
+    l2: &L2,
+    src: IpAddr,
+    dst: IpAddr,
+    repr: &tcpw::Repr,
+    csum: Checksum,
+) -> usize {
     let hl = tcpw::HEADER_LEN + if repr.timestamp.is_some() { 12 } else { 0 };
     // Only SYNs carry more options than timestamps: count them exactly.
     let hl = if repr.mss.is_some() {
@@ -1175,7 +1199,7 @@ fn emit(buf: &mut [u8], l2: &L2, src: IpAddr, dst: IpAddr, repr: &tcpw::Repr) ->
     let Some(pseudo) = frame::pseudo(src, dst).filter(|_| off != 0) else {
         return 0;
     };
-    match repr.emit(&mut buf[off..], &pseudo) {
+    match repr.emit_with(&mut buf[off..], &pseudo, csum) {
         Ok(n) => off + n,
         Err(_) => 0,
     }
@@ -1197,7 +1221,8 @@ pub fn reset_migrated<H: Host>(ctx: &mut Ctx<'_, H>, t: &crate::migrate::Tcp) {
         ..tcpw::Repr::default()
     };
     let (src, dst, l2) = (t.remote.ip(), t.guest.ip(), *ctx.l2);
-    ctx.tx.send_with(|buf| emit(buf, &l2, src, dst, &repr));
+    ctx.tx
+        .send_with(|buf| emit(buf, &l2, src, dst, &repr, Checksum::Full));
 }
 
 /// Answer a segment that matches no flow, as a host with no such
@@ -1220,5 +1245,6 @@ pub fn reply_rst<H: Host>(ctx: &mut Ctx<'_, H>, key: &Key, seg: &Segment<'_>) {
         ..tcpw::Repr::default()
     };
     let (src, dst, l2) = (key.remote.ip(), key.guest.ip(), *ctx.l2);
-    ctx.tx.send_with(|buf| emit(buf, &l2, src, dst, &repr));
+    ctx.tx
+        .send_with(|buf| emit(buf, &l2, src, dst, &repr, Checksum::Full));
 }

@@ -4,7 +4,7 @@
 //! #syscalls: recvmmsg sendmmsg
 
 use super::tx::{TX_FRAMES, TX_STALL_MS};
-use super::{would_block, Closed, Link, Recv, Tx, MAX_FRAME};
+use super::{would_block, Closed, Link, Recv, RxMeta, Tx, MAX_FRAME};
 use crate::sys;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::AsFd;
@@ -55,7 +55,10 @@ impl Link {
             }
             let rx = &self.rx;
             let frame = &rx[i * slot..i * slot + len];
-            Self::deliver(&mut self.tx, frame, &mut |f, tx| on_frame(f, rx, tx));
+            let meta = RxMeta::default();
+            Self::deliver(&mut self.tx, frame, meta, &mut |f, _, tx| {
+                on_frame(f, rx, tx)
+            });
         }
         Ok(if n == slots {
             Recv::More
@@ -72,7 +75,7 @@ impl Tx {
             let n = self.frames.len() - done;
             let r = {
                 let mut bufs = [IoSlice::new(&[]); TX_FRAMES];
-                for (b, &(off, len)) in bufs.iter_mut().zip(&self.frames[done..]) {
+                for (b, &(off, len, _)) in bufs.iter_mut().zip(&self.frames[done..]) {
                     *b = IoSlice::new(&self.buf[off + 4..off + 4 + len]);
                 }
                 sys::send_each(

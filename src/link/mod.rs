@@ -86,6 +86,43 @@ impl Closed {
     }
 }
 
+/// An L4 checksum left for a device to finish (virtio's `NEEDS_CSUM`):
+/// the 16-bit field at `start + offset` of the frame holds the
+/// pseudo-header sum, and the checksum covers `start..` to the frame's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartialCsum {
+    pub start: u16,
+    pub offset: u16,
+}
+
+/// What the link knows of a guest frame beyond its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RxMeta {
+    /// The guest's driver left this checksum partial (vhost-user only: the
+    /// tap link takes no virtio-net header, DGRAM and STREAM carry none).
+    /// The stack decides whether it stands in for verification.
+    pub partial: Option<PartialCsum>,
+}
+
+impl PartialCsum {
+    /// The checksum of a TCP segment `l4` bytes into the frame.
+    pub fn tcp(l4: usize) -> PartialCsum {
+        PartialCsum::at(l4, crate::wire::tcp::CHECKSUM_AT)
+    }
+
+    /// The checksum of a UDP datagram `l4` bytes into the frame.
+    pub fn udp(l4: usize) -> PartialCsum {
+        PartialCsum::at(l4, crate::wire::udp::CHECKSUM_AT)
+    }
+
+    fn at(l4: usize, field: usize) -> PartialCsum {
+        PartialCsum {
+            start: l4.min(MAX_FRAME) as u16,
+            offset: field as u16,
+        }
+    }
+}
+
 /// Per-link counters, printed at exit with `--debug`.
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
@@ -202,10 +239,13 @@ impl Link {
     /// Read one batch and hand every frame to `on_frame` with the transmit
     /// queue (services answer in place). Runts and oversized datagrams are
     /// counted and dropped here.
-    pub fn recv(&mut self, mut on_frame: impl FnMut(&[u8], &mut Tx)) -> Result<Recv, Closed> {
+    pub fn recv(
+        &mut self,
+        mut on_frame: impl FnMut(&[u8], RxMeta, &mut Tx),
+    ) -> Result<Recv, Closed> {
         match self.kind {
-            Kind::Dgram => self.recv_dgram(&mut |f, _, tx| on_frame(f, tx)),
-            Kind::Stream => self.recv_stream(&mut |f, _, tx| on_frame(f, tx)),
+            Kind::Dgram => self.recv_dgram(&mut |f, _, tx| on_frame(f, RxMeta::default(), tx)),
+            Kind::Stream => self.recv_stream(&mut |f, _, tx| on_frame(f, RxMeta::default(), tx)),
             Kind::Tap => self.recv_tap(&mut on_frame),
             Kind::VhostUser => self.recv_vhost(&mut on_frame),
         }
@@ -217,12 +257,16 @@ impl Link {
     /// must leave (see [`Link::batch`]) before the next read overwrites it.
     pub fn recv_batched(
         &mut self,
-        mut on_frame: impl FnMut(&[u8], &[u8], &mut Tx),
+        mut on_frame: impl FnMut(&[u8], RxMeta, &[u8], &mut Tx),
     ) -> Result<Recv, Closed> {
         match self.kind {
-            Kind::Dgram => self.recv_dgram(&mut on_frame),
-            Kind::Stream => self.recv_stream(&mut on_frame),
-            _ => self.recv(|f, tx| on_frame(f, &[], tx)),
+            Kind::Dgram => {
+                self.recv_dgram(&mut |f, batch, tx| on_frame(f, RxMeta::default(), batch, tx))
+            }
+            Kind::Stream => {
+                self.recv_stream(&mut |f, batch, tx| on_frame(f, RxMeta::default(), batch, tx))
+            }
+            _ => self.recv(|f, meta, tx| on_frame(f, meta, &[], tx)),
         }
     }
 
@@ -236,17 +280,22 @@ impl Link {
         (batch, &mut self.tx)
     }
 
-    fn deliver(tx: &mut Tx, frame: &[u8], on_frame: &mut impl FnMut(&[u8], &mut Tx)) {
+    fn deliver(
+        tx: &mut Tx,
+        frame: &[u8],
+        meta: RxMeta,
+        on_frame: &mut impl FnMut(&[u8], RxMeta, &mut Tx),
+    ) {
         tx.stats.rx_frames += 1;
         tx.stats.rx_bytes += frame.len() as u64;
         if let Some(p) = tx.pcap.as_mut() {
-            p.frame(frame);
+            p.frame_partial(frame, meta.partial);
         }
         if frame.len() < MIN_FRAME {
             tx.stats.rx_runt += 1;
             return;
         }
-        on_frame(frame, tx);
+        on_frame(frame, meta, tx);
     }
 }
 
@@ -281,13 +330,13 @@ mod tests {
         let cut = 4 + 60 + 2;
         vmm.write_all(&bytes[..cut]).unwrap();
         let mut got = Vec::new();
-        link.recv(|f, _| got.push((f.len(), f[0]))).unwrap();
+        link.recv(|f, _, _| got.push((f.len(), f[0]))).unwrap();
         assert_eq!(got, vec![(60, 1)]);
         vmm.write_all(&bytes[cut..]).unwrap();
-        link.recv(|f, _| got.push((f.len(), f[0]))).unwrap();
+        link.recv(|f, _, _| got.push((f.len(), f[0]))).unwrap();
         assert_eq!(got, vec![(60, 1), (1514, 2), (14, 3)]);
         vmm.write_all(&13u32.to_be_bytes()).unwrap();
-        assert!(matches!(link.recv(|_, _| {}), Err(Closed::Framing(13))));
+        assert!(matches!(link.recv(|_, _, _| {}), Err(Closed::Framing(13))));
     }
 
     /// A STREAM batch stays in place until the next read: every frame lies
@@ -305,7 +354,7 @@ mod tests {
         let cut = 2 * 1004 + 500;
         vmm.write_all(&bytes[..cut]).unwrap();
         let mut at = Vec::new();
-        link.recv_batched(|f, batch, _| {
+        link.recv_batched(|f, _, batch, _| {
             let off = f.as_ptr() as usize - batch.as_ptr() as usize;
             assert!(off + f.len() <= batch.len());
             at.push(off);
@@ -316,7 +365,7 @@ mod tests {
         assert_eq!((batch[4], batch[1008]), (1, 2), "the batch was overwritten");
         vmm.write_all(&bytes[cut..]).unwrap();
         let mut got = Vec::new();
-        link.recv_batched(|f, _, _| got.push((f.len(), f[0], f[999])))
+        link.recv_batched(|f, _, _, _| got.push((f.len(), f[0], f[999])))
             .unwrap();
         assert_eq!(got, vec![(1000, 3, 3)]);
     }
@@ -337,7 +386,7 @@ mod tests {
         assert_eq!(&buf[104..108], &20u32.to_be_bytes());
         assert_eq!(buf[108], 9);
         drop(vmm);
-        assert!(matches!(link.recv(|_, _| {}), Err(Closed::Hangup)));
+        assert!(matches!(link.recv(|_, _, _| {}), Err(Closed::Hangup)));
     }
 
     #[test]
@@ -350,7 +399,7 @@ mod tests {
         vmm.send(&frame(5, 2)).unwrap();
         vmm.send(&frame(65535, 3)).unwrap();
         let mut got = Vec::new();
-        while link.recv(|f, _| got.push(f.len())).unwrap() == Recv::More {}
+        while link.recv(|f, _, _| got.push(f.len())).unwrap() == Recv::More {}
         assert_eq!(got, vec![60, 65535]);
         assert_eq!(link.tx.stats.rx_runt, 2);
         for i in 0..200u8 {
@@ -381,11 +430,14 @@ mod tests {
         }
         let mut got = Vec::new();
         // One call: a whole batch of 64 (the default slots would read 8).
-        assert_eq!(link.recv(|f, _| got.push(f.len())).unwrap(), Recv::More);
+        assert_eq!(link.recv(|f, _, _| got.push(f.len())).unwrap(), Recv::More);
         assert_eq!(got.len(), 63);
         assert_eq!(got[0], 1518);
         assert_eq!(link.tx.stats.rx_oversize, 1);
-        assert_eq!(link.recv(|f, _| got.push(f.len())).unwrap(), Recv::Drained);
+        assert_eq!(
+            link.recv(|f, _, _| got.push(f.len())).unwrap(),
+            Recv::Drained
+        );
         assert_eq!(got.len(), 71);
         assert!(got[1..].iter().all(|&n| n == 1514));
     }

@@ -6,7 +6,7 @@
 //! #syscalls: recvfrom sendmsg sendto(5=0)
 
 use super::tx::TX_STALL_MS;
-use super::{would_block, Closed, Link, Recv, Tx, MAX_FRAME, MIN_FRAME};
+use super::{would_block, Closed, Link, Recv, RxMeta, Tx, MAX_FRAME, MIN_FRAME};
 use crate::sys;
 use std::io::{self, IoSlice};
 use std::os::fd::AsFd;
@@ -52,8 +52,10 @@ impl Link {
                 break;
             }
             let frame = &self.rx[pos + 4..pos + 4 + len];
-            let batch = &self.rx[..end];
-            Self::deliver(&mut self.tx, frame, &mut |f, tx| on_frame(f, batch, tx));
+            let (batch, meta) = (&self.rx[..end], RxMeta::default());
+            Self::deliver(&mut self.tx, frame, meta, &mut |f, _, tx| {
+                on_frame(f, batch, tx)
+            });
             pos += 4 + len;
         }
         // Keep the partial frame (at most 4 + MAX_FRAME bytes) for next time.
@@ -103,7 +105,7 @@ impl Tx {
             let r = {
                 let mut iov = [IoSlice::new(&[]); IOV_BATCH];
                 for (i, v) in iov.iter_mut().enumerate().take(n) {
-                    let (off, len) = self.frames[idx + i];
+                    let (off, len, _) = self.frames[idx + i];
                     let s = if i == 0 { skip } else { 0 };
                     *v = IoSlice::new(&self.buf[off + s..off + 4 + len]);
                 }
@@ -123,7 +125,7 @@ impl Tx {
                     // are in the middle of, drop the frames after it.
                     let mut dropped = self.frames.len() - idx;
                     if skip > 0 {
-                        let (off, len) = self.frames[idx];
+                        let (off, len, _) = self.frames[idx];
                         self.tail
                             .extend_from_slice(&self.buf[off + skip..off + 4 + len]);
                         dropped -= 1;

@@ -10,7 +10,7 @@
 //! #syscalls-startup: openat setns ioctl(1=TUNSETIFF|SIOCGIFFLAGS|SIOCSIFFLAGS) socket close
 
 use super::tx::TX_STALL_MS;
-use super::{would_block, Closed, Link, Recv, Tx, MAX_FRAME};
+use super::{would_block, Closed, Link, Recv, RxMeta, Tx, MAX_FRAME};
 use crate::sys;
 use std::fs::File;
 use std::io;
@@ -51,7 +51,7 @@ fn open_and_up(name: [u8; libc::IFNAMSIZ]) -> io::Result<OwnedFd> {
 impl Link {
     pub(super) fn recv_tap(
         &mut self,
-        on_frame: &mut impl FnMut(&[u8], &mut Tx),
+        on_frame: &mut impl FnMut(&[u8], RxMeta, &mut Tx),
     ) -> Result<Recv, Closed> {
         for _ in 0..RX_TAP_BURST {
             let len = match sys::read(self.fd.as_fd(), &mut self.rx) {
@@ -64,7 +64,7 @@ impl Link {
                 continue;
             }
             let frame = &self.rx[..len];
-            Self::deliver(&mut self.tx, frame, on_frame);
+            Self::deliver(&mut self.tx, frame, RxMeta::default(), on_frame);
         }
         Ok(Recv::More)
     }
@@ -74,7 +74,7 @@ impl Tx {
     pub(super) fn flush_tap(&mut self) -> io::Result<()> {
         let mut i = 0;
         while i < self.frames.len() {
-            let (off, len) = self.frames[i];
+            let (off, len, _) = self.frames[i];
             match sys::write(self.fd.as_fd(), &self.buf[off + 4..off + 4 + len]) {
                 Ok(_) => self.account(len),
                 Err(e) if would_block(&e) => {

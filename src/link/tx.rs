@@ -4,11 +4,14 @@
 //! prefix, so that every framing flushes without copying. Over vhost-user
 //! the slots are the guest's receive buffers themselves when they hold a
 //! whole frame (`vhost_user::Rx::hold`): the frame is built, and host data
-//! peeked, straight into guest memory.
+//! peeked, straight into guest memory. A guest that negotiated GUEST_CSUM
+//! takes TCP and UDP checksums partial ([`Tx::checksum`]): frames committed
+//! with [`Slots::commit_with`] carry the mark to the virtio-net header.
 //!
 //! #syscalls: poll|ppoll
 
-use super::{Closed, Kind, Stats, MAX_FRAME};
+use super::{Closed, Kind, PartialCsum, Stats, MAX_FRAME};
+use crate::wire::checksum::Checksum;
 use std::os::fd::OwnedFd;
 
 /// Transmit queue: bytes and frames held before a flush.
@@ -24,8 +27,8 @@ pub struct Tx {
     pub(super) fd: OwnedFd,
     kind: Kind,
     pub(super) buf: Vec<u8>,
-    /// (offset of the 4-byte prefix, frame length)
-    pub(super) frames: Vec<(usize, usize)>,
+    /// (offset of the 4-byte prefix, frame length, checksum left partial)
+    pub(super) frames: Vec<(usize, usize, Option<PartialCsum>)>,
     used: usize,
     closed: Option<Closed>,
     /// STREAM: the unwritten tail of a frame the VMM stopped reading in
@@ -158,6 +161,17 @@ impl Tx {
         }
     }
 
+    /// How TCP and UDP frames toward the guest may carry their checksum:
+    /// `Partial` over vhost-user when the driver negotiated GUEST_CSUM (it
+    /// finishes or trusts them, as a NIC's driver does), `Full` on every
+    /// other link. Such frames are committed with [`Slots::commit_with`].
+    pub fn checksum(&self) -> Checksum {
+        match &self.vhost {
+            Some(rx) if rx.guest_csum() => Checksum::Partial,
+            _ => Checksum::Full,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
@@ -181,7 +195,7 @@ impl Tx {
         self.stats.tx_flushes += 1;
         #[cfg(feature = "fuzzing")]
         if let Some(m) = self.memory.as_mut() {
-            for &(off, len) in &self.frames {
+            for &(off, len, _) in &self.frames {
                 m.extend_from_slice(&self.buf[off..off + 4 + len]);
             }
             self.frames.clear();
@@ -207,9 +221,9 @@ impl Tx {
     /// `--pcap`: record the queued frames, then write the capture.
     fn capture(&mut self) {
         let Some(p) = self.pcap.as_mut() else { return };
-        for &(off, len) in &self.frames {
+        for &(off, len, partial) in &self.frames {
             if let Some(f) = self.buf.get(off + 4..off + 4 + len) {
-                p.frame(f);
+                p.frame_partial(f, partial);
             }
         }
         p.flush();
@@ -256,11 +270,24 @@ impl Slots<'_> {
 
     /// Queue the first `lens.len()` frames with these lengths (0 skips one).
     pub fn commit(self, lens: &[usize]) {
+        self.commit_with(lens, None);
+    }
+
+    /// [`Slots::commit`]; `partial`: the frames' checksums were emitted
+    /// partial (as [`Tx::checksum`] allowed), all at that place.
+    pub fn commit_with(mut self, lens: &[usize], mut partial: Option<PartialCsum>) {
         let lens = &lens[..lens.len().min(self.count)];
+        if partial.is_some() && self.tx.checksum() == Checksum::Full {
+            // No device would finish them: finish them here.
+            for (f, &len) in self.iter_mut().zip(lens) {
+                complete(f.get_mut(..len).unwrap_or(&mut []), partial);
+            }
+            partial = None;
+        }
         let tx = &mut *self.tx;
         if self.in_place {
             if let Some(rx) = tx.vhost.as_mut() {
-                let (frames, bytes) = rx.commit(lens, tx.pcap.as_mut());
+                let (frames, bytes) = rx.commit(lens, partial, tx.pcap.as_mut());
                 tx.stats.tx_frames += frames;
                 tx.stats.tx_bytes += bytes;
             }
@@ -273,7 +300,7 @@ impl Slots<'_> {
                 continue;
             }
             tx.buf[off..off + 4].copy_from_slice(&(len as u32).to_be_bytes());
-            tx.frames.push((off, len));
+            tx.frames.push((off, len, partial));
         }
         tx.used += lens.len() * stride;
         if tx.room(MAX_FRAME) == 0 {
@@ -288,5 +315,13 @@ impl Drop for Slots<'_> {
         if let Some(rx) = self.tx.vhost.as_mut() {
             rx.release();
         }
+    }
+}
+
+/// Finish a checksum left partial; a mark outside the frame (a caller's
+/// bug, never the guest's) leaves it as it is.
+pub(super) fn complete(frame: &mut [u8], partial: Option<PartialCsum>) {
+    if let Some(p) = partial {
+        let _ = crate::wire::virtio_net::complete_checksum(frame, p.start, p.offset);
     }
 }

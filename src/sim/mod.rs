@@ -595,7 +595,7 @@ pub fn run(s: &Scenario, entropy: Entropy) -> Result<Report, Failure> {
                     eprintln!("{now:?} guest -> airlock {}", describe(f));
                 }
                 if f.len() >= crate::link::MIN_FRAME && f.len() <= crate::link::MAX_FRAME {
-                    stack.on_frame_in(f, &batch, &mut tx, at);
+                    stack.on_frame_in(f, crate::link::RxMeta::default(), &batch, &mut tx, at);
                 }
             }
             stack.write_held(&batch, &mut tx, at);

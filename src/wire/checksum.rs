@@ -127,6 +127,22 @@ fn pseudo_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, len: u32) -> u32 {
     u32::from(fold(acc))
 }
 
+/// Who finishes a TCP or UDP checksum, per frame (smoltcp's
+/// `ChecksumCapabilities`, for the one peer that offloads: a virtio-net
+/// guest over vhost-user).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Checksum {
+    /// Emit: compute it whole. Parse: verify it.
+    #[default]
+    Full,
+    /// The field holds only the pseudo-header sum; the other end's device
+    /// covers the rest (virtio `NEEDS_CSUM`). Emit: toward a guest that
+    /// negotiated `GUEST_CSUM`, which takes it as a real NIC's driver does.
+    /// Parse: a guest frame marked so, which no wire ever carried, so
+    /// there is nothing to verify.
+    Partial,
+}
+
 /// The addresses of the IP header an upper-layer checksum covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PseudoHeader {
@@ -151,6 +167,14 @@ impl PseudoHeader {
     #[inline]
     pub fn checksum(&self, protocol: u8, data: &[u8]) -> u16 {
         finish(combine(self.sum(protocol, data.len()), sum(data)))
+    }
+
+    /// What a partial checksum's field holds ([`Checksum::Partial`]): the
+    /// pseudo-header sum, folded and not complemented, as Linux leaves it
+    /// for `CHECKSUM_PARTIAL`.
+    #[inline]
+    pub fn partial(&self, protocol: u8, len: usize) -> u16 {
+        fold(u64::from(self.sum(protocol, len)))
     }
 
     /// True if `data` (checksum field included) verifies.

@@ -10,7 +10,7 @@
 use zerocopy::byteorder::network_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::checksum::PseudoHeader;
+use super::checksum::{Checksum, PseudoHeader};
 use super::{header, header_mut, ip_proto, put, Error, Result};
 
 /// Header length without options.
@@ -19,6 +19,8 @@ pub const HEADER_LEN: usize = 20;
 pub const MAX_HEADER_LEN: usize = 60;
 /// Most option bytes a header can carry.
 pub const MAX_OPTIONS_LEN: usize = MAX_HEADER_LEN - HEADER_LEN;
+/// Offset of the checksum field in the header (virtio's `csum_offset`).
+pub const CHECKSUM_AT: usize = 16;
 
 /// Flag bits of the low 9 bits of the offset/flags word.
 pub mod flags {
@@ -422,10 +424,19 @@ impl Repr {
     /// leniently, like Linux: parsing stops at the first malformed option
     /// and keeps what came before; unknown options are skipped.
     pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>, pseudo: &PseudoHeader) -> Result<Repr> {
+        Repr::parse_with(p, pseudo, Checksum::Full)
+    }
+
+    /// [`Repr::parse`], verifying the checksum only if it is `Full`.
+    pub fn parse_with<T: AsRef<[u8]>>(
+        p: &Packet<T>,
+        pseudo: &PseudoHeader,
+        csum: Checksum,
+    ) -> Result<Repr> {
         if p.src_port() == 0 || p.dst_port() == 0 {
             return Err(Error::Malformed);
         }
-        if !p.verify_checksum(pseudo) {
+        if csum == Checksum::Full && !p.verify_checksum(pseudo) {
             return Err(Error::Checksum);
         }
         let mut r = Repr {
@@ -541,6 +552,17 @@ impl Repr {
     /// Returns `buffer_len()`. Fails with `Truncated` if the options do not
     /// fit in 40 bytes or `buf` is short.
     pub fn emit(&self, buf: &mut [u8], pseudo: &PseudoHeader) -> Result<usize> {
+        self.emit_with(buf, pseudo, Checksum::Full)
+    }
+
+    /// [`Repr::emit`]; with `Partial` the checksum field gets only the
+    /// pseudo-header sum and the payload is not read.
+    pub fn emit_with(
+        &self,
+        buf: &mut [u8],
+        pseudo: &PseudoHeader,
+        csum: Checksum,
+    ) -> Result<usize> {
         let opts = self.emit_options(buf.get_mut(HEADER_LEN..).ok_or(Error::Truncated)?)?;
         let hl = HEADER_LEN + opts;
         let total = hl + self.payload_len;
@@ -556,8 +578,14 @@ impl Repr {
             checksum: U16::ZERO,
             urgent: self.urgent.into(),
         };
-        let c = pseudo.checksum(ip_proto::TCP, seg);
-        put(seg.get_mut(16..).ok_or(Error::Truncated)?, &c.to_be_bytes())?;
+        let c = match csum {
+            Checksum::Full => pseudo.checksum(ip_proto::TCP, seg),
+            Checksum::Partial => pseudo.partial(ip_proto::TCP, total),
+        };
+        put(
+            seg.get_mut(CHECKSUM_AT..).ok_or(Error::Truncated)?,
+            &c.to_be_bytes(),
+        )?;
         Ok(total)
     }
 }
@@ -658,6 +686,26 @@ mod tests {
         assert_eq!(out, g);
         // Wrong pseudo header: checksum fails.
         assert_eq!(Repr::parse(&p, &v4()), Err(Error::Checksum));
+    }
+
+    #[test]
+    fn partial_checksum_is_the_pseudo_header_sum_and_completes() {
+        let g = data6();
+        let r = Repr::parse(&Packet::new_checked(&g[..]).unwrap(), &v6()).unwrap();
+        let mut out = vec![0u8; g.len()];
+        out[32..].copy_from_slice(b"GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(r.emit_with(&mut out, &v6(), Checksum::Partial), Ok(g.len()));
+        let field = u16::from_be_bytes([out[CHECKSUM_AT], out[CHECKSUM_AT + 1]]);
+        assert_eq!(field, v6().partial(ip_proto::TCP, g.len()));
+        // Only the checksum differs; what the guest's device completes
+        // is the full checksum.
+        assert_eq!((&out[..16], &out[18..]), (&g[..16], &g[18..]));
+        let p = Packet::new_checked(&out[..]).unwrap();
+        assert_eq!(Repr::parse(&p, &v6()), Err(Error::Checksum));
+        assert_eq!(Repr::parse_with(&p, &v6(), Checksum::Partial), Ok(r));
+        let done = crate::wire::checksum::checksum(&out);
+        out[CHECKSUM_AT..CHECKSUM_AT + 2].copy_from_slice(&done.to_be_bytes());
+        assert_eq!(out, g);
     }
 
     #[test]

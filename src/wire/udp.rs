@@ -4,10 +4,12 @@
 use zerocopy::byteorder::network_endian::U16;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::checksum::PseudoHeader;
+use super::checksum::{Checksum, PseudoHeader};
 use super::{header, header_mut, ip_proto, Error, Result};
 
 pub const HEADER_LEN: usize = 8;
+/// Offset of the checksum field in the header (virtio's `csum_offset`).
+pub const CHECKSUM_AT: usize = 6;
 
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -133,10 +135,19 @@ pub struct Repr {
 impl Repr {
     /// Verifies the checksum and rejects destination port 0.
     pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>, pseudo: &PseudoHeader) -> Result<Repr> {
+        Repr::parse_with(p, pseudo, Checksum::Full)
+    }
+
+    /// [`Repr::parse`], verifying the checksum only if it is `Full`.
+    pub fn parse_with<T: AsRef<[u8]>>(
+        p: &Packet<T>,
+        pseudo: &PseudoHeader,
+        csum: Checksum,
+    ) -> Result<Repr> {
         if p.dst_port() == 0 {
             return Err(Error::Malformed);
         }
-        if !p.verify_checksum(pseudo) {
+        if csum == Checksum::Full && !p.verify_checksum(pseudo) {
             return Err(Error::Checksum);
         }
         Ok(Repr {
@@ -155,6 +166,17 @@ impl Repr {
     /// placed at `buf[HEADER_LEN..]`, and checksums both. Returns
     /// `buffer_len()`.
     pub fn emit(&self, buf: &mut [u8], pseudo: &PseudoHeader) -> Result<usize> {
+        self.emit_with(buf, pseudo, Checksum::Full)
+    }
+
+    /// [`Repr::emit`]; with `Partial` the checksum field gets only the
+    /// pseudo-header sum and the payload is not read.
+    pub fn emit_with(
+        &self,
+        buf: &mut [u8],
+        pseudo: &PseudoHeader,
+        csum: Checksum,
+    ) -> Result<usize> {
         let total = self.buffer_len();
         let len = u16::try_from(total).map_err(|_| Error::Malformed)?;
         let dgram = buf.get_mut(..total).ok_or(Error::Truncated)?;
@@ -165,10 +187,13 @@ impl Repr {
             len: len.into(),
             checksum: U16::ZERO,
         };
-        let c = pseudo.checksum(ip_proto::UDP, dgram);
+        let c = match csum {
+            Checksum::Full => pseudo.checksum(ip_proto::UDP, dgram),
+            Checksum::Partial => pseudo.partial(ip_proto::UDP, total),
+        };
         let c = if c == 0 { 0xffff } else { c };
         dgram
-            .get_mut(6..8)
+            .get_mut(CHECKSUM_AT..CHECKSUM_AT + 2)
             .ok_or(Error::Truncated)?
             .copy_from_slice(&c.to_be_bytes());
         Ok(total)
@@ -250,6 +275,28 @@ mod tests {
             assert_eq!(r.emit(&mut out, &ph), Ok(37));
             assert_eq!(out[..37], g[..]);
             assert_eq!(r.emit(&mut out[..36], &ph), Err(Error::Truncated));
+        }
+    }
+
+    #[test]
+    fn partial_checksum_is_the_pseudo_header_sum_and_completes() {
+        for (g, ph) in [(dns4(), v4()), (dns6(), v6())] {
+            let mut out = vec![0u8; 37];
+            out[8..].copy_from_slice(&hex(QUERY));
+            let r = Repr {
+                src_port: 40000,
+                dst_port: 53,
+                payload_len: 29,
+            };
+            assert_eq!(r.emit_with(&mut out, &ph, Checksum::Partial), Ok(37));
+            let field = u16::from_be_bytes([out[CHECKSUM_AT], out[CHECKSUM_AT + 1]]);
+            assert_eq!(field, ph.partial(ip_proto::UDP, 37));
+            let p = Packet::new_checked(&out[..]).unwrap();
+            assert_eq!(Repr::parse(&p, &ph), Err(Error::Checksum));
+            assert_eq!(Repr::parse_with(&p, &ph, Checksum::Partial), Ok(r));
+            let done = crate::wire::checksum::checksum(&out);
+            out[CHECKSUM_AT..CHECKSUM_AT + 2].copy_from_slice(&done.to_be_bytes());
+            assert_eq!(out, g);
         }
     }
 

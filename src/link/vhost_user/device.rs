@@ -38,6 +38,7 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
+use crate::link::{PartialCsum, RxMeta};
 use virtq::Fault;
 
 /// Receive queue (device to driver) and transmit queue.
@@ -56,9 +57,9 @@ const MAX_MERGE: usize = 256;
 
 /// Virtio features offered: VERSION_1, the ring features, the net device
 /// fields, and the offloads that let the guest send and take 64 KiB TCP
-/// segments at any MTU (airlock completes a partial checksum itself and
-/// never sends partial ones or GSO frames, so the guest-side offloads only
-/// say "I accept").
+/// segments at any MTU and leave TCP and UDP checksums partial both ways
+/// (airlock ends those flows itself, so a partial checksum from the guest
+/// is never computed, and one toward it is the guest's to finish).
 pub const VIRTIO_FEATURES: u64 = 1 << VIRTIO_F_VERSION_1
     | 1 << VIRTIO_RING_F_EVENT_IDX
     | 1 << VIRTIO_NET_F_MRG_RXBUF
@@ -289,8 +290,8 @@ impl Device {
 
     /// Take the next frame the driver sent into `buf` (virtio-net header,
     /// then the frame); `None` when the transmit ring is empty. Returns the
-    /// range of `buf` that holds the frame.
-    pub fn pop_tx(&mut self, buf: &mut [u8]) -> Result<Option<(usize, usize)>, Fault> {
+    /// range of `buf` that holds the frame, and its partial checksum.
+    pub fn pop_tx(&mut self, buf: &mut [u8]) -> Result<Option<(usize, usize, RxMeta)>, Fault> {
         let Some(mem) = &self.mem else {
             return Ok(None);
         };
@@ -331,13 +332,13 @@ impl Device {
                 continue;
             }
             let h = vnet::Repr::parse(&buf[..n]).map_err(|_| Fault::Short)?;
-            let frame = &mut buf[vnet::HEADER_LEN..n];
-            if h.flags & vnet::F_NEEDS_CSUM != 0 {
-                // Offloaded checksum: the stack checks every checksum, so
-                // finish it here. A bad offset only spoils this frame.
-                let _ = vnet::complete_checksum(frame, h.csum_start, h.csum_offset);
-            }
-            return Ok(Some((vnet::HEADER_LEN, n)));
+            // Offloaded checksum: passed on as the guest's claim, which the
+            // stack checks against the frame (it may point anywhere).
+            let partial = (h.flags & vnet::F_NEEDS_CSUM != 0).then_some(PartialCsum {
+                start: h.csum_start,
+                offset: h.csum_offset,
+            });
+            return Ok(Some((vnet::HEADER_LEN, n, RxMeta { partial })));
         }
     }
 
@@ -357,10 +358,11 @@ impl Device {
 
     /// Place one frame in the guest's receive buffers. `Ok(false)`: no
     /// buffers came in time, or the frame does not fit; it is dropped.
-    pub fn push_rx(&mut self, frame: &[u8]) -> Result<bool, Fault> {
+    /// `partial`: its checksum is left for the guest (GUEST_CSUM only).
+    pub fn push_rx(&mut self, frame: &[u8], partial: Option<PartialCsum>) -> Result<bool, Fault> {
         let merge = self.has(VIRTIO_NET_F_MRG_RXBUF);
         let mut hdr = [0u8; vnet::HEADER_LEN];
-        self.rx_header_for(frame)
+        self.rx_header_for(frame, partial)
             .emit(&mut hdr)
             .map_err(|_| Fault::Short)?;
         let Some(mem) = &self.mem else {
@@ -427,15 +429,26 @@ impl Device {
         Ok(true)
     }
 
-    /// The header of a frame to the guest: airlock's checksums are all
-    /// complete, and with GUEST_CSUM the guest is told so (DATA_VALID) and
-    /// skips checking them.
-    fn rx_header(&self) -> vnet::Repr {
+    /// The header of a frame to the guest. With GUEST_CSUM, a checksum
+    /// left partial is the guest's to finish (NEEDS_CSUM, as a tap or
+    /// vhost-net backend hands over CHECKSUM_PARTIAL), and complete ones
+    /// need no checking (DATA_VALID).
+    fn rx_header(&self, partial: Option<PartialCsum>) -> vnet::Repr {
         let mut h = vnet::Repr::plain(1);
-        if self.has(VIRTIO_NET_F_GUEST_CSUM) {
+        if self.guest_csum() {
             h.flags = vnet::F_DATA_VALID;
+            if let Some(p) = partial {
+                h.flags = vnet::F_NEEDS_CSUM;
+                h.csum_start = p.start;
+                h.csum_offset = p.offset;
+            }
         }
         h
+    }
+
+    /// Whether the guest takes partial checksums (GUEST_CSUM).
+    pub fn guest_csum(&self) -> bool {
+        self.has(VIRTIO_NET_F_GUEST_CSUM)
     }
 
     /// Whether the guest takes TCP segments of up to 64 KiB whatever its
@@ -449,8 +462,8 @@ impl Device {
     /// The header for `frame` toward the guest: a TCP frame longer than
     /// the MTU is a GSO segment (the guest takes it whole; `gso_size` is
     /// the MSS the MTU implies, for a guest that forwards it on).
-    fn rx_header_for(&self, frame: &[u8]) -> vnet::Repr {
-        let mut h = self.rx_header();
+    fn rx_header_for(&self, frame: &[u8], partial: Option<PartialCsum>) -> vnet::Repr {
+        let mut h = self.rx_header(partial);
         let mtu = usize::from(self.mtu);
         if frame.len() <= ETHERNET_HEADER + mtu || !self.guest_gso() {
             return h;
@@ -515,10 +528,16 @@ impl Device {
         Ok(false)
     }
 
-    /// A held buffer now holds a frame of `len` bytes after its header.
-    pub fn place_held(&mut self, h: &mut Held, len: usize) -> Result<(), Fault> {
+    /// A held buffer now holds a frame of `len` bytes after its header,
+    /// its checksum left `partial` for the guest (GUEST_CSUM only).
+    pub fn place_held(
+        &mut self,
+        h: &mut Held,
+        len: usize,
+        partial: Option<PartialCsum>,
+    ) -> Result<(), Fault> {
         let len = len.min(h.frame().len());
-        let hdr = self.rx_header_for(&h.frame()[..len]);
+        let hdr = self.rx_header_for(&h.frame()[..len], partial);
         let Some(mem) = &self.mem else {
             return Err(Fault::Ring);
         };
@@ -869,6 +888,7 @@ fn pending(q: &Queue, mem: &GuestMemoryMmap) -> Result<u16, Fault> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::checksum::Checksum;
     use vm_memory::{Bytes, GuestMemoryMmap};
 
     /// A device whose receive ring (8 entries, as [`Device::fuzz`] lays it
@@ -901,7 +921,7 @@ mod tests {
         held[0].frame()[..3].copy_from_slice(b"abc");
         assert!(held.iter_mut().all(|h| h.frame().len() >= 1000));
         let mut first = held.remove(0);
-        d.place_held(&mut first, 100).unwrap();
+        d.place_held(&mut first, 100, None).unwrap();
         d.release_held(held.len());
         held.clear();
         // Used ring: one entry, buffer 0, header + 100 bytes.
@@ -924,6 +944,121 @@ mod tests {
         assert_eq!(d.hold_rx(5000, 8, &mut held), Ok(true));
         assert!(held.is_empty());
         assert_eq!(d.stats.rx_in_place, 1);
+    }
+
+    /// A transmit queue over [`device`], as `Link::vhost_user` sets it up.
+    fn tx_on(features: u64) -> (crate::link::Tx, GuestMemoryMmap) {
+        let (d, mem) = device(features);
+        let fd = std::os::fd::OwnedFd::from(File::open("/dev/null").unwrap());
+        let mut tx = crate::link::tx::Tx::new(fd, crate::link::Kind::VhostUser);
+        tx.vhost = Some(super::super::Rx::new(Arc::new(std::sync::Mutex::new(d))));
+        (tx, mem)
+    }
+
+    /// A TCP segment 10.0.2.2:80 -> 10.0.2.15:40000 with `payload` bytes of
+    /// 0x5a, built as the flows build them; its length.
+    fn segment(buf: &mut [u8], payload: usize, csum: Checksum) -> usize {
+        let l2 = crate::frame::L2 {
+            guest: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+            router4: [0x52, 0x55, 10, 0, 2, 2],
+            router6: [0; 6],
+        };
+        let (src, dst) = ("10.0.2.2".parse().unwrap(), "10.0.2.15".parse().unwrap());
+        let repr = crate::wire::tcp::Repr {
+            src_port: 80,
+            dst_port: 40000,
+            seq: 7,
+            ack: 9,
+            flags: crate::wire::tcp::flags::ACK,
+            window: 512,
+            payload_len: payload,
+            ..Default::default()
+        };
+        let tcp = repr.buffer_len();
+        let off = crate::frame::write_ip(buf, &l2, src, dst, crate::wire::ip_proto::TCP, tcp, 64);
+        buf[off + 20..off + tcp].fill(0x5a);
+        let p = crate::frame::pseudo(src, dst).unwrap();
+        off + repr.emit_with(&mut buf[off..], &p, csum).unwrap()
+    }
+
+    fn pseudo() -> crate::wire::checksum::PseudoHeader {
+        crate::wire::checksum::PseudoHeader::V4 {
+            src: "10.0.2.2".parse().unwrap(),
+            dst: "10.0.2.15".parse().unwrap(),
+        }
+    }
+
+    /// The header and frame in receive buffer `id` (frames that fit one).
+    fn placed(mem: &GuestMemoryMmap, id: u64, len: usize) -> (vnet::Repr, Vec<u8>) {
+        let mut b = vec![0u8; vnet::HEADER_LEN + len];
+        mem.read_slice(&mut b, GuestAddress(0x10000 + id * 0x1000))
+            .unwrap();
+        (
+            vnet::Repr::parse(&b).unwrap(),
+            b.split_off(vnet::HEADER_LEN),
+        )
+    }
+
+    #[test]
+    fn with_guest_csum_tcp_goes_partial_both_in_place_and_copied() {
+        use crate::link::PartialCsum;
+        use crate::wire::tcp::CHECKSUM_AT;
+        let f =
+            1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_NET_F_GUEST_CSUM | 1 << VIRTIO_NET_F_MRG_RXBUF;
+        let (mut tx, mem) = tx_on(f);
+        let csum = tx.checksum();
+        assert_eq!(csum, Checksum::Partial);
+        // In place: one 4 KiB buffer holds a 1000-byte segment.
+        let mut slots = tx.reserve(1, 1100);
+        let f0 = slots.iter_mut().next().unwrap();
+        let len = segment(f0, 1000, csum);
+        slots.commit_with(&[len], Some(PartialCsum::tcp(34)));
+        // Copied: a 6000-byte segment merged over two buffers.
+        let mut slots = tx.reserve(1, 6100);
+        let f1 = slots.iter_mut().next().unwrap();
+        let big = segment(f1, 6000, csum);
+        slots.commit_with(&[big], Some(PartialCsum::tcp(34)));
+        tx.flush();
+        let (h, frame) = placed(&mem, 0, len);
+        assert_eq!(
+            (h.flags, h.csum_start, h.csum_offset, h.num_buffers),
+            (vnet::F_NEEDS_CSUM, 34, 16, 1)
+        );
+        let field = |f: &[u8]| u16::from_be_bytes([f[34 + CHECKSUM_AT], f[35 + CHECKSUM_AT]]);
+        let tcp = crate::wire::ip_proto::TCP;
+        assert_eq!(field(&frame), pseudo().partial(tcp, len - 34));
+        // What the guest's stack finishes is the segment's checksum.
+        let mut done = frame.clone();
+        vnet::complete_checksum(&mut done, 34, 16).unwrap();
+        assert!(pseudo().verify(tcp, &done[34..]));
+        let (h, head) = placed(&mem, 1, 4096 - vnet::HEADER_LEN);
+        assert_eq!(
+            (h.flags, h.csum_start, h.csum_offset, h.num_buffers),
+            (vnet::F_NEEDS_CSUM, 34, 16, 2)
+        );
+        assert_eq!(field(&head), pseudo().partial(tcp, big - 34));
+        assert_eq!(
+            (tx.stats.tx_frames, tx.stats.tx_dropped),
+            (2, 0),
+            "{:?}",
+            tx.stats
+        );
+    }
+
+    #[test]
+    fn without_guest_csum_checksums_stay_whole() {
+        use crate::link::PartialCsum;
+        let (mut tx, mem) = tx_on(1 << VIRTIO_F_VERSION_1);
+        assert_eq!(tx.checksum(), Checksum::Full);
+        // A caller that left one partial anyway gets it finished.
+        let mut slots = tx.reserve(1, 300);
+        let f0 = slots.iter_mut().next().unwrap();
+        let len = segment(f0, 200, Checksum::Partial);
+        slots.commit_with(&[len], Some(PartialCsum::tcp(34)));
+        tx.flush();
+        let (h, frame) = placed(&mem, 0, len);
+        assert_eq!((h.flags, h.csum_start, h.csum_offset), (0, 0, 0));
+        assert!(pseudo().verify(crate::wire::ip_proto::TCP, &frame[34..]));
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub mod virtq;
 pub use device::{protocol_features, Device, Held, Stats, GUEST_MAC, VIRTIO_FEATURES};
 pub use virtq::Fault;
 
-use super::{Closed, Kind, Link, Recv, Tx, MAX_FRAME};
+use super::{Closed, Kind, Link, PartialCsum, Recv, RxMeta, Tx, MAX_FRAME};
 use device::TOKEN_SOCKET;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::io::Read;
@@ -162,9 +162,10 @@ impl Backend {
         Err(Closed::Hangup)
     }
 
-    /// The next guest frame into `buf`, as a range of it; `None` when the
-    /// ring is empty. A fault resets the device and ends the batch.
-    pub fn next_frame(&mut self, buf: &mut [u8]) -> Option<(usize, usize)> {
+    /// The next guest frame into `buf`, as a range of it, with what its
+    /// header said; `None` when the ring is empty. A fault resets the
+    /// device and ends the batch.
+    pub fn next_frame(&mut self, buf: &mut [u8]) -> Option<(usize, usize, RxMeta)> {
         let mut d = lock(&self.dev);
         match d.pop_tx(buf) {
             Ok(f) => f,
@@ -242,11 +243,12 @@ impl Rx {
     }
 
     /// Hand the first `lens.len()` held buffers to the guest with frames of
-    /// these lengths (0: an empty buffer, which the driver drops), give the
-    /// rest back; returns (frames, bytes).
+    /// these lengths (0: an empty buffer, which the driver drops), their
+    /// checksums left `partial`; give the rest back. Returns (frames, bytes).
     pub fn commit(
         &mut self,
         lens: &[usize],
+        partial: Option<PartialCsum>,
         mut pcap: Option<&mut crate::pcap::Pcap>,
     ) -> (u64, u64) {
         let mut d = lock(&self.dev);
@@ -256,9 +258,9 @@ impl Rx {
             // A length past the slot is no frame (as in the queue).
             let len = if len > h.frame().len() { 0 } else { len };
             if let Some(p) = pcap.as_deref_mut().filter(|_| len > 0) {
-                p.frame(&h.frame()[..len]);
+                p.frame_partial(&h.frame()[..len], partial);
             }
-            if let Err(f) = d.place_held(h, len) {
+            if let Err(f) = d.place_held(h, len, partial) {
                 d.fault(f);
                 self.held.clear();
                 return (frames, bytes);
@@ -272,6 +274,11 @@ impl Rx {
         self.held.clear();
         self.placed |= n > 0;
         (frames, bytes)
+    }
+
+    /// Whether the guest takes partial checksums (GUEST_CSUM).
+    pub fn guest_csum(&self) -> bool {
+        lock(&self.dev).guest_csum()
     }
 
     /// Whether the guest takes TCP segments larger than its MTU.
@@ -302,17 +309,21 @@ impl Rx {
         }
     }
 
-    /// Place every frame; returns (frames placed, frames dropped).
-    pub fn push<'a>(&mut self, frames: impl Iterator<Item = &'a [u8]>) -> (u64, u64) {
+    /// Place every frame, each with its checksum left partial or not;
+    /// returns (frames placed, frames dropped).
+    pub fn push<'a>(
+        &mut self,
+        frames: impl Iterator<Item = (&'a [u8], Option<PartialCsum>)>,
+    ) -> (u64, u64) {
         let mut d = lock(&self.dev);
         let (mut sent, mut dropped) = (0u64, 0u64);
         let mut running = d.rx_running();
-        for f in frames {
+        for (f, partial) in frames {
             if !running || f.len() > MAX_FRAME {
                 dropped += 1;
                 continue;
             }
-            match d.push_rx(f) {
+            match d.push_rx(f, partial) {
                 Ok(true) => sent += 1,
                 Ok(false) => {
                     // No buffers in time: the rest would wait as long.
@@ -352,7 +363,7 @@ impl Link {
 
     pub(super) fn recv_vhost(
         &mut self,
-        on_frame: &mut impl FnMut(&[u8], &mut Tx),
+        on_frame: &mut impl FnMut(&[u8], RxMeta, &mut Tx),
     ) -> Result<Recv, Closed> {
         let Some(backend) = self.vhost.as_mut() else {
             return Ok(Recv::Drained);
@@ -360,7 +371,7 @@ impl Link {
         backend.service()?;
         let mut n = 0;
         while n < RX_BURST {
-            let Some((start, end)) = backend.next_frame(&mut self.rx) else {
+            let Some((start, end, meta)) = backend.next_frame(&mut self.rx) else {
                 break;
             };
             n += 1;
@@ -368,7 +379,7 @@ impl Link {
                 self.tx.stats.rx_oversize += 1;
                 continue;
             }
-            Self::deliver(&mut self.tx, &self.rx[start..end], on_frame);
+            Self::deliver(&mut self.tx, &self.rx[start..end], meta, on_frame);
         }
         backend.end_batch();
         // A full burst leaves the kick unread: the link stays readable.
@@ -385,11 +396,17 @@ impl Tx {
         let Some(rx) = self.vhost.as_mut() else {
             return;
         };
+        if !rx.guest_csum() {
+            // The driver renegotiated since these were built.
+            for (off, len, partial) in &mut self.frames {
+                super::tx::complete(&mut self.buf[*off + 4..*off + 4 + *len], partial.take());
+            }
+        }
         let buf = &self.buf;
         let frames = self
             .frames
             .iter()
-            .map(|&(off, len)| &buf[off + 4..off + 4 + len]);
+            .map(|&(off, len, partial)| (&buf[off + 4..off + 4 + len], partial));
         let (sent, dropped) = rx.push(frames);
         self.stats.tx_frames += sent;
         self.stats.tx_dropped += dropped;
@@ -397,7 +414,7 @@ impl Tx {
             .frames
             .iter()
             .take(sent as usize)
-            .map(|&(_, l)| l as u64)
+            .map(|&(_, l, _)| l as u64)
             .sum::<u64>();
     }
 }
