@@ -90,7 +90,11 @@ impl Pcap {
     /// [`Pcap::frame`] for a frame whose checksum is left `partial` to a
     /// virtio device (`--vhost-user`): the capture shows it finished, as
     /// the guest sees it, unlike tcpdump on an offloading NIC.
-    pub fn frame_partial(&mut self, frame: &[u8], partial: Option<crate::link::PartialCsum>) {
+    pub fn frame_partial(
+        &mut self,
+        frame: &[u8],
+        partial: Option<crate::wire::checksum::PartialCsum>,
+    ) {
         if self.full {
             self.stats.over_size += 1;
             return;

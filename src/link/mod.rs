@@ -30,6 +30,7 @@ mod tx;
 pub mod vhost_user;
 
 pub use crate::sys::inherit_fd;
+pub use crate::wire::checksum::PartialCsum;
 pub use tap::open_tap_in_netns;
 pub use tx::{Slots, Tx};
 
@@ -86,15 +87,6 @@ impl Closed {
     }
 }
 
-/// An L4 checksum left for a device to finish (virtio's `NEEDS_CSUM`):
-/// the 16-bit field at `start + offset` of the frame holds the
-/// pseudo-header sum, and the checksum covers `start..` to the frame's end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartialCsum {
-    pub start: u16,
-    pub offset: u16,
-}
-
 /// What the link knows of a guest frame beyond its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RxMeta {
@@ -102,25 +94,6 @@ pub struct RxMeta {
     /// tap link takes no virtio-net header, DGRAM and STREAM carry none).
     /// The stack decides whether it stands in for verification.
     pub partial: Option<PartialCsum>,
-}
-
-impl PartialCsum {
-    /// The checksum of a TCP segment `l4` bytes into the frame.
-    pub fn tcp(l4: usize) -> PartialCsum {
-        PartialCsum::at(l4, crate::wire::tcp::CHECKSUM_AT)
-    }
-
-    /// The checksum of a UDP datagram `l4` bytes into the frame.
-    pub fn udp(l4: usize) -> PartialCsum {
-        PartialCsum::at(l4, crate::wire::udp::CHECKSUM_AT)
-    }
-
-    fn at(l4: usize, field: usize) -> PartialCsum {
-        PartialCsum {
-            start: l4.min(MAX_FRAME) as u16,
-            offset: field as u16,
-        }
-    }
 }
 
 /// Per-link counters, printed at exit with `--debug`.

@@ -143,6 +143,27 @@ pub enum Checksum {
     Partial,
 }
 
+/// An L4 checksum left for a device to finish (virtio's `NEEDS_CSUM`):
+/// the 16-bit field at `start + offset` of the frame holds the
+/// pseudo-header sum, and the checksum covers `start..` to the frame's end.
+/// Each protocol names its own field (`PartialCsum::tcp`, `PartialCsum::udp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartialCsum {
+    pub start: u16,
+    pub offset: u16,
+}
+
+impl PartialCsum {
+    /// The checksum field `field` bytes into an L4 header `l4` bytes into
+    /// the frame (offsets past a frame's largest size are clamped).
+    pub(crate) fn at(l4: usize, field: usize) -> PartialCsum {
+        PartialCsum {
+            start: l4.min(u16::MAX as usize) as u16,
+            offset: field as u16,
+        }
+    }
+}
+
 /// The addresses of the IP header an upper-layer checksum covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PseudoHeader {

@@ -22,6 +22,13 @@ pub const MAX_OPTIONS_LEN: usize = MAX_HEADER_LEN - HEADER_LEN;
 /// Offset of the checksum field in the header (virtio's `csum_offset`).
 pub const CHECKSUM_AT: usize = 16;
 
+impl super::checksum::PartialCsum {
+    /// The checksum of a TCP segment `l4` bytes into the frame.
+    pub fn tcp(l4: usize) -> Self {
+        Self::at(l4, CHECKSUM_AT)
+    }
+}
+
 /// Flag bits of the low 9 bits of the offset/flags word.
 pub mod flags {
     pub const FIN: u16 = 0x001;

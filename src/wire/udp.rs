@@ -11,6 +11,13 @@ pub const HEADER_LEN: usize = 8;
 /// Offset of the checksum field in the header (virtio's `csum_offset`).
 pub const CHECKSUM_AT: usize = 6;
 
+impl super::checksum::PartialCsum {
+    /// The checksum of a UDP datagram `l4` bytes into the frame.
+    pub fn udp(l4: usize) -> Self {
+        Self::at(l4, CHECKSUM_AT)
+    }
+}
+
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct UdpHeader {
