@@ -326,6 +326,12 @@ fn lease_ping_dns_forward_and_bulk_both_ways() {
     // each), not copied in: at least one frame per 64 KiB.
     let (in_place, _) = rx_paths(&log);
     assert!(in_place > MB100 / 65536, "{log}");
+    // A burst's frames stay side by side in the link's buffer, so the
+    // guest's segments of one flow left in shared writes.
+    let held = |name| support::helper::counter(&log, name);
+    let (writes, segments) = (held("tcp_held_writes"), held("tcp_held_segments"));
+    eprintln!("held: {segments} segments in {writes} writes");
+    assert!(writes > 0 && segments > writes, "{log}");
 }
 
 /// MTU 1500, as most guests run: the guest kernel still hands over 64 KiB

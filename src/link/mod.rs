@@ -163,7 +163,7 @@ impl Link {
             Kind::Dgram => vec![0; dgram::RX_BYTES],
             Kind::Stream => vec![0; stream::RX_BYTES],
             Kind::Tap => vec![0; tap::RX_BYTES],
-            Kind::VhostUser => vec![0; crate::wire::virtio_net::HEADER_LEN + MAX_FRAME + 1],
+            Kind::VhostUser => vec![0; vhost_user::RX_BYTES],
         };
         Ok(Link {
             kind,
@@ -220,13 +220,13 @@ impl Link {
             Kind::Dgram => self.recv_dgram(&mut |f, _, tx| on_frame(f, RxMeta::default(), tx)),
             Kind::Stream => self.recv_stream(&mut |f, _, tx| on_frame(f, RxMeta::default(), tx)),
             Kind::Tap => self.recv_tap(&mut on_frame),
-            Kind::VhostUser => self.recv_vhost(&mut on_frame),
+            Kind::VhostUser => self.recv_vhost(&mut |f, meta, _, tx| on_frame(f, meta, tx)),
         }
     }
 
     /// As [`Link::recv`], but each frame comes with the buffer it lies in
     /// for as long as the batch lasts (empty where frames are not kept in
-    /// place: only DGRAM and STREAM links keep theirs). What was held of it
+    /// place: only DGRAM, STREAM and vhost-user links keep theirs). What was held of it
     /// must leave (see [`Link::batch`]) before the next read overwrites it.
     pub fn recv_batched(
         &mut self,
@@ -239,7 +239,8 @@ impl Link {
             Kind::Stream => {
                 self.recv_stream(&mut |f, batch, tx| on_frame(f, RxMeta::default(), batch, tx))
             }
-            _ => self.recv(|f, meta, tx| on_frame(f, meta, &[], tx)),
+            Kind::VhostUser => self.recv_vhost(&mut on_frame),
+            Kind::Tap => self.recv(|f, meta, tx| on_frame(f, meta, &[], tx)),
         }
     }
 
@@ -247,8 +248,8 @@ impl Link {
     /// the transmit queue.
     pub fn batch(&mut self) -> (&[u8], &mut Tx) {
         let batch: &[u8] = match self.kind {
-            Kind::Dgram | Kind::Stream => &self.rx,
-            _ => &[],
+            Kind::Dgram | Kind::Stream | Kind::VhostUser => &self.rx,
+            Kind::Tap => &[],
         };
         (batch, &mut self.tx)
     }

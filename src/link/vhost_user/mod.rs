@@ -28,7 +28,7 @@ pub use virtq::Fault;
 use super::{Closed, Kind, Link, PartialCsum, Recv, RxMeta, Tx, MAX_FRAME};
 use device::TOKEN_SOCKET;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,6 +36,14 @@ use vhost::vhost_user::{BackendReqHandler, Error as VuError};
 
 /// Frames taken from the transmit ring per link wakeup.
 const RX_BURST: usize = 32;
+/// Room for one frame taken from the ring: its virtio-net header, the
+/// largest frame and one byte more (to tell an oversized one).
+const RX_SLOT: usize = crate::wire::virtio_net::HEADER_LEN + MAX_FRAME + 1;
+/// The link's receive buffer: a burst's frames lie side by side in it
+/// until the next burst, so that a flow's payloads leave in one `sendmsg`
+/// (`flow::Held`). 16 of the largest frames; a burst stops when the next
+/// might not fit.
+pub(super) const RX_BYTES: usize = 16 * RX_SLOT;
 /// How long a request begun may take to arrive whole, or a reply to go.
 const CONTROL_WAIT_MS: u64 = 200;
 /// The protocol's largest request body.
@@ -173,6 +181,15 @@ impl Backend {
                 d.fault(f);
                 None
             }
+        }
+    }
+
+    /// Make the transmit kick readable again: frames are left in the ring
+    /// for the next wakeup.
+    pub fn rekick(&mut self) {
+        let d = lock(&self.dev);
+        if let Some(k) = d.tx_kick() {
+            let _ = (&*k).write(&1u64.to_ne_bytes());
         }
     }
 
@@ -361,33 +378,47 @@ impl Link {
         self.vhost.as_ref().map(|b| b.stats())
     }
 
+    /// Take a burst of frames from the transmit ring; each goes to
+    /// `on_frame` with the buffer it lies in, which stays as it is until
+    /// the next call (each frame is copied in after the last).
     pub(super) fn recv_vhost(
         &mut self,
-        on_frame: &mut impl FnMut(&[u8], RxMeta, &mut Tx),
+        on_frame: &mut impl FnMut(&[u8], RxMeta, &[u8], &mut Tx),
     ) -> Result<Recv, Closed> {
         let Some(backend) = self.vhost.as_mut() else {
             return Ok(Recv::Drained);
         };
         backend.service()?;
-        let mut n = 0;
-        while n < RX_BURST {
-            let Some((start, end, meta)) = backend.next_frame(&mut self.rx) else {
+        let (mut n, mut at) = (0, 0);
+        let mut full = true;
+        while n < RX_BURST && at + RX_SLOT <= self.rx.len() {
+            let Some((start, end, meta)) = backend.next_frame(&mut self.rx[at..at + RX_SLOT])
+            else {
+                full = false;
                 break;
             };
             n += 1;
+            let (start, end) = (at + start, at + end);
+            // The next frame starts cache-line aligned, after this one.
+            at = end.next_multiple_of(64);
             if end - start > MAX_FRAME {
                 self.tx.stats.rx_oversize += 1;
                 continue;
             }
-            Self::deliver(&mut self.tx, &self.rx[start..end], meta, on_frame);
+            let rx = &self.rx;
+            Self::deliver(&mut self.tx, &rx[start..end], meta, &mut |f, m, tx| {
+                on_frame(f, m, rx, tx)
+            });
         }
         backend.end_batch();
-        // A full burst leaves the kick unread: the link stays readable.
-        Ok(if n == RX_BURST {
-            Recv::More
-        } else {
-            Recv::Drained
-        })
+        if full {
+            // Frames may be left, and the driver kicks only once after
+            // notifications were turned off (or its event index passed):
+            // kick ourselves so the link stays readable.
+            backend.rekick();
+            return Ok(Recv::More);
+        }
+        Ok(Recv::Drained)
     }
 }
 
