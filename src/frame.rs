@@ -74,6 +74,19 @@ pub fn write_ip(
 /// payload bytes already at `buf[l4_offset(src) + 8..]`; returns the
 /// frame's length (0 if it does not fit or the families differ).
 pub fn write_udp(buf: &mut [u8], l2: &L2, src: SocketAddr, dst: SocketAddr, n: usize) -> usize {
+    write_udp_with(buf, l2, src, dst, n, checksum::Checksum::Full)
+}
+
+/// [`write_udp`]; with `Partial` the UDP checksum is left as the
+/// pseudo-header sum for the guest's driver (see `link::Tx::checksum`).
+pub fn write_udp_with(
+    buf: &mut [u8],
+    l2: &L2,
+    src: SocketAddr,
+    dst: SocketAddr,
+    n: usize,
+    csum: checksum::Checksum,
+) -> usize {
     let repr = udp::Repr {
         src_port: src.port(),
         dst_port: dst.port(),
@@ -84,7 +97,7 @@ pub fn write_udp(buf: &mut [u8], l2: &L2, src: SocketAddr, dst: SocketAddr, n: u
     let Some(p) = pseudo(src.ip(), dst.ip()).filter(|_| off != 0) else {
         return 0;
     };
-    match repr.emit(&mut buf[off..], &p) {
+    match repr.emit_with(&mut buf[off..], &p, csum) {
         Ok(len) => off + len,
         Err(_) => 0,
     }

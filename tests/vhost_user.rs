@@ -16,6 +16,7 @@ mod support;
 use serde_json::Value;
 use std::net::UdpSocket;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use support::process::Daemon;
 use support::relay::in_netns;
@@ -320,6 +321,10 @@ fn lease_ping_dns_forward_and_bulk_both_ways() {
     // checksums partial (one pass over the payload fewer), and those
     // finished here were right.
     assert_partial_checksums(&fe, MB100 / 65536);
+    // The DNS answer came through a UDP flow, its checksum left partial
+    // too (and finished right).
+    let udp = fe.stats().partial_udp_from_airlock.load(Ordering::Relaxed);
+    assert!(udp >= 1, "{}", fe.describe());
     let log = r.stop();
     assert!(log.contains("vhost-user: device resets 0"), "{log}");
     // The 100 MB toward the guest were built in its receive buffers (64 KiB

@@ -7,6 +7,7 @@
 
 use crate::frame::{self, L2};
 use crate::link::{Slots, Tx, MAX_FRAME};
+use crate::wire::checksum::{Checksum, PartialCsum};
 use crate::wire::{icmpv4, icmpv6, ip_proto, ipv4, ipv6};
 use nix::sys::socket::{self as sock, MsgFlags, MultiHeaders, SockaddrStorage};
 use std::io::IoSliceMut;
@@ -42,23 +43,51 @@ pub fn reserve_frames(tx: &mut Tx, hdr: usize, max: usize) -> (Slots<'_>, usize)
     (tx.reserve(BATCH, frame_len), frame_len.saturating_sub(hdr))
 }
 
+/// The frames [`recv_frames`] builds: `hdr` bytes of headers before the
+/// payload, room for `max` payload bytes, and where their L4 checksum lies
+/// if it may be left partial for the guest's driver (UDP; `None`: always
+/// finished, as ICMP's).
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub hdr: usize,
+    pub max: usize,
+    pub partial: Option<PartialCsum>,
+}
+
+impl Shape {
+    /// How `finish` is to write the checksum over `tx`: partial only where
+    /// the shape allows it and the link takes it.
+    pub fn checksum(&self, tx: &Tx) -> Checksum {
+        match self.partial {
+            Some(_) => tx.checksum(),
+            None => Checksum::Full,
+        }
+    }
+
+    /// The mark to commit frames written with `csum`.
+    pub fn mark(&self, csum: Checksum) -> Option<PartialCsum> {
+        self.partial.filter(|_| csum == Checksum::Partial)
+    }
+}
+
 /// Receive up to [`BATCH`] datagrams from `fd` straight into frames in the
-/// transmit queue. Each frame has `hdr` bytes of headers before the payload
-/// and room for `max` payload bytes; `finish(frame, len, sender)` writes the
-/// headers around the `len` payload bytes at `frame[hdr..]` and returns the
-/// frame's length (0 drops it). Datagrams longer than `max` are dropped and
+/// transmit queue, framed as `shape` says; `finish(frame, len, sender,
+/// checksum)` writes the headers around the `len` payload bytes at
+/// `frame[hdr..]` (the checksum as told) and returns the frame's length (0
+/// drops it). Datagrams longer than `max` are dropped and
 /// counted in `oversize`. Returns how many datagrams were read: 0 when the
 /// socket has nothing (or reports an error, which the error queue explains).
 pub fn recv_frames(
     tx: &mut Tx,
     fd: BorrowedFd<'_>,
     rx: &mut RxHeaders,
-    hdr: usize,
-    max: usize,
+    shape: Shape,
     oversize: &mut u64,
-    mut finish: impl FnMut(&mut [u8], usize, Option<SocketAddr>) -> usize,
+    mut finish: impl FnMut(&mut [u8], usize, Option<SocketAddr>, Checksum) -> usize,
 ) -> usize {
-    let (mut slots, max) = reserve_frames(tx, hdr, max);
+    let hdr = shape.hdr;
+    let csum = shape.checksum(tx);
+    let (mut slots, max) = reserve_frames(tx, hdr, shape.max);
     let k = slots.count().min(BATCH);
     let mut got = [(0usize, false, None::<SocketAddr>); BATCH];
     let n = {
@@ -105,9 +134,9 @@ pub fn recv_frames(
             *oversize += 1;
             continue;
         }
-        *len = finish(frame, bytes, peer);
+        *len = finish(frame, bytes, peer, csum);
     }
-    slots.commit(&lens[..n]);
+    slots.commit_with(&lens[..n], shape.mark(csum));
     n
 }
 

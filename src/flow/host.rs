@@ -20,13 +20,14 @@
 //! #syscalls: socket(0=AF_INET,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=IPPROTO_ICMP)
 //! #syscalls: socket(0=AF_INET6,1&SOCK_TYPE_MASK=SOCK_DGRAM,2=IPPROTO_ICMPV6)
 
-use super::dgram::{self, HostError, RxHeaders};
+use super::dgram::{self, HostError, RxHeaders, Shape};
 use super::seq::Seq;
 use super::Key;
 use crate::link::Tx;
 use crate::outbound::Outbound;
 use crate::poller::{Poller, Token};
 use crate::sys;
+use crate::wire::checksum::Checksum;
 use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{
     self as sock, sockopt, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrStorage,
@@ -106,10 +107,9 @@ pub trait DgramSocket {
         &self,
         tx: &mut Tx,
         rx: &mut RxHeaders,
-        hdr: usize,
-        max: usize,
+        shape: Shape,
         oversize: &mut u64,
-        finish: impl FnMut(&mut [u8], usize, Option<SocketAddr>) -> usize,
+        finish: impl FnMut(&mut [u8], usize, Option<SocketAddr>, Checksum) -> usize,
     ) -> usize;
     /// The next ICMP error from the error queue.
     fn next_error(&self) -> Option<HostError>;
@@ -362,12 +362,11 @@ impl DgramSocket for KernelDgram {
         &self,
         tx: &mut Tx,
         rx: &mut RxHeaders,
-        hdr: usize,
-        max: usize,
+        shape: Shape,
         oversize: &mut u64,
-        finish: impl FnMut(&mut [u8], usize, Option<SocketAddr>) -> usize,
+        finish: impl FnMut(&mut [u8], usize, Option<SocketAddr>, Checksum) -> usize,
     ) -> usize {
-        dgram::recv_frames(tx, self.fd.as_fd(), rx, hdr, max, oversize, finish)
+        dgram::recv_frames(tx, self.fd.as_fd(), rx, shape, oversize, finish)
     }
 
     fn next_error(&self) -> Option<HostError> {

@@ -224,10 +224,13 @@ impl<H: Host> Echo<H> {
             let n = self.sock.recv_frames(
                 ctx.tx,
                 rx,
-                hdr,
-                max,
+                dgram::Shape {
+                    hdr,
+                    max,
+                    partial: None,
+                },
                 &mut counters.icmp_dropped,
-                |f, len, _| {
+                |f, len, _, _| {
                     let off = frame::write_ip(f, &l2, src, dst, proto, len, 64);
                     let Some(m) = f.get_mut(off..off + len).filter(|_| off != 0 && len >= 8) else {
                         return 0;

@@ -34,13 +34,14 @@
 //! #syscalls: connect(2=128) setsockopt sendto(5=0) sendmsg recvmmsg recvmsg close
 #![forbid(unsafe_code)]
 
-use super::dgram::{error_source, recv_frames, send_icmp_error, Quote, RxHeaders, BATCH};
+use super::dgram::{error_source, recv_frames, send_icmp_error, Quote, RxHeaders, Shape, BATCH};
 use super::forward::Listener;
 use super::host::{Dgram, DgramSocket, Host, Kernel};
 use super::{nat, Ctx, Flow, Key, Table, Verdict};
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::frame::{self, L2};
+use crate::wire::checksum::{Checksum, PartialCsum};
 use crate::wire::{ip_proto, udp as udpw};
 use nix::errno::Errno;
 use nix::sys::epoll::EpollFlags;
@@ -69,10 +70,28 @@ pub fn max_payload(mtu: u16, v6: bool) -> usize {
     (mtu as usize).saturating_sub(if v6 { 40 } else { 20 } + UDP_HEADER)
 }
 
+/// The frames toward the guest for `mtu`: their UDP checksum may be left
+/// partial (see [`dgram::Shape`]).
+fn shape(mtu: u16, v6: bool) -> Shape {
+    let hdr = frame_header(v6);
+    Shape {
+        hdr,
+        max: max_payload(mtu, v6),
+        partial: Some(PartialCsum::udp(hdr - UDP_HEADER)),
+    }
+}
+
 /// Write Ethernet, IP and UDP headers in front of `n` payload bytes already
 /// at `buf[frame_header()..]`; returns the frame length (0 on a mismatch).
-pub fn write_frame(buf: &mut [u8], l2: &L2, src: SocketAddr, dst: SocketAddr, n: usize) -> usize {
-    frame::write_udp(buf, l2, src, dst, n)
+pub fn write_frame(
+    buf: &mut [u8],
+    l2: &L2,
+    src: SocketAddr,
+    dst: SocketAddr,
+    n: usize,
+    csum: Checksum,
+) -> usize {
+    frame::write_udp_with(buf, l2, src, dst, n, csum)
 }
 
 /// A datagram from the guest: to its flow, or the first of a new one.
@@ -157,29 +176,36 @@ pub fn on_forward_readable<H: Host>(
     };
     let (now, l2) = (ctx.now, *ctx.l2);
     let v6 = guest.is_ipv6();
-    let (hdr, max) = (frame_header(v6), max_payload(cfg.mtu, v6));
+    let shape = shape(cfg.mtu, v6);
     let (mut oversize, mut full, mut opened) = (0, 0, 0);
     for _ in 0..4 {
-        let n = recv_frames(ctx.tx, fd, rx, hdr, max, &mut oversize, |f, len, peer| {
-            let Some(key) = peer.and_then(|p| listener.key(cfg, guest6, p)) else {
-                return 0;
-            };
-            let peer = peer.unwrap_or(key.remote);
-            match table.lookup(&key).and_then(|s| table.at(s)) {
-                Some((_, Flow::Udp(c))) => c.on_forwarded(peer, now),
-                Some(_) => return 0,
-                None => {
-                    let Ok(token) = table.vacant() else {
-                        full += 1;
-                        return 0;
-                    };
-                    let c = Conn::forwarded(key, i, peer, now);
-                    table.insert(token, key, Flow::Udp(c));
-                    opened += 1;
+        let n = recv_frames(
+            ctx.tx,
+            fd,
+            rx,
+            shape,
+            &mut oversize,
+            |f, len, peer, csum| {
+                let Some(key) = peer.and_then(|p| listener.key(cfg, guest6, p)) else {
+                    return 0;
+                };
+                let peer = peer.unwrap_or(key.remote);
+                match table.lookup(&key).and_then(|s| table.at(s)) {
+                    Some((_, Flow::Udp(c))) => c.on_forwarded(peer, now),
+                    Some(_) => return 0,
+                    None => {
+                        let Ok(token) = table.vacant() else {
+                            full += 1;
+                            return 0;
+                        };
+                        let c = Conn::forwarded(key, i, peer, now);
+                        table.insert(token, key, Flow::Udp(c));
+                        opened += 1;
+                    }
                 }
-            }
-            write_frame(f, &l2, key.remote, key.guest, len)
-        });
+                write_frame(f, &l2, key.remote, key.guest, len, csum)
+            },
+        );
         if n < BATCH {
             break;
         }
@@ -349,16 +375,15 @@ impl<H: Host> Conn<H> {
         }
         if ev.contains(EpollFlags::EPOLLIN) {
             let v6 = self.key.guest.is_ipv6();
-            let (hdr, max) = (frame_header(v6), max_payload(ctx.mtu, v6));
+            let shape = shape(ctx.mtu, v6);
             let (src, dst, l2) = (self.key.remote, self.key.guest, *ctx.l2);
             for _ in 0..BATCHES_PER_EVENT {
                 let n = sock.recv_frames(
                     ctx.tx,
                     rx,
-                    hdr,
-                    max,
+                    shape,
                     &mut counters.udp_host_oversize,
-                    |f, len, _| write_frame(f, &l2, src, dst, len),
+                    |f, len, _, csum| write_frame(f, &l2, src, dst, len, csum),
                 );
                 if n == 0 {
                     break;
@@ -431,7 +456,7 @@ mod tests {
         let mut buf = vec![0u8; 200];
         let hdr = frame_header(false);
         buf[hdr..hdr + 5].copy_from_slice(b"hello");
-        let n = write_frame(&mut buf, &l2(), s, d, 5);
+        let n = write_frame(&mut buf, &l2(), s, d, 5, Checksum::Full);
         assert_eq!(n, 14 + 20 + 8 + 5);
         let ip = ipv4::Packet::new_checked(&buf[14..n]).unwrap();
         let r = ipv4::Repr::parse(&ip).unwrap();
@@ -446,7 +471,14 @@ mod tests {
         assert_eq!(u.payload(), b"hello");
         // A v6 source toward a v4 guest is refused, not garbled.
         assert_eq!(
-            write_frame(&mut buf, &l2(), "[::1]:5".parse().unwrap(), d, 5),
+            write_frame(
+                &mut buf,
+                &l2(),
+                "[::1]:5".parse().unwrap(),
+                d,
+                5,
+                Checksum::Full
+            ),
             0
         );
     }

@@ -11,10 +11,11 @@
 //! used and closed is kept for the idle-timeout invariant.
 
 use super::host::{pattern, Net, SimHost};
-use crate::flow::dgram::{self, HostError, RxHeaders, BATCH};
+use crate::flow::dgram::{self, HostError, RxHeaders, Shape, BATCH};
 use crate::flow::host::{Dgram, DgramSocket};
 use crate::link::Tx;
 use crate::poller::Token;
+use crate::wire::checksum::Checksum;
 use nix::sys::epoll::EpollFlags;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -307,14 +308,15 @@ impl DgramSocket for SimDgram {
         &self,
         tx: &mut Tx,
         _rx: &mut RxHeaders,
-        hdr: usize,
-        max: usize,
+        shape: Shape,
         oversize: &mut u64,
-        mut finish: impl FnMut(&mut [u8], usize, Option<SocketAddr>) -> usize,
+        mut finish: impl FnMut(&mut [u8], usize, Option<SocketAddr>, Checksum) -> usize,
     ) -> usize {
         // As `dgram::recv_frames`: frames reserved up front, payloads in
         // place behind `hdr`, oversized datagrams dropped and counted.
-        let (mut slots, max) = dgram::reserve_frames(tx, hdr, max);
+        let hdr = shape.hdr;
+        let csum = shape.checksum(tx);
+        let (mut slots, max) = dgram::reserve_frames(tx, hdr, shape.max);
         let room = slots.count().min(BATCH);
         let (got, dst) = self.with(|s, now| {
             let n = s.rx.len().min(room);
@@ -335,9 +337,9 @@ impl DgramSocket for SimDgram {
                 continue;
             }
             frame[hdr..hdr + d.len()].copy_from_slice(d);
-            *len = finish(frame, d.len(), Some(dst));
+            *len = finish(frame, d.len(), Some(dst), csum);
         }
-        slots.commit(&lens[..k]);
+        slots.commit_with(&lens[..k], shape.mark(csum));
         k
     }
 

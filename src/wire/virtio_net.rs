@@ -100,6 +100,9 @@ pub fn complete_checksum(frame: &mut [u8], csum_start: u16, csum_offset: u16) ->
         return Err(Error::Malformed);
     }
     let c = super::checksum::checksum(frame.get(start..).ok_or(Error::Malformed)?);
+    // UDP sends a zero sum as 0xffff (0 means "none"); for TCP the two are
+    // the same one's complement zero.
+    let c = if c == 0 { 0xffff } else { c };
     frame
         .get_mut(at..at + 2)
         .ok_or(Error::Malformed)?

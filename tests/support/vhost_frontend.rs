@@ -187,6 +187,8 @@ pub struct BridgeStats {
     /// (the guest's stack takes them unchecked, so this is the check).
     pub partial_from_airlock: AtomicU64,
     pub bad_partial_from_airlock: AtomicU64,
+    /// Of the checked ones, the valid UDP datagrams.
+    pub partial_udp_from_airlock: AtomicU64,
 }
 
 /// Partial checksums from airlock finished and verified here: enough to
@@ -682,10 +684,15 @@ fn frames_to_tap(
             }
             let _ = tap.write(gather);
         }
-        if check && !partial_finishes(gather) {
-            s.stats
-                .bad_partial_from_airlock
-                .fetch_add(1, Ordering::Relaxed);
+        if check {
+            let counter = match partial_finishes(gather) {
+                Some(17) => Some(&s.stats.partial_udp_from_airlock),
+                Some(_) => None,
+                None => Some(&s.stats.bad_partial_from_airlock),
+            };
+            if let Some(c) = counter {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
         }
         r.free.extend(parts.iter().map(|&(id, _)| id));
         frames += 1;
@@ -697,21 +704,21 @@ fn frames_to_tap(
 
 const NEEDS_CSUM: u8 = 1;
 
-/// Whether a frame behind its virtio-net header, its checksum left
-/// partial, finishes (as the guest's stack would) to a valid TCP or UDP
-/// checksum.
-fn partial_finishes(b: &[u8]) -> bool {
+/// The L4 protocol of a frame behind its virtio-net header, its checksum
+/// left partial, if it finishes (as the guest's stack would) to a valid
+/// TCP or UDP checksum.
+fn partial_finishes(b: &[u8]) -> Option<u8> {
     use airlock::wire::checksum::PseudoHeader;
     use airlock::wire::{ethernet, ethertype, ipv4, ipv6, virtio_net as vnet};
     let Ok(h) = vnet::Repr::parse(b) else {
-        return false;
+        return None;
     };
     let mut f = b[VNET_HDR..].to_vec();
     if vnet::complete_checksum(&mut f, h.csum_start, h.csum_offset).is_err() {
-        return false;
+        return None;
     }
     let Ok(eth) = ethernet::Frame::new_checked(&f[..]) else {
-        return false;
+        return None;
     };
     let (pseudo, proto) = match eth.ethertype() {
         ethertype::IPV4 => match ipv4::Packet::new_checked(eth.payload()) {
@@ -722,7 +729,7 @@ fn partial_finishes(b: &[u8]) -> bool {
                 },
                 p.protocol(),
             ),
-            Err(_) => return false,
+            Err(_) => return None,
         },
         ethertype::IPV6 => match ipv6::Packet::new_checked(eth.payload()) {
             Ok(p) => (
@@ -732,11 +739,13 @@ fn partial_finishes(b: &[u8]) -> bool {
                 },
                 p.next_header(),
             ),
-            Err(_) => return false,
+            Err(_) => return None,
         },
-        _ => return false,
+        _ => return None,
     };
-    pseudo.verify(proto, &f[usize::from(h.csum_start)..])
+    pseudo
+        .verify(proto, &f[usize::from(h.csum_start)..])
+        .then_some(proto)
 }
 
 /// A guest's virtio-net driver takes `DATA_VALID` as "checksum already
