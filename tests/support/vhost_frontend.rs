@@ -61,6 +61,7 @@ pub const TX_BUF: u64 = 0x80_0000;
 pub const TX_STRIDE: u64 = 0x11000;
 pub const VNET_HDR: usize = 12;
 
+const F_EVENT_IDX: u64 = 1 << 29;
 const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
 
@@ -100,6 +101,10 @@ pub struct DriverRing {
     avail_idx: u16,
     last_used: u16,
     free: Vec<u16>,
+    /// Bytes of each transmit buffer offered and not yet used, and their
+    /// sum (the bridge's transmit budget).
+    sizes: Vec<u32>,
+    inflight: u64,
 }
 
 impl DriverRing {
@@ -110,6 +115,8 @@ impl DriverRing {
             avail_idx: 0,
             last_used: 0,
             free: (0..n.min(QSIZE)).rev().collect(),
+            sizes: vec![0; usize::from(QSIZE)],
+            inflight: 0,
         }
     }
 
@@ -155,23 +162,59 @@ impl DriverRing {
     }
 
     /// Used entries not yet seen: (descriptor id, length).
+    ///
+    /// With EVENT_IDX this also asks for an interrupt on the next used
+    /// buffer (`used_event`), then looks at the used index once more, as
+    /// Linux's `virtqueue_enable_cb` does: a buffer the device used between
+    /// the first look and the write of `used_event` may have been used
+    /// without an interrupt (the device compared against the old event),
+    /// and would otherwise wait for the next poll timeout.
     pub fn take_used(&mut self, mem: &GuestMemoryMmap, out: &mut Vec<(u16, u32)>) {
-        fence(Ordering::SeqCst);
-        let idx: u16 = mem.read_obj(GuestAddress(used_addr(self.q) + 2)).unwrap();
-        fence(Ordering::SeqCst);
-        while self.last_used != u16::from_le(idx) {
-            let slot = u64::from(self.last_used % QSIZE);
-            let at = used_addr(self.q) + 4 + 8 * slot;
-            let id: u32 = mem.read_obj(GuestAddress(at)).unwrap();
-            let len: u32 = mem.read_obj(GuestAddress(at + 4)).unwrap();
-            out.push((u32::from_le(id) as u16, u32::from_le(len)));
-            self.last_used = self.last_used.wrapping_add(1);
+        loop {
+            fence(Ordering::SeqCst);
+            let idx = u16::from_le(mem.read_obj(GuestAddress(used_addr(self.q) + 2)).unwrap());
+            fence(Ordering::SeqCst);
+            while self.last_used != idx {
+                let slot = u64::from(self.last_used % QSIZE);
+                let at = used_addr(self.q) + 4 + 8 * slot;
+                let id: u32 = mem.read_obj(GuestAddress(at)).unwrap();
+                let len: u32 = mem.read_obj(GuestAddress(at + 4)).unwrap();
+                let id = u32::from_le(id) as u16;
+                out.push((id, u32::from_le(len)));
+                if let Some(b) = self.sizes.get_mut(usize::from(id)) {
+                    self.inflight = self.inflight.saturating_sub(u64::from(*b));
+                    *b = 0;
+                }
+                self.last_used = self.last_used.wrapping_add(1);
+            }
+            // EVENT_IDX: interrupt me on the next used buffer.
+            let ev = avail_addr(self.q) + 4 + 2 * u64::from(QSIZE);
+            mem.write_obj(self.last_used.to_le(), GuestAddress(ev))
+                .unwrap();
+            fence(Ordering::SeqCst);
+            let again = u16::from_le(mem.read_obj(GuestAddress(used_addr(self.q) + 2)).unwrap());
+            if again == self.last_used {
+                return;
+            }
         }
-        // EVENT_IDX: interrupt me on the next used buffer.
-        let ev = avail_addr(self.q) + 4 + 2 * u64::from(QSIZE);
-        mem.write_obj(self.last_used.to_le(), GuestAddress(ev))
-            .unwrap();
+    }
+
+    /// Whether the device wants a kick for what was published since the
+    /// avail index was `old`: with EVENT_IDX, when the new entries pass
+    /// its `avail_event` (the spec's `vring_need_event`); without, unless
+    /// it set `VRING_USED_F_NO_NOTIFY`. What Linux's
+    /// `virtqueue_kick_prepare` decides.
+    fn needs_kick(&self, mem: &GuestMemoryMmap, old: u16, event_idx: bool) -> bool {
         fence(Ordering::SeqCst);
+        let new = self.avail_idx;
+        if event_idx {
+            let at = used_addr(self.q) + 4 + 8 * u64::from(QSIZE);
+            let ev = u16::from_le(mem.read_obj(GuestAddress(at)).unwrap());
+            new.wrapping_sub(ev).wrapping_sub(1) < new.wrapping_sub(old)
+        } else {
+            let flags = u16::from_le(mem.read_obj(GuestAddress(used_addr(self.q))).unwrap());
+            flags & 1 == 0
+        }
     }
 }
 
@@ -206,6 +249,8 @@ struct Shared {
     call: [EventFd; 2],
     err: [EventFd; 2],
     stats: BridgeStats,
+    /// VIRTIO_RING_F_EVENT_IDX was negotiated.
+    event_idx: AtomicBool,
 }
 
 /// A connected front-end with its guest memory and rings.
@@ -284,6 +329,7 @@ impl VhostFrontend {
             call: [eventfd(), eventfd()],
             err: [eventfd(), eventfd()],
             stats: BridgeStats::default(),
+            event_idx: AtomicBool::new(false),
         });
         let fe = Frontend::from_stream(stream, 2);
         let mut f = VhostFrontend {
@@ -302,6 +348,9 @@ impl VhostFrontend {
         let offered = self.fe.get_features()?;
         self.features = offered & DRIVER_FEATURES;
         self.fe.set_features(self.features)?;
+        self.shared
+            .event_idx
+            .store(self.features & F_EVENT_IDX != 0, Ordering::SeqCst);
         let p = self.fe.get_protocol_features()?;
         self.protocol = p;
         self.fe.set_protocol_features(p)?;
@@ -777,16 +826,45 @@ fn data_valid_as_partial(head: &[u8]) -> Option<[u8; VNET_HDR]> {
     Some(h)
 }
 
+/// Bytes the bridge keeps offered on the transmit ring and not yet used.
+///
+/// A Linux guest's TCP cannot run further ahead of a virtio-net device
+/// than this: its skbs stay charged to the socket until the device marks
+/// them used (TCP small queues: about a millisecond at the pacing rate,
+/// `tcp_limit_output_bytes` at most), and byte queue limits hold the ring
+/// to what one completion round drains. tun frees an skb as soon as it is
+/// queued, so without a budget here the guest's whole congestion window
+/// would land on the ring in one go: up to 256 frames of 64 KiB, 16 MB,
+/// in one kick, which a backend that writes a batch to its socket in one
+/// `sendmsg` (passt) cannot always place, and what it cannot place the
+/// guest only sends again after a retransmission timeout.
+/// `AIRLOCK_FE_TX_INFLIGHT` (bytes) overrides it, for experiments.
+pub const TX_INFLIGHT: u64 = 1 << 20;
+
 fn bridge(s: Arc<Shared>, tap: OwnedFd, stop: Arc<AtomicBool>) {
     let mut tap = File::from(tap);
     let mut gather = Vec::with_capacity(VNET_HDR + 65536);
+    let event_idx = s.event_idx.load(Ordering::SeqCst);
+    let budget = std::env::var("AIRLOCK_FE_TX_INFLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(TX_INFLIGHT);
+    // The transmit ring is at its budget: wait for the backend's call,
+    // not for the tap (which stays readable), as a stopped queue does.
+    let mut tx_stopped = false;
     while !stop.load(Ordering::SeqCst) {
-        let mut fds = [
-            PollFd::new(tap.as_fd(), PollFlags::POLLIN),
-            PollFd::new(bfd(&s.call[RXQ]), PollFlags::POLLIN),
-            PollFd::new(bfd(&s.call[TXQ]), PollFlags::POLLIN),
-        ];
-        let _ = poll(&mut fds, PollTimeout::from(10u16));
+        {
+            let mut fds = vec![
+                PollFd::new(bfd(&s.call[RXQ]), PollFlags::POLLIN),
+                PollFd::new(bfd(&s.call[TXQ]), PollFlags::POLLIN),
+            ];
+            if !tx_stopped {
+                fds.push(PollFd::new(tap.as_fd(), PollFlags::POLLIN));
+            }
+            // The timeout only bounds how late `stop` is seen: every wait
+            // here has its wake-up (tap, or an interrupt asked for).
+            let _ = poll(&mut fds, PollTimeout::from(50u16));
+        }
         let _ = s.call[RXQ].read();
         let _ = s.call[TXQ].read();
         let mut rings = s.rings.lock().unwrap();
@@ -797,18 +875,25 @@ fn bridge(s: Arc<Shared>, tap: OwnedFd, stop: Arc<AtomicBool>) {
         s.stats
             .bytes_from_airlock
             .fetch_add(bytes, Ordering::Relaxed);
-        if repost_rx(&s, &mut rings[RXQ]) {
+        let old = rings[RXQ].avail_idx;
+        if repost_rx(&s, &mut rings[RXQ]) && rings[RXQ].needs_kick(&s.mem, old, event_idx) {
             let _ = s.kick[RXQ].write(1);
         }
-        // The guest to the backend: each read lands in a transmit buffer,
-        // header first; one kick for the batch.
+        // The guest to the backend: reclaim what the backend used (as
+        // Linux's start_xmit does first), then each read lands in a
+        // transmit buffer, header first, while the budget lasts; one kick
+        // for the batch, if the backend asked for one.
         let r = &mut rings[TXQ];
+        let mut used = Vec::new();
+        r.take_used(&s.mem, &mut used);
+        r.free.extend(used.iter().map(|&(id, _)| id));
+        let old = r.avail_idx;
         let mut sent = 0;
+        tx_stopped = false;
         while sent < 64 {
-            if r.free.is_empty() {
-                let mut used = Vec::new();
-                r.take_used(&s.mem, &mut used);
-                r.free.extend(used.iter().map(|&(id, _)| id));
+            if r.inflight >= budget || r.free.is_empty() {
+                tx_stopped = true;
+                break;
             }
             let Some(&i) = r.free.last() else { break };
             let at = TX_BUF + u64::from(i) * TX_STRIDE;
@@ -820,6 +905,8 @@ fn bridge(s: Arc<Shared>, tap: OwnedFd, stop: Arc<AtomicBool>) {
                 Ok(n) if n > VNET_HDR => {
                     r.free.pop();
                     r.set_desc(&s.mem, i, at, n as u32, 0, 0);
+                    r.sizes[usize::from(i)] = n as u32;
+                    r.inflight += n as u64;
                     r.publish(&s.mem, i);
                     s.stats.to_airlock.fetch_add(1, Ordering::Relaxed);
                     s.stats
@@ -830,10 +917,21 @@ fn bridge(s: Arc<Shared>, tap: OwnedFd, stop: Arc<AtomicBool>) {
                 _ => break,
             }
         }
-        drop(rings);
-        if sent > 0 {
+        if sent > 0 && r.needs_kick(&s.mem, old, event_idx) {
             let _ = s.kick[TXQ].write(1);
         }
+        if tx_stopped {
+            // The interrupt is asked for (take_used set used_event, and
+            // interrupts are never suppressed here); look once more for
+            // what was used meanwhile, so the wait is not for nothing.
+            let mut used = Vec::new();
+            r.take_used(&s.mem, &mut used);
+            if !used.is_empty() {
+                r.free.extend(used.iter().map(|&(id, _)| id));
+                let _ = s.call[TXQ].write(1);
+            }
+        }
+        drop(rings);
     }
 }
 
