@@ -15,7 +15,7 @@
 //! - `device.rs`: the device and its request handler;
 //! - `virtq.rs`: the checked descriptor-chain walker.
 //!
-//! #syscalls: recvmsg sendmsg epoll_create1 epoll_wait|epoll_pwait|epoll_pwait2 epoll_ctl read
+//! #syscalls: recvmsg sendmsg epoll_create1 epoll_wait|epoll_pwait|epoll_pwait2 epoll_ctl read write
 //! #syscalls: setsockopt recvfrom nanosleep|clock_nanosleep
 #![forbid(unsafe_code)]
 
